@@ -1,0 +1,194 @@
+//! `layerdiff`: the two jobs of the library for people and scripts.
+//!
+//! ```text
+//! layerdiff diff  [--compression gzip|zstd|none] [--level N] [--source-date-epoch SECONDS] LOWER UPPER -o OUT
+//! layerdiff apply [--whiteouts remove|overlay] [--parent DIR]... [--no-same-owner] LAYER ROOT
+//! ```
+
+use std::fs::File;
+use std::io::{self, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use layerdiff::{ApplyOptions, CompareOptions, Compression, Progress, WhiteoutMode};
+
+#[derive(Parser)]
+#[command(name = "layerdiff", version, about = "Compute and apply OCI image layer diffs, byte-identical to containerd")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum CompressionArg {
+    Gzip,
+    Zstd,
+    None,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum WhiteoutArg {
+    Remove,
+    Overlay,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write the layer that turns LOWER into UPPER (containerd's walking differ), print its descriptor.
+    Diff {
+        /// Compression of the written layer.
+        #[arg(long, value_enum, default_value = "gzip")]
+        compression: CompressionArg,
+        /// Compression level (gzip 0-9, default 6; zstd 1-22, default 3).
+        #[arg(long)]
+        level: Option<i32>,
+        /// Clamp mtimes later than this (seconds since 1970) to it, for reproducible layers.
+        #[arg(long, value_name = "SECONDS")]
+        source_date_epoch: Option<i64>,
+        /// The lower (parent) tree.
+        lower: PathBuf,
+        /// The upper (changed) tree.
+        upper: PathBuf,
+        /// Where to write the layer; `-` for stdout (then no descriptor is printed).
+        #[arg(short = 'o', long = "output", value_name = "OUT")]
+        output: PathBuf,
+    },
+    /// Unpack LAYER (tar, gzip or zstd; `-` for stdin) onto ROOT (containerd's fs applier), print its descriptor.
+    Apply {
+        /// How whiteouts are applied: delete paths, or write overlayfs whiteouts (ROOT is an upperdir).
+        #[arg(long, value_enum, default_value = "remove")]
+        whiteouts: WhiteoutArg,
+        /// An overlay lowerdir (top first, repeatable) supplying attributes of parents to create.
+        #[arg(long = "parent", value_name = "DIR")]
+        parents: Vec<PathBuf>,
+        /// Do not chown entries to the owners recorded in the layer.
+        #[arg(long)]
+        no_same_owner: bool,
+        /// The layer file, or `-` for stdin.
+        layer: PathBuf,
+        /// The directory to unpack into.
+        root: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("layerdiff: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> Result<(), String> {
+    match command {
+        Command::Diff { compression, level, source_date_epoch, lower, upper, output } => {
+            let compression = match (compression, level) {
+                (CompressionArg::None, None) => Compression::None,
+                (CompressionArg::None, Some(_)) => {
+                    return Err("--level makes no sense with --compression none".into())
+                }
+                (CompressionArg::Gzip, l) => Compression::Gzip {
+                    level: match l {
+                        None => layerdiff::compression::GZIP_DEFAULT_LEVEL,
+                        Some(l) => u32::try_from(l).map_err(|_| format!("bad gzip level {l}"))?,
+                    },
+                },
+                (CompressionArg::Zstd, l) => Compression::Zstd {
+                    level: l.unwrap_or(layerdiff::compression::ZSTD_DEFAULT_LEVEL),
+                },
+            };
+            let opts = CompareOptions {
+                compression,
+                source_date_epoch,
+                cancel: None,
+                progress: progress_bar("diff"),
+            };
+            let to_stdout = output.as_os_str() == "-";
+            let result = if to_stdout {
+                let stdout = io::stdout();
+                layerdiff::compare(&lower, &upper, stdout, &opts)
+            } else {
+                let file = File::create(&output)
+                    .map_err(|e| format!("create {}: {e}", output.display()))?;
+                layerdiff::compare(&lower, &upper, file, &opts)
+            };
+            finish_progress(&opts.progress);
+            let diff = result.map_err(|e| e.chain_message())?;
+            if !to_stdout {
+                print_json(&serde_json::json!({
+                    "mediaType": diff.media_type,
+                    "digest": diff.digest,
+                    "size": diff.size,
+                    "diffID": diff.diff_id,
+                    "uncompressedSize": diff.uncompressed_size,
+                }));
+            }
+            Ok(())
+        }
+        Command::Apply { whiteouts, parents, no_same_owner, layer, root } => {
+            let opts = ApplyOptions {
+                whiteouts: match whiteouts {
+                    WhiteoutArg::Remove => WhiteoutMode::Remove,
+                    WhiteoutArg::Overlay => WhiteoutMode::Overlay,
+                },
+                parents,
+                same_owner: !no_same_owner,
+                sync_fs: false,
+                cancel: None,
+                progress: progress_bar("apply"),
+            };
+            let result = if layer.as_os_str() == "-" {
+                layerdiff::apply(&root, io::stdin(), &opts)
+            } else {
+                let file =
+                    File::open(&layer).map_err(|e| format!("open {}: {e}", layer.display()))?;
+                layerdiff::apply(&root, file, &opts)
+            };
+            finish_progress(&opts.progress);
+            let applied = result.map_err(|e| e.chain_message())?;
+            print_json(&serde_json::json!({
+                "mediaType": layerdiff::Applied::MEDIA_TYPE,
+                "digest": applied.digest,
+                "size": applied.size,
+            }));
+            Ok(())
+        }
+    }
+}
+
+fn print_json(v: &serde_json::Value) {
+    println!("{v}");
+}
+
+/// A one-line byte counter on stderr, redrawn at most ten times a second, only on a terminal.
+fn progress_bar(label: &'static str) -> Option<Progress> {
+    if !io::stderr().is_terminal() {
+        return None;
+    }
+    let last_draw = Arc::new(AtomicU64::new(0));
+    Some(Progress::new(move |bytes| {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        if now_ms.saturating_sub(last_draw.load(Ordering::Relaxed)) < 100 {
+            return;
+        }
+        last_draw.store(now_ms, Ordering::Relaxed);
+        let mut err = io::stderr().lock();
+        let _ = write!(err, "\r{label}: {:>10.1} MiB", bytes as f64 / (1024.0 * 1024.0));
+        let _ = err.flush();
+    }))
+}
+
+fn finish_progress(progress: &Option<Progress>) {
+    if progress.is_some() {
+        eprintln!();
+    }
+}

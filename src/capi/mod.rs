@@ -1,0 +1,1 @@
+//! The extern "C" layer: thin shims over the core. All `unsafe` of the crate lives here.
