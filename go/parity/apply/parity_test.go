@@ -1,9 +1,0 @@
-package apply
-
-import (
-	"testing"
-
-	"github.com/containerd/containerd/v2/pkg/archive"
-)
-
-func TestPlaceholder(t *testing.T) { _ = archive.Apply }
