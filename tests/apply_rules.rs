@@ -37,7 +37,10 @@ fn entry_types_modes_owners_and_times() {
     dir.mtime = 1_500_000_000;
     let layer = Tar::new()
         .entry(dir, b"")
-        .pax(&[("mtime", b"1600000000.123456789"), ("atime", b"1700000000.5")])
+        .pax(&[
+            ("mtime", b"1600000000.123456789"),
+            ("atime", b"1700000000.5"),
+        ])
         .file("d/nanos", b"n")
         .entry(suid, b"x")
         .entry(chr, b"")
@@ -50,10 +53,24 @@ fn entry_types_modes_owners_and_times() {
     apply_bytes(&sb.root(), &layer, &default_opts()).unwrap();
     let m = |p: &str| fs::symlink_metadata(sb.p(p)).unwrap();
     assert_eq!(m("d").mode() & 0o7777, 0o1777);
-    assert_eq!(m("d").mtime(), 1_500_000_000, "directory times are set again at the end");
-    assert_eq!((m("d/nanos").mtime(), m("d/nanos").mtime_nsec()), (1_600_000_000, 123_456_789));
-    assert_eq!((m("d/nanos").atime(), m("d/nanos").atime_nsec()), (1_700_000_000, 500_000_000));
-    assert_eq!(m("d/suid").mode() & 0o7777, 0o4755, "chmod after lchown keeps setuid");
+    assert_eq!(
+        m("d").mtime(),
+        1_500_000_000,
+        "directory times are set again at the end"
+    );
+    assert_eq!(
+        (m("d/nanos").mtime(), m("d/nanos").mtime_nsec()),
+        (1_600_000_000, 123_456_789)
+    );
+    assert_eq!(
+        (m("d/nanos").atime(), m("d/nanos").atime_nsec()),
+        (1_700_000_000, 500_000_000)
+    );
+    assert_eq!(
+        m("d/suid").mode() & 0o7777,
+        0o4755,
+        "chmod after lchown keeps setuid"
+    );
     assert_eq!((m("d/suid").uid(), m("d/suid").gid()), (1234, 5678));
     assert!(m("d/chr").file_type().is_char_device());
     assert_eq!(m("d/chr").rdev(), rustix::fs::makedev(1, 5));
@@ -70,7 +87,15 @@ fn no_same_owner_keeps_our_ids() {
     let sb = Sandbox::new();
     let mut f = h(b'0', "f");
     f.uid = 777;
-    apply_bytes(&sb.root(), &Tar::new().entry(f, b"x").finish(), &ApplyOptions { same_owner: false, ..default_opts() }).unwrap();
+    apply_bytes(
+        &sb.root(),
+        &Tar::new().entry(f, b"x").finish(),
+        &ApplyOptions {
+            same_owner: false,
+            ..default_opts()
+        },
+    )
+    .unwrap();
     assert_eq!(fs::metadata(sb.p("f")).unwrap().uid(), 0);
 }
 
@@ -79,7 +104,11 @@ fn xattrs_with_containerd_skip_rules() {
     require_root();
     let sb = Sandbox::new();
     let layer = Tar::new()
-        .pax(&[("SCHILY.xattr.user.a", b"1"), ("SCHILY.xattr.trusted.t", b"skip"), ("SCHILY.xattr.user.empty", b"")])
+        .pax(&[
+            ("SCHILY.xattr.user.a", b"1"),
+            ("SCHILY.xattr.trusted.t", b"skip"),
+            ("SCHILY.xattr.user.empty", b""),
+        ])
         .file("f", b"x")
         .pax(&[("SCHILY.xattr.user.onlink", b"eperm is skipped")])
         .symlink("f", "l")
@@ -97,12 +126,42 @@ fn missing_parents_are_0755_or_copied_from_lowers() {
     let lower = tempfile::tempdir().unwrap();
     fs::create_dir_all(lower.path().join("a/b")).unwrap();
     fs::set_permissions(lower.path().join("a"), fs::Permissions::from_mode(0o710)).unwrap();
-    rustix::fs::chown(lower.path().join("a"), Some(rustix::fs::Uid::from_raw(42)), Some(rustix::fs::Gid::from_raw(43))).unwrap();
-    rustix::fs::setxattr(lower.path().join("a"), "user.l", b"v", rustix::fs::XattrFlags::empty()).unwrap();
-    rustix::fs::setxattr(lower.path().join("a"), "trusted.l", b"v", rustix::fs::XattrFlags::empty()).unwrap();
+    rustix::fs::chown(
+        lower.path().join("a"),
+        Some(rustix::fs::Uid::from_raw(42)),
+        Some(rustix::fs::Gid::from_raw(43)),
+    )
+    .unwrap();
+    rustix::fs::setxattr(
+        lower.path().join("a"),
+        "user.l",
+        b"v",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
+    rustix::fs::setxattr(
+        lower.path().join("a"),
+        "trusted.l",
+        b"v",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
     fs::write(lower.path().join("x"), "file stops the search").unwrap();
-    let opts = ApplyOptions { whiteouts: WhiteoutMode::Overlay, parents: vec![lower.path().to_path_buf()], ..default_opts() };
-    apply_bytes(&sb.root(), &Tar::new().file("a/b/c/f", b"1").file("x/f", b"2").file("new/f", b"3").finish(), &opts).unwrap();
+    let opts = ApplyOptions {
+        whiteouts: WhiteoutMode::Overlay,
+        parents: vec![lower.path().to_path_buf()],
+        ..default_opts()
+    };
+    apply_bytes(
+        &sb.root(),
+        &Tar::new()
+            .file("a/b/c/f", b"1")
+            .file("x/f", b"2")
+            .file("new/f", b"3")
+            .finish(),
+        &opts,
+    )
+    .unwrap();
     let m = |p: &str| fs::symlink_metadata(sb.p(p)).unwrap();
     assert_eq!(m("a").mode() & 0o7777, 0o710);
     assert_eq!((m("a").uid(), m("a").gid()), (42, 43));
@@ -120,15 +179,38 @@ fn overlay_whiteouts() {
     let mut wh = h(b'0', "d/.wh.gone");
     wh.uid = 11;
     wh.gid = 12;
-    let layer = Tar::new().dir("d").entry(wh, b"").file("d/.wh..wh..opq", b"").finish();
-    apply_bytes(&sb.root(), &layer, &ApplyOptions { whiteouts: WhiteoutMode::Overlay, ..default_opts() }).unwrap();
+    let layer = Tar::new()
+        .dir("d")
+        .entry(wh, b"")
+        .file("d/.wh..wh..opq", b"")
+        .finish();
+    apply_bytes(
+        &sb.root(),
+        &layer,
+        &ApplyOptions {
+            whiteouts: WhiteoutMode::Overlay,
+            ..default_opts()
+        },
+    )
+    .unwrap();
     let m = fs::symlink_metadata(sb.p("d/gone")).unwrap();
     assert!(m.file_type().is_char_device());
     assert_eq!((m.rdev(), m.uid(), m.gid()), (0, 11, 12));
-    assert_eq!(xattr(&sb.p("d"), "trusted.overlay.opaque").as_deref(), Some(&b"y"[..]));
+    assert_eq!(
+        xattr(&sb.p("d"), "trusted.overlay.opaque").as_deref(),
+        Some(&b"y"[..])
+    );
     assert!(fs::symlink_metadata(sb.p("d/.wh..wh..opq")).is_err());
     // A whiteout over something existing is an error in overlay mode.
-    let err = apply_bytes(&sb.root(), &Tar::new().file("d/.wh.gone", b"").finish(), &ApplyOptions { whiteouts: WhiteoutMode::Overlay, ..default_opts() }).unwrap_err();
+    let err = apply_bytes(
+        &sb.root(),
+        &Tar::new().file("d/.wh.gone", b"").finish(),
+        &ApplyOptions {
+            whiteouts: WhiteoutMode::Overlay,
+            ..default_opts()
+        },
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("whiteout"), "{err}");
 }
 
@@ -144,12 +226,21 @@ fn remove_mode_whiteouts_through_symlinked_directories() {
     let outside = tempfile::tempdir().unwrap();
     fs::write(outside.path().join("keep"), "k").unwrap();
     std::os::unix::fs::symlink(outside.path(), sb.p("host")).unwrap();
-    let layer = Tar::new().file("abs/.wh.a", b"").file("rel/.wh..wh..opq", b"").file("host/.wh.keep", b"").file("host/.wh..wh..opq", b"").finish();
+    let layer = Tar::new()
+        .file("abs/.wh.a", b"")
+        .file("rel/.wh..wh..opq", b"")
+        .file("host/.wh.keep", b"")
+        .file("host/.wh..wh..opq", b"")
+        .finish();
     apply_bytes(&sb.root(), &layer, &default_opts()).unwrap();
     assert!(fs::symlink_metadata(sb.p("real/a")).is_err());
     assert!(fs::symlink_metadata(sb.p("real/sub/b")).is_err());
     assert!(fs::symlink_metadata(sb.p("real/sub")).unwrap().is_dir());
-    assert_eq!(fs::read(outside.path().join("keep")).unwrap(), b"k", "whiteout escaped the root");
+    assert_eq!(
+        fs::read(outside.path().join("keep")).unwrap(),
+        b"k",
+        "whiteout escaped the root"
+    );
     sb.assert_outside_untouched();
 }
 
@@ -160,13 +251,29 @@ fn hardlink_targets_outside_resolve_inside() {
     let outside = tempfile::tempdir().unwrap();
     fs::write(outside.path().join("secret"), "s").unwrap();
     std::os::unix::fs::symlink(outside.path(), sb.p("host")).unwrap();
-    let target = format!("host/secret");
-    let err = apply_bytes(&sb.root(), &Tar::new().link(&target, "h").finish(), &default_opts()).unwrap_err();
+    let target = "host/secret";
+    let err = apply_bytes(
+        &sb.root(),
+        &Tar::new().link(&target, "h").finish(),
+        &default_opts(),
+    )
+    .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
-    assert_eq!(fs::metadata(outside.path().join("secret")).unwrap().nlink(), 1);
+    assert_eq!(
+        fs::metadata(outside.path().join("secret")).unwrap().nlink(),
+        1
+    );
     let abs = format!("{}/secret", outside.path().display());
-    assert!(apply_bytes(&sb.root(), &Tar::new().link(&abs, "h2").finish(), &default_opts()).is_err());
-    assert_eq!(fs::metadata(outside.path().join("secret")).unwrap().nlink(), 1);
+    assert!(apply_bytes(
+        &sb.root(),
+        &Tar::new().link(&abs, "h2").finish(),
+        &default_opts()
+    )
+    .is_err());
+    assert_eq!(
+        fs::metadata(outside.path().join("secret")).unwrap().nlink(),
+        1
+    );
 }
 
 #[test]
@@ -177,7 +284,12 @@ fn file_over_symlink_to_outside_file_replaces_the_link() {
     let victim = outside.path().join("victim");
     fs::write(&victim, "original").unwrap();
     std::os::unix::fs::symlink(&victim, sb.p("link")).unwrap();
-    apply_bytes(&sb.root(), &Tar::new().file("link", b"mine").finish(), &default_opts()).unwrap();
+    apply_bytes(
+        &sb.root(),
+        &Tar::new().file("link", b"mine").finish(),
+        &default_opts(),
+    )
+    .unwrap();
     assert_eq!(fs::read(&victim).unwrap(), b"original");
     assert!(fs::symlink_metadata(sb.p("link")).unwrap().is_file());
 }
@@ -188,7 +300,12 @@ fn symlink_loops_are_errors() {
     let sb = Sandbox::new();
     std::os::unix::fs::symlink("b", sb.p("a")).unwrap();
     std::os::unix::fs::symlink("a", sb.p("b")).unwrap();
-    let err = apply_bytes(&sb.root(), &Tar::new().file("a/f", b"x").finish(), &default_opts()).unwrap_err();
+    let err = apply_bytes(
+        &sb.root(),
+        &Tar::new().file("a/f", b"x").finish(),
+        &default_opts(),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("root path"), "{err}");
     sb.assert_outside_untouched();
 }
@@ -199,17 +316,29 @@ fn pax_and_gnu_long_names_with_dotdot_stay_inside() {
     let sb = Sandbox::new();
     let deep = format!("../../../{}{}pax-escape", "x/".repeat(60), "../".repeat(61));
     let layer = Tar::new()
-        .pax(&[("path", deep.as_bytes()), ("linkpath", b"../../../../etc/passwd")])
+        .pax(&[
+            ("path", deep.as_bytes()),
+            ("linkpath", b"../../../../etc/passwd"),
+        ])
         .entry(h(b'2', "placeholder"), b"")
-        .gnu_long(b'L', format!("../../{}{}gnu-escape", "y/".repeat(70), "../".repeat(72)).as_bytes())
+        .gnu_long(
+            b'L',
+            format!("../../{}{}gnu-escape", "y/".repeat(70), "../".repeat(72)).as_bytes(),
+        )
         .file("short", b"g")
         .gnu_long(b'K', b"../../../pax-escape")
         .link("ignored", "gnu-hard")
         .finish();
     apply_bytes(&sb.root(), &layer, &default_opts()).unwrap();
-    assert_eq!(fs::read_link(sb.p("pax-escape")).unwrap().to_str(), Some("../../../../etc/passwd"));
+    assert_eq!(
+        fs::read_link(sb.p("pax-escape")).unwrap().to_str(),
+        Some("../../../../etc/passwd")
+    );
     assert_eq!(fs::read(sb.p("gnu-escape")).unwrap(), b"g");
-    assert!(fs::symlink_metadata(sb.p("gnu-hard")).unwrap().file_type().is_symlink());
+    assert!(fs::symlink_metadata(sb.p("gnu-hard"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
     sb.assert_outside_untouched();
 }
 
@@ -241,7 +370,10 @@ fn progress_reports_zero_first_and_total_last() {
     let layer = Tar::new().file("f", &vec![7u8; 3 << 20]).finish();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let s2 = seen.clone();
-    let opts = ApplyOptions { progress: Some(Progress::new(move |n| s2.lock().unwrap().push(n))), ..default_opts() };
+    let opts = ApplyOptions {
+        progress: Some(Progress::new(move |n| s2.lock().unwrap().push(n))),
+        ..default_opts()
+    };
     apply_bytes(&sb.root(), &layer, &opts).unwrap();
     let seen = seen.lock().unwrap();
     assert_eq!(seen.first(), Some(&0));
@@ -255,7 +387,10 @@ fn cancel_stops_promptly() {
     let sb = Sandbox::new();
     let token = CancelToken::new();
     token.cancel();
-    let opts = ApplyOptions { cancel: Some(token), ..default_opts() };
+    let opts = ApplyOptions {
+        cancel: Some(token),
+        ..default_opts()
+    };
     let err = apply_bytes(&sb.root(), &Tar::new().file("f", b"x").finish(), &opts).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Canceled);
 
