@@ -254,7 +254,7 @@ fn hardlink_targets_outside_resolve_inside() {
     let target = "host/secret";
     let err = apply_bytes(
         &sb.root(),
-        &Tar::new().link(&target, "h").finish(),
+        &Tar::new().link(target, "h").finish(),
         &default_opts(),
     )
     .unwrap_err();
