@@ -26,7 +26,10 @@ impl Rng {
 
 /// File data that compresses roughly like a mix of binaries and text (about 2.5:1).
 fn content(rng: &mut Rng, len: usize) -> Vec<u8> {
-    const WORDS: &[&str] = &["lib", "usr", "share", "config", "the", "value", "int", "return", "static", "\n", "  ", "0x", "struct"];
+    const WORDS: &[&str] = &[
+        "lib", "usr", "share", "config", "the", "value", "int", "return", "static", "\n", "  ",
+        "0x", "struct",
+    ];
     let mut out = Vec::with_capacity(len);
     while out.len() < len {
         if rng.below(6) == 0 {
@@ -43,15 +46,29 @@ fn content(rng: &mut Rng, len: usize) -> Vec<u8> {
 
 fn build_layer(path: &Path) -> (usize, u64) {
     let mut rng = Rng(0x9e3779b97f4a7c15);
-    let gz = flate2::write::GzEncoder::new(fs::File::create(path).unwrap(), flate2::Compression::new(6));
+    let gz =
+        flate2::write::GzEncoder::new(fs::File::create(path).unwrap(), flate2::Compression::new(6));
     let mut tb = tar::Builder::new(gz);
     let mut files = 0usize;
     let mut bytes = 0u64;
     let mut dirs: Vec<String> = Vec::new();
-    for top in ["bin", "etc", "lib", "usr/bin", "usr/lib", "usr/share/doc", "usr/share/locale", "var/lib"] {
+    for top in [
+        "bin",
+        "etc",
+        "lib",
+        "usr/bin",
+        "usr/lib",
+        "usr/share/doc",
+        "usr/share/locale",
+        "var/lib",
+    ] {
         let mut acc = String::new();
         for part in top.split('/') {
-            acc = if acc.is_empty() { part.to_string() } else { format!("{acc}/{part}") };
+            acc = if acc.is_empty() {
+                part.to_string()
+            } else {
+                format!("{acc}/{part}")
+            };
             if !dirs.contains(&acc) {
                 dirs.push(acc.clone());
             }
@@ -81,11 +98,16 @@ fn build_layer(path: &Path) -> (usize, u64) {
             h.set_entry_type(tar::EntryType::Symlink);
             h.set_mode(0o777);
             h.set_size(0);
-            h.set_link_name(format!("../f{}", rng.below(files as u64 + 1))).unwrap();
+            h.set_link_name(format!("../f{}", rng.below(files as u64 + 1)))
+                .unwrap();
             tb.append_data(&mut h, &name, &[][..]).unwrap();
         } else {
             // Mostly small files, a few large ones: ~15 KB on average.
-            let len = if rng.below(100) == 0 { 400_000 + rng.below(800_000) } else { rng.below(24_000) } as usize;
+            let len = if rng.below(100) == 0 {
+                400_000 + rng.below(800_000)
+            } else {
+                rng.below(24_000)
+            } as usize;
             let data = content(&mut rng, len);
             h.set_entry_type(tar::EntryType::Regular);
             h.set_mode(if rng.below(4) == 0 { 0o755 } else { 0o644 });
@@ -116,7 +138,10 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let work = tempfile::Builder::new().prefix("layerdiff-bench-").tempdir_in("/var/tmp").unwrap();
+    let work = tempfile::Builder::new()
+        .prefix("layerdiff-bench-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
     let layer = work.path().join("layer.tar.gz");
     let t = Instant::now();
     let (files, bytes) = build_layer(&layer);
@@ -128,8 +153,24 @@ fn main() {
         t.elapsed()
     );
 
-    let iters: usize = std::env::var("APPLY_BENCH_ITERS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
-    let (ours_dir, tar_dir) = (work.path().join("ours"), work.path().join("tar"));
+    // APPLY_BENCH_TMPFS=1 unpacks into a tmpfs, isolating CPU work from disk writeback noise.
+    let tmpfs = std::env::var("APPLY_BENCH_TMPFS").is_ok_and(|v| v == "1");
+    let dest = work.path().join("dest");
+    fs::create_dir_all(&dest).unwrap();
+    if tmpfs {
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=3g", "tmpfs"])
+            .arg(&dest)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount tmpfs");
+        println!("unpacking into tmpfs");
+    }
+    let iters: usize = std::env::var("APPLY_BENCH_ITERS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    let (ours_dir, tar_dir) = (dest.join("ours"), dest.join("tar"));
     let mut ours = Vec::new();
     let mut gnu = Vec::new();
     for i in 0..iters {
@@ -143,10 +184,23 @@ fn main() {
         drop_tree(&tar_dir);
         Command::new("sync").status().unwrap();
         let t = Instant::now();
-        let st = Command::new("tar").arg("-xzf").arg(&layer).arg("-C").arg(&tar_dir).arg("--same-owner").status().unwrap();
+        let st = Command::new("tar")
+            .arg("-xzf")
+            .arg(&layer)
+            .arg("-C")
+            .arg(&tar_dir)
+            .arg("--same-owner")
+            .status()
+            .unwrap();
         assert!(st.success());
         gnu.push(t.elapsed());
-        println!("  run {i}: layerdiff {:.3?}  tar -xzf {:.3?}", ours[i], gnu[i]);
+        println!(
+            "  run {i}: layerdiff {:.3?}  tar -xzf {:.3?}",
+            ours[i], gnu[i]
+        );
+    }
+    if tmpfs {
+        let _ = Command::new("umount").arg(&dest).status();
     }
     let (mo, mt) = (median(ours), median(gnu));
     println!(

@@ -180,12 +180,42 @@ fn unknown_entry_type() {
 }
 
 #[test]
-fn sparse_entries_are_reported_not_misapplied() {
+fn bad_sparse_maps() {
+    // A 1.0 map that is missing from the data.
     let t = Tar::new()
         .pax(&[("GNU.sparse.major", b"1"), ("GNU.sparse.minor", b"0")])
         .file("s", b"")
         .finish();
-    assert_eq!(expect_err(&t, "sparse").kind(), ErrorKind::NotImplemented);
+    assert_eq!(
+        expect_err(&t, "sparse 1.0 without map").kind(),
+        ErrorKind::InvalidArchive
+    );
+    // A 0.1 map whose fragment lies past the end.
+    let t = Tar::new()
+        .pax(&[
+            ("GNU.sparse.numblocks", b"1"),
+            ("GNU.sparse.map", b"10,5"),
+            ("GNU.sparse.size", b"12"),
+        ])
+        .file("s", b"abcde")
+        .finish();
+    assert_eq!(
+        expect_err(&t, "sparse 0.1 past end").kind(),
+        ErrorKind::InvalidArchive
+    );
+    // More data in the archive than the map references.
+    let t = Tar::new()
+        .pax(&[
+            ("GNU.sparse.numblocks", b"1"),
+            ("GNU.sparse.map", b"0,2"),
+            ("GNU.sparse.size", b"8"),
+        ])
+        .file("s", b"abcde")
+        .finish();
+    assert_eq!(
+        expect_err(&t, "sparse unreferenced data").kind(),
+        ErrorKind::InvalidArchive
+    );
 }
 
 #[test]

@@ -434,3 +434,36 @@ fn fallback_walk_matches_openat2() {
     assert!(same_file(&sb.p("hl"), &sb.p("etc/passwd")));
     sb.assert_outside_untouched();
 }
+
+#[test]
+fn sparse_files_expand_holes() {
+    require_root();
+    let sb = Sandbox::new();
+    // 0.1 map: data "abc" at 4, "de" at 10, logical size 16.
+    let mut t = Tar::new()
+        .pax(&[
+            ("GNU.sparse.numblocks", b"2"),
+            ("GNU.sparse.map", b"4,3,10,2"),
+            ("GNU.sparse.size", b"16"),
+            ("GNU.sparse.name", b"sp01"),
+        ])
+        .file("ignored-name", b"abcde");
+    // 1.0 map in the data section.
+    let mut data = b"2\n0\n2\n8\n1\n".to_vec();
+    data.resize(512, 0);
+    data.extend_from_slice(b"xyz");
+    t = t
+        .pax(&[
+            ("GNU.sparse.major", b"1"),
+            ("GNU.sparse.minor", b"0"),
+            ("GNU.sparse.realsize", b"12"),
+            ("GNU.sparse.name", b"sp10"),
+        ])
+        .file("x", &data);
+    apply_bytes(&sb.root(), &t.finish(), &default_opts()).unwrap();
+    assert_eq!(
+        fs::read(sb.p("sp01")).unwrap(),
+        b"\0\0\0\0abc\0\0\0de\0\0\0\0"
+    );
+    assert_eq!(fs::read(sb.p("sp10")).unwrap(), b"xy\0\0\0\0\0\0z\0\0\0");
+}
