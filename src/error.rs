@@ -130,6 +130,7 @@ impl std::fmt::Display for CanceledMarker {
 }
 impl std::error::Error for CanceledMarker {}
 
+#[allow(dead_code)] // for readers/writers that see a cancel token (apply)
 pub(crate) fn canceled_io() -> io::Error {
     io::Error::new(io::ErrorKind::Interrupted, CanceledMarker)
 }

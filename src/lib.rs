@@ -14,6 +14,8 @@ pub mod compression;
 pub mod control;
 pub mod digest;
 pub mod error;
+pub mod layer;
+pub mod walk;
 pub mod resolve;
 pub mod tarread;
 
