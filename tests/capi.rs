@@ -775,3 +775,64 @@ fn corrupt_layer_is_an_invalid_archive() {
     let (err, _) = apply_call(&root, input.as_raw_fd(), None);
     expect_failure(err, LAYERDIFF_ERROR_INVALID_ARCHIVE, None, "");
 }
+
+#[test]
+fn cancel_from_another_thread_stops_a_running_apply() {
+    const FILE_SIZE: u64 = 4 << 30;
+    const CANCEL_AFTER: u64 = 32 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let (reader, mut writer) = pipe();
+    let fed = Arc::new(AtomicU64::new(0));
+    let finished = Arc::new(AtomicBool::new(false));
+    let cancel = Arc::new(Cancel::new());
+    // Streams a tar holding one 4 GiB file; stops with EPIPE once apply closed its end.
+    let feeder = {
+        let fed = fed.clone();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut header = tar::Header::new_ustar();
+            header.set_path("big").unwrap();
+            header.set_size(FILE_SIZE);
+            header.set_mode(0o644);
+            header.set_cksum();
+            if writer.write_all(header.as_bytes()).is_err() {
+                return false;
+            }
+            let zeros = vec![0u8; 1 << 16];
+            let mut left = FILE_SIZE;
+            while left > 0 {
+                let n = left.min(zeros.len() as u64) as usize;
+                if writer.write_all(&zeros[..n]).is_err() {
+                    return false;
+                }
+                left -= n as u64;
+                fed.fetch_add(n as u64, Ordering::SeqCst);
+            }
+            writer.write_all(&[0u8; 1024]).is_ok()
+        })
+    };
+    let canceller = {
+        let (fed, finished, cancel) = (fed.clone(), finished.clone(), cancel.clone());
+        std::thread::spawn(move || {
+            while fed.load(Ordering::SeqCst) < CANCEL_AFTER && !finished.load(Ordering::SeqCst) {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            cancel.trigger();
+        })
+    };
+    let options = layerdiff_apply_options {
+        cancel: cancel.0,
+        ..zero_apply_options()
+    };
+    let (err, _) = apply_call(&c_path(dir.path()), reader.as_raw_fd(), Some(&options));
+    finished.store(true, Ordering::SeqCst);
+    canceller.join().unwrap();
+    assert!(fd_is_open(reader.as_raw_fd()));
+    drop(reader); // the feeder now gets EPIPE (Rust ignores SIGPIPE)
+    let stream_completed = feeder.join().unwrap();
+    expect_failure(err, LAYERDIFF_ERROR_CANCELED, Some(0), "cancel");
+    assert!(
+        !stream_completed,
+        "the whole 4 GiB stream was read: not cancelled"
+    );
+}
