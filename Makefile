@@ -38,6 +38,7 @@ c-test: build
 
 go-test: build
 	cd go && $(GO) vet ./... && $(GO) test -count=1 ./...
+	cd go && $(GO) test -count=1 -race -run Concurrent .
 
 demo: build
 	cd go && $(GO) run ./cmd/demo
