@@ -335,6 +335,20 @@ func TestApplyOverlayShortcut(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			// Compare with that overlay as the upper mount (read-only temp overlay mount):
+			// the same layer as containerd's walking differ gives.
+			overlayUpper := overlayMount(ourUpper, t.TempDir(), lower)
+			got, err = NewDiffer(cs).Compare(ctx, bindMount(lower, true), overlayUpper, diff.WithMediaType(ocispec.MediaTypeImageLayer))
+			if err != nil {
+				t.Fatalf("layerdiff Compare of the overlay: %v", err)
+			}
+			want, err = walking.NewWalkingDiff(cs).Compare(ctx, bindMount(lower, true), overlayUpper, diff.WithMediaType(ocispec.MediaTypeImageLayer))
+			if err != nil {
+				t.Fatalf("walking Compare of the overlay: %v", err)
+			}
+			if !sameDesc(got, want) {
+				t.Errorf("overlay compare %+v, containerd %+v", got, want)
+			}
 		})
 	}
 }
