@@ -15,15 +15,21 @@ pub const ZSTD_DEFAULT_LEVEL: i32 = 3;
 pub enum Compression {
     None,
     /// gzip at level 0..=9.
-    Gzip { level: u32 },
+    Gzip {
+        level: u32,
+    },
     /// zstd at level 1..=22 (negative levels are the fast modes).
-    Zstd { level: i32 },
+    Zstd {
+        level: i32,
+    },
 }
 
 impl Default for Compression {
     /// gzip at Go's default level, as containerd's walking differ.
     fn default() -> Self {
-        Compression::Gzip { level: GZIP_DEFAULT_LEVEL }
+        Compression::Gzip {
+            level: GZIP_DEFAULT_LEVEL,
+        }
     }
 }
 
@@ -40,11 +46,13 @@ impl Compression {
     /// Reject levels the encoders do not accept.
     pub fn validate(&self) -> Result<()> {
         match *self {
-            Compression::Gzip { level } if level > 9 => {
-                Err(Error::InvalidArgument(format!("gzip level {level} is not in 0..=9")))
-            }
+            Compression::Gzip { level } if level > 9 => Err(Error::InvalidArgument(format!(
+                "gzip level {level} is not in 0..=9"
+            ))),
             Compression::Zstd { level } if !zstd::compression_level_range().contains(&level) => {
-                Err(Error::InvalidArgument(format!("zstd level {level} is out of range")))
+                Err(Error::InvalidArgument(format!(
+                    "zstd level {level} is out of range"
+                )))
             }
             _ => Ok(()),
         }
@@ -133,5 +141,133 @@ impl<W: Write> Write for Encoder<W> {
             Encoder::Gzip(e) => e.flush(),
             Encoder::Zstd(e) => e.flush(),
         }
+    }
+}
+
+/// Size of the independent chunks of the parallel gzip encoder (pigz's default block).
+pub const GZIP_CHUNK: usize = 128 * 1024;
+/// Deflate's window: each chunk is compressed with the previous chunk's tail as dictionary.
+pub const DEFLATE_WINDOW: usize = 32 * 1024;
+
+/// The 10-byte gzip header Go's `compress/gzip` writes (no name, no mtime, OS unknown).
+pub fn gzip_header(level: u32) -> [u8; 10] {
+    let xfl = match level {
+        9 => 2,
+        1 => 4,
+        _ => 0,
+    };
+    [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, xfl, 255]
+}
+
+/// The 8-byte gzip trailer: CRC-32 and length mod 2^32 of the uncompressed data.
+pub fn gzip_trailer(crc: &flate2::Crc) -> [u8; 8] {
+    let mut t = [0u8; 8];
+    t[..4].copy_from_slice(&crc.sum().to_le_bytes());
+    t[4..].copy_from_slice(&crc.amount().to_le_bytes());
+    t
+}
+
+/// Compress one chunk of a pigz-style parallel gzip stream: raw deflate primed with `dict`
+/// (the previous 32 KiB of input), ended by a sync flush so that the chunks concatenate into
+/// one deflate stream, or by the final block when `last`. `compressor` is reused across calls.
+pub fn deflate_chunk(
+    compressor: &mut flate2::Compress,
+    dict: &[u8],
+    data: &[u8],
+    last: bool,
+    out: &mut Vec<u8>,
+) -> io::Result<()> {
+    use flate2::{FlushCompress, Status};
+    compressor.reset();
+    if !dict.is_empty() {
+        compressor.set_dictionary(dict).map_err(io::Error::other)?;
+    }
+    let flush = if last {
+        FlushCompress::Finish
+    } else {
+        FlushCompress::Sync
+    };
+    out.clear();
+    out.reserve(data.len() / 2 + 1024);
+    let mut consumed = 0usize;
+    loop {
+        if out.capacity() - out.len() < 64 {
+            out.reserve(out.capacity().max(4096));
+        }
+        let before = compressor.total_in();
+        let status = compressor
+            .compress_vec(&data[consumed..], out, flush)
+            .map_err(io::Error::other)?;
+        consumed += (compressor.total_in() - before) as usize;
+        let room_left = out.len() < out.capacity();
+        match status {
+            Status::StreamEnd => return Ok(()),
+            _ if !last && consumed == data.len() && room_left => return Ok(()),
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod encoder_tests {
+    use super::*;
+
+    /// Chunks compressed independently with their predecessor as dictionary and concatenated
+    /// form one gzip member that a standard decoder reads back.
+    #[test]
+    fn chunked_deflate_is_one_valid_gzip_member() {
+        let mut data = Vec::new();
+        let mut x: u32 = 1;
+        for i in 0..700_000u32 {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            data.push(if i % 3 == 0 {
+                (x >> 24) as u8
+            } else {
+                b"layer"[(i % 5) as usize]
+            });
+        }
+        for level in [0, 1, 6, 9] {
+            let mut out = gzip_header(level).to_vec();
+            let mut c = flate2::Compress::new(flate2::Compression::new(level), false);
+            let mut crc = flate2::Crc::new();
+            let chunks: Vec<&[u8]> = data.chunks(GZIP_CHUNK).collect();
+            let mut buf = Vec::new();
+            for (i, chunk) in chunks.iter().enumerate() {
+                let dict = if i == 0 {
+                    &[][..]
+                } else {
+                    let prev = chunks[i - 1];
+                    &prev[prev.len().saturating_sub(DEFLATE_WINDOW)..]
+                };
+                deflate_chunk(&mut c, dict, chunk, i + 1 == chunks.len(), &mut buf).unwrap();
+                out.extend_from_slice(&buf);
+                crc.update(chunk);
+            }
+            out.extend_from_slice(&gzip_trailer(&crc));
+            let mut back = Vec::new();
+            flate2::read::GzDecoder::new(&out[..])
+                .read_to_end(&mut back)
+                .unwrap();
+            assert_eq!(back, data, "level {level}");
+        }
+    }
+
+    #[test]
+    fn empty_last_chunk_still_ends_the_stream() {
+        let mut c = flate2::Compress::new(flate2::Compression::new(6), false);
+        let mut out = gzip_header(6).to_vec();
+        let mut buf = Vec::new();
+        deflate_chunk(&mut c, &[], b"hello", false, &mut buf).unwrap();
+        out.extend_from_slice(&buf);
+        deflate_chunk(&mut c, b"hello", b"", true, &mut buf).unwrap();
+        out.extend_from_slice(&buf);
+        let mut crc = flate2::Crc::new();
+        crc.update(b"hello");
+        out.extend_from_slice(&gzip_trailer(&crc));
+        let mut back = Vec::new();
+        flate2::read::GzDecoder::new(&out[..])
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back, b"hello");
     }
 }

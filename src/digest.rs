@@ -23,7 +23,11 @@ pub struct DigestWriter<W> {
 
 impl<W: Write> DigestWriter<W> {
     pub fn new(inner: W) -> Self {
-        DigestWriter { inner, hasher: Sha256::new(), count: 0 }
+        DigestWriter {
+            inner,
+            hasher: Sha256::new(),
+            count: 0,
+        }
     }
 
     /// Bytes written so far.
@@ -41,7 +45,11 @@ impl<W: Write> DigestWriter<W> {
 
     /// The digest and size of everything written, and the inner writer.
     pub fn finish(self) -> (String, u64, W) {
-        (format_sha256(&self.hasher.finalize()), self.count, self.inner)
+        (
+            format_sha256(&self.hasher.finalize()),
+            self.count,
+            self.inner,
+        )
     }
 }
 
@@ -67,7 +75,11 @@ pub struct DigestReader<R> {
 
 impl<R: Read> DigestReader<R> {
     pub fn new(inner: R) -> Self {
-        DigestReader { inner, hasher: Sha256::new(), count: 0 }
+        DigestReader {
+            inner,
+            hasher: Sha256::new(),
+            count: 0,
+        }
     }
 
     /// Bytes read so far.
@@ -101,7 +113,10 @@ mod tests {
         w.write_all(&[0u8; 1024]).unwrap();
         let (d, n, _) = w.finish();
         assert_eq!(n, 1024);
-        assert_eq!(d, "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef");
+        assert_eq!(
+            d,
+            "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"
+        );
     }
 
     #[test]
@@ -111,6 +126,9 @@ mod tests {
         r.read_to_end(&mut out).unwrap();
         let (d, n) = r.finish();
         assert_eq!(n, 3);
-        assert_eq!(d, "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            d,
+            "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 }

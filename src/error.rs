@@ -59,7 +59,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// An I/O error on `path` while doing `context` (e.g. "lstat", "open", "read").
     pub fn path(context: &'static str, path: impl AsRef<Path>, source: io::Error) -> Self {
-        Error::Path { context, path: path.as_ref().to_path_buf(), source }
+        Error::Path {
+            context,
+            path: path.as_ref().to_path_buf(),
+            source,
+        }
     }
 
     /// An I/O error without a path.
@@ -126,12 +130,14 @@ impl std::fmt::Display for CanceledMarker {
 }
 impl std::error::Error for CanceledMarker {}
 
+#[allow(dead_code)] // for readers/writers that see a cancel token (apply)
 pub(crate) fn canceled_io() -> io::Error {
     io::Error::new(io::ErrorKind::Interrupted, CanceledMarker)
 }
 
 pub(crate) fn is_canceled(e: &io::Error) -> bool {
-    e.get_ref().is_some_and(|inner| inner.is::<CanceledMarker>())
+    e.get_ref()
+        .is_some_and(|inner| inner.is::<CanceledMarker>())
 }
 
 impl From<io::Error> for Error {

@@ -14,6 +14,8 @@ pub mod compression;
 pub mod control;
 pub mod digest;
 pub mod error;
+pub mod layer;
+pub mod walk;
 
 pub use apply::{apply, Applied, ApplyOptions, WhiteoutMode};
 pub use compare::{compare, CompareOptions, Diff};

@@ -17,7 +17,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use layerdiff::{ApplyOptions, CompareOptions, Compression, Progress, WhiteoutMode};
 
 #[derive(Parser)]
-#[command(name = "layerdiff", version, about = "Compute and apply OCI image layer diffs, byte-identical to containerd")]
+#[command(
+    name = "layerdiff",
+    version,
+    about = "Compute and apply OCI image layer diffs, byte-identical to containerd"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -88,7 +92,14 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> Result<(), String> {
     match command {
-        Command::Diff { compression, level, source_date_epoch, lower, upper, output } => {
+        Command::Diff {
+            compression,
+            level,
+            source_date_epoch,
+            lower,
+            upper,
+            output,
+        } => {
             let compression = match (compression, level) {
                 (CompressionArg::None, None) => Compression::None,
                 (CompressionArg::None, Some(_)) => {
@@ -132,7 +143,13 @@ fn run(command: Command) -> Result<(), String> {
             }
             Ok(())
         }
-        Command::Apply { whiteouts, parents, no_same_owner, layer, root } => {
+        Command::Apply {
+            whiteouts,
+            parents,
+            no_same_owner,
+            layer,
+            root,
+        } => {
             let opts = ApplyOptions {
                 whiteouts: match whiteouts {
                     WhiteoutArg::Remove => WhiteoutMode::Remove,
@@ -182,7 +199,11 @@ fn progress_bar(label: &'static str) -> Option<Progress> {
         }
         last_draw.store(now_ms, Ordering::Relaxed);
         let mut err = io::stderr().lock();
-        let _ = write!(err, "\r{label}: {:>10.1} MiB", bytes as f64 / (1024.0 * 1024.0));
+        let _ = write!(
+            err,
+            "\r{label}: {:>10.1} MiB",
+            bytes as f64 / (1024.0 * 1024.0)
+        );
         let _ = err.flush();
     }))
 }

@@ -1,0 +1,157 @@
+//! The error object of the C ABI and the panic guard around every entry point.
+
+use std::ffi::{c_char, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use crate::error::{Error, ErrorKind};
+
+// The C constants are literals so that cbindgen can print them; these assertions keep them
+// equal to the core's stable `ErrorKind` numbers.
+const _: () = {
+    assert!(LAYERDIFF_ERROR_INVALID_ARGUMENT == ErrorKind::InvalidArgument as u32);
+    assert!(LAYERDIFF_ERROR_NOT_FOUND == ErrorKind::NotFound as u32);
+    assert!(LAYERDIFF_ERROR_NOT_IMPLEMENTED == ErrorKind::NotImplemented as u32);
+    assert!(LAYERDIFF_ERROR_INVALID_ARCHIVE == ErrorKind::InvalidArchive as u32);
+    assert!(LAYERDIFF_ERROR_CANCELED == ErrorKind::Canceled as u32);
+    assert!(LAYERDIFF_ERROR_IO == ErrorKind::Io as u32);
+    assert!(LAYERDIFF_ERROR_INTERNAL == ErrorKind::Internal as u32);
+};
+
+/// A bad argument or option.
+pub const LAYERDIFF_ERROR_INVALID_ARGUMENT: u32 = 1;
+/// A path that should exist does not.
+pub const LAYERDIFF_ERROR_NOT_FOUND: u32 = 2;
+/// A feature or format that is not supported.
+pub const LAYERDIFF_ERROR_NOT_IMPLEMENTED: u32 = 3;
+/// The layer stream is malformed or hostile.
+pub const LAYERDIFF_ERROR_INVALID_ARCHIVE: u32 = 4;
+/// The call was cancelled through its `layerdiff_cancel` handle.
+pub const LAYERDIFF_ERROR_CANCELED: u32 = 5;
+/// An I/O or system call failed (see `layerdiff_error_errno`).
+pub const LAYERDIFF_ERROR_IO: u32 = 6;
+/// A bug in layerdiff: a caught panic or a broken invariant.
+pub const LAYERDIFF_ERROR_INTERNAL: u32 = 7;
+
+/// An error returned by a layerdiff call: a kind (`LAYERDIFF_ERROR_*`), an errno (0 when no
+/// system call failed) and a message holding the whole cause chain. Owned by the caller, who
+/// releases it with `layerdiff_error_free`. Immutable, so it may be read from any thread.
+#[allow(non_camel_case_types)]
+pub struct layerdiff_error {
+    pub(crate) kind: ErrorKind,
+    pub(crate) errno: i32,
+    pub(crate) message: CString,
+}
+
+impl layerdiff_error {
+    pub(crate) fn new(kind: ErrorKind, errno: i32, message: impl Into<String>) -> Self {
+        // A message may quote bytes of a path or archive; a NUL would cut it short in C.
+        let message = message.into().replace('\0', "\\0");
+        let message = CString::new(message).expect("NUL bytes were replaced");
+        layerdiff_error {
+            kind,
+            errno,
+            message,
+        }
+    }
+
+    /// An INVALID_ARGUMENT error worded like the core's ("invalid argument: ...").
+    pub(crate) fn invalid_argument(message: impl Into<String>) -> Self {
+        Error::InvalidArgument(message.into()).into()
+    }
+
+    pub(crate) fn into_raw(self) -> *mut layerdiff_error {
+        Box::into_raw(Box::new(self))
+    }
+}
+
+impl From<Error> for layerdiff_error {
+    fn from(e: Error) -> Self {
+        layerdiff_error::new(e.kind(), e.errno().unwrap_or(0), e.chain_message())
+    }
+}
+
+/// The text of a panic payload (`panic!` with a literal or a formatted message).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s
+    } else {
+        "unknown panic payload"
+    }
+}
+
+/// Run the body of a fallible entry point: its error, or a panic turned into an INTERNAL
+/// error, becomes a heap error object; success becomes NULL.
+pub(crate) fn guard_call(
+    function: &str,
+    body: impl FnOnce() -> Result<(), layerdiff_error>,
+) -> *mut layerdiff_error {
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(Ok(())) => std::ptr::null_mut(),
+        Ok(Err(e)) => e.into_raw(),
+        Err(payload) => layerdiff_error::new(
+            ErrorKind::Internal,
+            0,
+            format!(
+                "internal error: panic in {function}: {}",
+                panic_message(&*payload)
+            ),
+        )
+        .into_raw(),
+    }
+}
+
+/// Run the body of an infallible entry point; a panic (a bug) yields `fallback` instead of
+/// unwinding into C.
+pub(crate) fn guard_value<T>(fallback: T, body: impl FnOnce() -> T) -> T {
+    catch_unwind(AssertUnwindSafe(body)).unwrap_or(fallback)
+}
+
+/// The kind of `err` (one of `LAYERDIFF_ERROR_*`), or 0 when `err` is NULL.
+///
+/// # Safety
+/// `err` is NULL or an error returned by layerdiff and not yet freed.
+#[no_mangle]
+pub unsafe extern "C" fn layerdiff_error_kind(err: *const layerdiff_error) -> u32 {
+    // SAFETY: the caller passes NULL or a live error object.
+    guard_value(0, || unsafe { err.as_ref() }.map_or(0, |e| e.kind as u32))
+}
+
+/// The errno of the failed system call behind `err`, or 0 when there is none or `err` is NULL.
+///
+/// # Safety
+/// `err` is NULL or an error returned by layerdiff and not yet freed.
+#[no_mangle]
+pub unsafe extern "C" fn layerdiff_error_errno(err: *const layerdiff_error) -> i32 {
+    // SAFETY: the caller passes NULL or a live error object.
+    guard_value(0, || unsafe { err.as_ref() }.map_or(0, |e| e.errno))
+}
+
+/// The message of `err`: the whole cause chain, `outer: inner: ...`, NUL-terminated. The string
+/// belongs to `err` and stays valid until `layerdiff_error_free(err)`. Returns "" when `err` is
+/// NULL.
+///
+/// # Safety
+/// `err` is NULL or an error returned by layerdiff and not yet freed.
+#[no_mangle]
+pub unsafe extern "C" fn layerdiff_error_message(err: *const layerdiff_error) -> *const c_char {
+    const EMPTY: &std::ffi::CStr = c"";
+    // SAFETY: the caller passes NULL or a live error object.
+    guard_value(EMPTY.as_ptr(), || {
+        unsafe { err.as_ref() }.map_or(EMPTY.as_ptr(), |e| e.message.as_ptr())
+    })
+}
+
+/// Release an error returned by layerdiff. NULL is accepted and ignored.
+///
+/// # Safety
+/// `err` is NULL or an error returned by layerdiff that was not freed before; it must not be
+/// used afterwards (nor the string from `layerdiff_error_message`).
+#[no_mangle]
+pub unsafe extern "C" fn layerdiff_error_free(err: *mut layerdiff_error) {
+    if !err.is_null() {
+        // SAFETY: `err` came from Box::into_raw in `into_raw` and is freed once, by contract.
+        guard_value((), || drop(unsafe { Box::from_raw(err) }))
+    }
+}
