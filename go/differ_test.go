@@ -21,6 +21,8 @@ import (
 	"github.com/containerd/errdefs"
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/layerdiff/layerdiff/go/internal/randtree"
 )
 
 var layerMediaTypes = []string{
@@ -29,12 +31,42 @@ var layerMediaTypes = []string{
 	ocispec.MediaTypeImageLayerZstd,
 }
 
-// pairDirs makes lower and upper trees for a seed.
+// pairDirs makes lower and upper trees for a seed: hand-written changes (fixedPair).
 func pairDirs(t testing.TB, seed int) (lower, upper string) {
 	t.Helper()
 	lower, upper = t.TempDir(), t.TempDir()
 	fixedPair(t, lower, upper, seed)
 	return lower, upper
+}
+
+// treePair is one lower/upper input of the parity tests.
+type treePair struct {
+	name         string
+	lower, upper string
+}
+
+// parityPairs are the parity tests' inputs: the hand-written pairs, and seeded random pairs
+// from randtree (which hits every change rule: devices, hardlinks, capabilities, nanosecond
+// and whole-second mtimes, long and non-ASCII names, type replacements).
+func parityPairs(t *testing.T) []treePair {
+	t.Helper()
+	var pairs []treePair
+	for seed := 0; seed < 3; seed++ {
+		lower, upper := pairDirs(t, seed)
+		pairs = append(pairs, treePair{fmt.Sprintf("fixed%d", seed), lower, upper})
+	}
+	for seed := int64(1); seed <= 6; seed++ {
+		lower, upper := t.TempDir(), t.TempDir()
+		opts := randtree.DefaultOptions
+		if seed > 4 {
+			opts = randtree.Options{Entries: 400, MaxFileSize: 256 << 10, Changes: 200}
+		}
+		if err := randtree.GenerateWith(seed, lower, upper, opts); err != nil {
+			t.Fatalf("randtree seed %d: %v", seed, err)
+		}
+		pairs = append(pairs, treePair{fmt.Sprintf("random%d", seed), lower, upper})
+	}
+	return pairs
 }
 
 // uncompressed returns a blob's bytes after decompression (gzip/zstd detected).
@@ -65,10 +97,10 @@ func blobLabels(t testing.TB, ctx context.Context, cs content.Store, dgst digest
 // differ: media type, uncompressed bytes (so diffID), label, and for tar the same blob.
 func TestCompareMatchesWalking(t *testing.T) {
 	requireRoot(t)
-	for seed := 0; seed < 3; seed++ {
-		lower, upper := pairDirs(t, seed)
+	for _, pair := range parityPairs(t) {
+		lower, upper := pair.lower, pair.upper
 		for _, mt := range append(layerMediaTypes, "") {
-			t.Run(fmt.Sprintf("seed%d/%s", seed, filepath.Base(mt)), func(t *testing.T) {
+			t.Run(pair.name+"/"+filepath.Base(mt), func(t *testing.T) {
 				ctxA, ours := testStore(t)
 				ctxB, theirs := testStore(t)
 				var opts []diff.Opt
@@ -277,10 +309,10 @@ func containerdLayer(t testing.TB, ctx context.Context, cs content.Store, lower,
 // tree is the upper tree.
 func TestApplyMatchesFsApplier(t *testing.T) {
 	requireRoot(t)
-	for seed := 0; seed < 3; seed++ {
-		lower, upper := pairDirs(t, seed)
+	for _, pair := range parityPairs(t) {
+		lower, upper := pair.lower, pair.upper
 		for _, mt := range layerMediaTypes {
-			t.Run(fmt.Sprintf("seed%d/%s", seed, filepath.Base(mt)), func(t *testing.T) {
+			t.Run(pair.name+"/"+filepath.Base(mt), func(t *testing.T) {
 				ctx, cs := testStore(t)
 				layer := containerdLayer(t, ctx, cs, lower, upper, mt)
 				ourRoot, theirRoot := t.TempDir(), t.TempDir()
