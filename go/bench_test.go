@@ -1,6 +1,7 @@
 package layerdiff
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -8,8 +9,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -255,19 +256,39 @@ type childSpec struct {
 	Op, Impl, Lower, Upper string
 }
 
-// childPeakRSS runs one operation in a fresh process and returns its max RSS in bytes.
+// childPeakRSS runs one operation in a fresh process and returns its peak RSS in bytes.
+// The child reports its VmHWM: rusage's maxrss would include the parent's peak, which a
+// vfork+exec child inherits.
 func childPeakRSS(spec childSpec) (int64, error) {
 	specJSON, _ := json.Marshal(spec)
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), benchChildEnv+"="+string(specJSON))
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return 0, fmt.Errorf("%v: %s", err, out)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return 0, fmt.Errorf("%v: %s", err, stderr.Bytes())
 	}
-	ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage)
-	if !ok {
-		return 0, fmt.Errorf("no rusage")
+	var kb int64
+	if _, err := fmt.Sscanf(string(out), "VmHWM: %d kB", &kb); err != nil {
+		return 0, fmt.Errorf("child output %q: %v", out, err)
 	}
-	return ru.Maxrss * 1024, nil
+	return kb * 1024, nil
+}
+
+// printPeakRSS prints this process's VmHWM line from /proc/self/status.
+func printPeakRSS() error {
+	status, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return err
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if strings.HasPrefix(line, "VmHWM:") {
+			fmt.Println(strings.Join(strings.Fields(line), " "))
+			return nil
+		}
+	}
+	return fmt.Errorf("no VmHWM in /proc/self/status")
 }
 
 // benchChild does one compare (Lower, Upper) or apply (layer file in Lower) and exits.
@@ -316,6 +337,9 @@ func benchChild(specJSON string) int {
 		}
 	default:
 		err = fmt.Errorf("unknown op %q", spec.Op)
+	}
+	if err == nil {
+		err = printPeakRSS()
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
