@@ -278,6 +278,8 @@ fn write_in_order<W: Write>(
         Compression::Zstd { level } => {
             let mut enc = zstd::stream::write::Encoder::new(DigestWriter::new(out), level)
                 .map_err(|e| Error::io("start zstd encoder", e))?;
+            enc.include_checksum(true)
+                .map_err(|e| Error::io("start zstd encoder", e))?;
             let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
             if threads > 1 {
                 enc.multithread(threads)

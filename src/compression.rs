@@ -67,23 +67,47 @@ pub enum Detected {
     Zstd,
 }
 
-/// Detect the compression of a buffered stream by its magic bytes without consuming them.
-pub fn detect<R: BufRead>(r: &mut R) -> io::Result<Detected> {
-    let buf = r.fill_buf()?;
-    Ok(if buf.starts_with(&[0x1f, 0x8b, 0x08]) {
+/// Detect the compression from the first bytes of a stream (containerd's `DetectCompression`
+/// looks at up to 10): gzip `1f 8b 08`, a zstd frame `28 b5 2f fd`, or a zstd skippable frame
+/// (magic `0x184D2A5?`, needing 8 bytes); anything else is plain tar.
+pub fn detect_bytes(head: &[u8]) -> Detected {
+    if head.starts_with(&[0x1f, 0x8b, 0x08]) {
         Detected::Gzip
-    } else if buf.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
+        || (head.len() >= 8
+            && u32::from_le_bytes([head[0], head[1], head[2], head[3]]) & 0xFFFF_FFF0
+                == 0x184D_2A50)
+    {
         Detected::Zstd
     } else {
         Detected::Tar
-    })
+    }
+}
+
+/// Detect the compression of a buffered stream by its magic bytes without consuming them
+/// (looks only at what the buffer already holds).
+pub fn detect<R: BufRead>(r: &mut R) -> io::Result<Detected> {
+    let buf = r.fill_buf()?;
+    Ok(detect_bytes(buf))
 }
 
 /// Wrap `input` in the decoder its first bytes call for. Gzip input may be multi-member, as
-/// Go's gzip reader accepts.
-pub fn decompress<'a, R: Read + 'a>(input: R) -> Result<Box<dyn Read + 'a>> {
-    let mut buffered = BufReader::with_capacity(256 * 1024, input);
-    let kind = detect(&mut buffered).map_err(|e| Error::io("read layer", e))?;
+/// Go's gzip reader accepts; zstd may hold several frames.
+pub fn decompress<'a, R: Read + 'a>(mut input: R) -> Result<Box<dyn Read + 'a>> {
+    // Peek up to 10 bytes even from a reader that returns short reads (pipes), as Go's Peek does.
+    let mut head = [0u8; 10];
+    let mut n = 0;
+    while n < head.len() {
+        match input.read(&mut head[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted && !crate::error::is_canceled(&e) => {}
+            Err(e) => return Err(Error::io("read layer", e)),
+        }
+    }
+    let kind = detect_bytes(&head[..n]);
+    let chained = io::Cursor::new(head[..n].to_vec()).chain(input);
+    let buffered = BufReader::with_capacity(256 * 1024, chained);
     Ok(match kind {
         Detected::Tar => Box::new(buffered),
         Detected::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),

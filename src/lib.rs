@@ -16,6 +16,8 @@ pub mod digest;
 pub mod error;
 pub mod layer;
 pub mod walk;
+pub mod resolve;
+pub mod tarread;
 
 pub use apply::{apply, Applied, ApplyOptions, WhiteoutMode};
 pub use compare::{compare, CompareOptions, Diff};

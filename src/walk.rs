@@ -125,7 +125,7 @@ fn is_linked(meta: &Metadata) -> bool {
 }
 
 /// continuity's `sameFile`.
-fn same_file(lower: &WalkEntry, upper: &WalkEntry) -> Result<bool> {
+fn same_file(lower: &WalkEntry, upper: &WalkEntry, cancel: Option<&CancelToken>) -> Result<bool> {
     let (m1, m2) = (&lower.meta, &upper.meta);
     if m1.dev() == m2.dev() && m1.ino() == m2.ino() {
         return Ok(true);
@@ -156,7 +156,7 @@ fn same_file(lower: &WalkEntry, upper: &WalkEntry) -> Result<bool> {
             if m1.size() == 0 {
                 return Ok(true);
             }
-            return same_content(&lower.full, &upper.full);
+            return same_content(&lower.full, &upper.full, cancel);
         } else if n1 != n2 {
             return Ok(false);
         }
@@ -177,12 +177,13 @@ fn read_full(f: &mut File, buf: &mut [u8], path: &Path) -> Result<usize> {
     Ok(n)
 }
 
-fn same_content(p1: &Path, p2: &Path) -> Result<bool> {
+fn same_content(p1: &Path, p2: &Path, cancel: Option<&CancelToken>) -> Result<bool> {
     let mut f1 = File::open(p1).map_err(|e| Error::path("open", p1, e))?;
     let mut f2 = File::open(p2).map_err(|e| Error::path("open", p2, e))?;
     let mut b1 = vec![0u8; 64 * 1024];
     let mut b2 = vec![0u8; 64 * 1024];
     loop {
+        crate::control::check(cancel)?;
         let n1 = read_full(&mut f1, &mut b1, p1)?;
         let n2 = read_full(&mut f2, &mut b2, p2)?;
         if n1 != n2 || b1[..n1] != b2[..n2] {
@@ -254,7 +255,7 @@ pub fn changes(
                     e1.take().expect("lower entry"),
                     e2.take().expect("upper entry"),
                 );
-                let same = same_file(&l, &u)?;
+                let same = same_file(&l, &u, cancel)?;
                 if l.meta.is_dir() && !u.meta.is_dir() {
                     rmdir = [&l.path[..], b"/"].concat();
                 } else {

@@ -7,6 +7,7 @@
 
 use std::fs::File;
 use std::io::{self, IsTerminal, Write};
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -123,8 +124,12 @@ fn run(command: Command) -> Result<(), String> {
             };
             let to_stdout = output.as_os_str() == "-";
             let result = if to_stdout {
-                let stdout = io::stdout();
-                layerdiff::compare(&lower, &upper, stdout, &opts)
+                // Write to fd 1 unbuffered: Stdout's line buffering would scan binary data.
+                let stdout = io::stdout()
+                    .as_fd()
+                    .try_clone_to_owned()
+                    .map_err(|e| format!("duplicate stdout: {e}"))?;
+                layerdiff::compare(&lower, &upper, File::from(stdout), &opts)
             } else {
                 let file = File::create(&output)
                     .map_err(|e| format!("create {}: {e}", output.display()))?;

@@ -1,0 +1,354 @@
+package apply
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containerd/containerd/v2/pkg/archive"
+	"github.com/containerd/containerd/v2/pkg/archive/compression"
+	"github.com/opencontainers/go-digest"
+	"golang.org/x/sys/unix"
+
+	"github.com/layerdiff/layerdiff/go/internal/treecmp"
+)
+
+// layerdiffBin is the CLI under test: $LAYERDIFF_BIN or <repo>/target/release/layerdiff.
+func layerdiffBin(t *testing.T) string {
+	if b := os.Getenv("LAYERDIFF_BIN"); b != "" {
+		return b
+	}
+	_, file, _, _ := runtime.Caller(0)
+	b := filepath.Join(filepath.Dir(file), "..", "..", "..", "target", "release", "layerdiff")
+	if _, err := os.Stat(b); err != nil {
+		t.Fatalf("layerdiff binary not found at %s (build it with `make` or set LAYERDIFF_BIN): %v", b, err)
+	}
+	return b
+}
+
+func requireRoot(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("SKIPPING LOUDLY: apply parity needs root (mknod, chown, trusted.* xattrs, overlay mounts)")
+	}
+}
+
+type result struct {
+	digest string
+	size   int64
+	err    error
+}
+
+// applyContainerd runs what containerd's fs applier does: decompress (detecting gzip/zstd),
+// hash while archive.Apply reads, then read the trailing bytes.
+func applyContainerd(root string, layer []byte, overlay bool, parents []string) result {
+	ds, err := compression.DecompressStream(bytes.NewReader(layer))
+	if err != nil {
+		return result{err: err}
+	}
+	defer ds.Close()
+	dgst := digest.Canonical.Digester()
+	cr := &countingReader{r: io.TeeReader(ds, dgst.Hash())}
+	var opts []archive.ApplyOpt
+	if overlay {
+		opts = append(opts, archive.WithConvertWhiteout(archive.OverlayConvertWhiteout))
+		if len(parents) > 0 {
+			opts = append(opts, archive.WithParents(parents))
+		}
+	}
+	if _, err := archive.Apply(context.Background(), root, cr, opts...); err != nil {
+		return result{err: err}
+	}
+	if _, err := io.Copy(io.Discard, cr); err != nil {
+		return result{err: err}
+	}
+	return result{digest: dgst.Digest().String(), size: cr.n}
+}
+
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+func applyOurs(t *testing.T, root string, layer []byte, overlay bool, parents []string) result {
+	f := filepath.Join(t.TempDir(), "layer")
+	if err := os.WriteFile(f, layer, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"apply"}
+	if overlay {
+		args = append(args, "--whiteouts", "overlay")
+		for _, p := range parents {
+			args = append(args, "--parent", p)
+		}
+	}
+	args = append(args, f, root)
+	cmd := exec.Command(layerdiffBin(t), args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return result{err: fmt.Errorf("%v: %s", err, strings.TrimSpace(stderr.String()))}
+	}
+	var out struct {
+		MediaType string `json:"mediaType"`
+		Digest    string `json:"digest"`
+		Size      int64  `json:"size"`
+	}
+	if err := json.Unmarshal(stdout.Bytes(), &out); err != nil {
+		t.Fatalf("bad CLI output %q: %v", stdout.String(), err)
+	}
+	if out.MediaType != "application/vnd.oci.image.layer.v1.tar" {
+		t.Errorf("media type %q", out.MediaType)
+	}
+	return result{digest: out.Digest, size: out.Size}
+}
+
+// parityCase is one layer applied by both implementations onto twin trees.
+type parityCase struct {
+	name  string
+	layer []byte
+	// setup builds the tree the layer is applied onto (in both twins), may be nil.
+	setup func(t *testing.T, root string)
+	// lower builds the overlay lowerdir (overlay mode only), may be nil.
+	lower func(t *testing.T, root string)
+}
+
+var fixedTime = time.Unix(1700000000, 123456789)
+
+// settle gives every path under dir fixed times so twins start out identical.
+func settle(t *testing.T, dir string) {
+	var paths []string
+	filepath.Walk(dir, func(p string, _ os.FileInfo, err error) error {
+		if err == nil {
+			paths = append(paths, p)
+		}
+		return nil
+	})
+	ts := []unix.Timespec{unix.NsecToTimespec(fixedTime.UnixNano()), unix.NsecToTimespec(fixedTime.UnixNano())}
+	for i := len(paths) - 1; i >= 0; i-- {
+		if err := unix.UtimesNanoAt(unix.AT_FDCWD, paths[i], ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// runParity applies c in remove mode and in overlay mode and compares everything.
+func runParity(t *testing.T, c parityCase) {
+	t.Run(c.name+"/remove", func(t *testing.T) { runMode(t, c, false) })
+	t.Run(c.name+"/overlay", func(t *testing.T) { runMode(t, c, true) })
+}
+
+func runMode(t *testing.T, c parityCase, overlay bool) {
+	base := t.TempDir()
+	var roots, lowers [2]string
+	for i, side := range []string{"containerd", "layerdiff"} {
+		top := filepath.Join(base, side)
+		roots[i] = filepath.Join(top, "root")
+		lowers[i] = filepath.Join(top, "lower")
+		for _, d := range []string{roots[i], lowers[i]} {
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if c.setup != nil {
+			c.setup(t, roots[i])
+		}
+		if overlay && c.lower != nil {
+			c.lower(t, lowers[i])
+		}
+		settle(t, top)
+	}
+	var parents [2][]string
+	if overlay {
+		parents = [2][]string{{lowers[0]}, {lowers[1]}}
+	}
+	start := time.Now()
+	want := applyContainerd(roots[0], c.layer, overlay, parents[0])
+	got := applyOurs(t, roots[1], c.layer, overlay, parents[1])
+	if (want.err == nil) != (got.err == nil) {
+		t.Fatalf("containerd error: %v\nlayerdiff error: %v", want.err, got.err)
+	}
+	if want.err == nil && (want.digest != got.digest || want.size != got.size) {
+		t.Errorf("descriptor: containerd %s/%d, layerdiff %s/%d", want.digest, want.size, got.digest, got.size)
+	}
+	// Compare the whole twin (root and its siblings): a write outside the root shows too.
+	opts := treecmp.Options{FreshSince: start.Add(-time.Second)}
+	diffs, err := treecmp.Compare(filepath.Join(base, "containerd"), filepath.Join(base, "layerdiff"), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want.err != nil {
+		t.Logf("both failed:\n  containerd: %v\n  layerdiff:  %v", want.err, got.err)
+		// Both failed: only require that nothing outside the root changed.
+		var outside []string
+		for _, d := range diffs {
+			if !strings.HasPrefix(d, "root/") && !strings.HasPrefix(d, "root:") {
+				outside = append(outside, d)
+			}
+		}
+		if len(outside) > 0 {
+			t.Errorf("both failed (containerd: %v) but trees differ outside the root:\n%s", want.err, strings.Join(outside, "\n"))
+		}
+		return
+	}
+	if len(diffs) > 0 {
+		t.Errorf("trees differ (containerd vs layerdiff):\n%s", strings.Join(diffs, "\n"))
+	}
+	if overlay {
+		compareMerged(t, lowers, roots, start)
+	}
+}
+
+// compareMerged mounts each upper over its lower with overlayfs and compares the views.
+func compareMerged(t *testing.T, lowers, uppers [2]string, start time.Time) {
+	var merged [2]string
+	for i := range uppers {
+		work := filepath.Join(filepath.Dir(uppers[i]), "work")
+		m := filepath.Join(filepath.Dir(uppers[i]), "merged")
+		for _, d := range []string{work, m} {
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", lowers[i], uppers[i], work)
+		if err := unix.Mount("overlay", m, "overlay", 0, opts); err != nil {
+			t.Fatalf("mount overlay: %v", err)
+		}
+		defer unix.Unmount(m, unix.MNT_DETACH)
+		defer os.RemoveAll(work)
+		merged[i] = m
+	}
+	diffs, err := treecmp.Compare(merged[0], merged[1], treecmp.Options{FreshSince: start.Add(-time.Second)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(diffs) > 0 {
+		t.Errorf("merged overlay views differ:\n%s", strings.Join(diffs, "\n"))
+	}
+}
+
+// tarBuilder writes headers with Go's archive/tar (the writer containerd uses).
+type tarBuilder struct {
+	buf bytes.Buffer
+	tw  *tar.Writer
+	t   *testing.T
+}
+
+func newTar(t *testing.T) *tarBuilder {
+	b := &tarBuilder{t: t}
+	b.tw = tar.NewWriter(&b.buf)
+	return b
+}
+
+func (b *tarBuilder) add(h *tar.Header, data []byte) *tarBuilder {
+	if h.Typeflag == tar.TypeXGlobalHeader {
+		if err := b.tw.WriteHeader(h); err != nil {
+			b.t.Fatalf("write header %q: %v", h.Name, err)
+		}
+		return b
+	}
+	if h.ModTime.IsZero() {
+		h.ModTime = time.Unix(1600000000, 0)
+	}
+	if h.Typeflag == tar.TypeReg && h.Size == 0 {
+		h.Size = int64(len(data))
+	}
+	if h.Mode == 0 && !strings.Contains(h.Name, ".wh.") {
+		h.Mode = 0o644
+		if h.Typeflag == tar.TypeDir {
+			h.Mode = 0o755
+		}
+	}
+	if err := b.tw.WriteHeader(h); err != nil {
+		b.t.Fatalf("write header %q: %v", h.Name, err)
+	}
+	if len(data) > 0 {
+		if _, err := b.tw.Write(data); err != nil {
+			b.t.Fatal(err)
+		}
+	}
+	return b
+}
+
+func (b *tarBuilder) dir(name string) *tarBuilder {
+	return b.add(&tar.Header{Typeflag: tar.TypeDir, Name: name}, nil)
+}
+func (b *tarBuilder) file(name, content string) *tarBuilder {
+	return b.add(&tar.Header{Typeflag: tar.TypeReg, Name: name}, []byte(content))
+}
+func (b *tarBuilder) symlink(target, name string) *tarBuilder {
+	return b.add(&tar.Header{Typeflag: tar.TypeSymlink, Name: name, Linkname: target, Mode: 0o777}, nil)
+}
+func (b *tarBuilder) link(target, name string) *tarBuilder {
+	return b.add(&tar.Header{Typeflag: tar.TypeLink, Name: name, Linkname: target}, nil)
+}
+
+func (b *tarBuilder) bytes() []byte {
+	if err := b.tw.Close(); err != nil {
+		b.t.Fatal(err)
+	}
+	return b.buf.Bytes()
+}
+
+// fsSetup is a tiny tree builder for setup functions.
+type fsOp func(t *testing.T, root string)
+
+func tree(ops ...fsOp) func(t *testing.T, root string) {
+	return func(t *testing.T, root string) {
+		for _, op := range ops {
+			op(t, root)
+		}
+	}
+}
+
+func mkdir(p string, mode os.FileMode) fsOp {
+	return func(t *testing.T, root string) {
+		if err := os.MkdirAll(filepath.Join(root, p), mode); err != nil {
+			t.Fatal(err)
+		}
+		os.Chmod(filepath.Join(root, p), mode)
+	}
+}
+func mkfile(p, content string, mode os.FileMode) fsOp {
+	return func(t *testing.T, root string) {
+		if err := os.WriteFile(filepath.Join(root, p), []byte(content), mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+func mksymlink(target, p string) fsOp {
+	return func(t *testing.T, root string) {
+		if err := os.Symlink(target, filepath.Join(root, p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+func mkhardlink(target, p string) fsOp {
+	return func(t *testing.T, root string) {
+		if err := os.Link(filepath.Join(root, target), filepath.Join(root, p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+func setxattr(p, k, v string) fsOp {
+	return func(t *testing.T, root string) {
+		if err := unix.Lsetxattr(filepath.Join(root, p), k, []byte(v), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

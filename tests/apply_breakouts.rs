@@ -1,0 +1,335 @@
+//! The 34 escape attempts of containerd's TestBreakouts, as our own tests: each layer must
+//! apply (or fail) exactly as containerd does and never touch anything outside the root.
+
+mod apply_common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+
+use apply_common::*;
+use layerdiff::ErrorKind;
+
+fn run(sb: &Sandbox, layer: Vec<u8>) -> layerdiff::Result<layerdiff::Applied> {
+    require_root();
+    let r = apply_bytes(&sb.root(), &layer, &default_opts());
+    sb.assert_outside_untouched();
+    r
+}
+
+fn unbroken(sb: &Sandbox) {
+    assert_eq!(fs::read(sb.p("etc/unbroken")).unwrap(), b"unbroken");
+}
+
+fn etc_tree(sb: &Sandbox) {
+    fs::create_dir(sb.p("etc")).unwrap();
+    fs::write(sb.p("etc/passwd"), "inside").unwrap();
+}
+
+#[test]
+fn symlink_absolute() {
+    let sb = Sandbox::new();
+    run(&sb, Tar::new().dir("etc").symlink("/etc", "localetc").file("/localetc/unbroken", b"unbroken").finish()).unwrap();
+    unbroken(&sb);
+}
+
+#[test]
+fn symlink_up_and_out() {
+    let sb = Sandbox::new();
+    run(&sb, Tar::new().dir("etc").dir("dummy").symlink("/dummy/../etc", "localetc").file("/localetc/unbroken", b"unbroken").finish()).unwrap();
+    unbroken(&sb);
+}
+
+#[test]
+fn symlink_multiple_absolute() {
+    let sb = Sandbox::new();
+    run(&sb, Tar::new().dir("etc").dir("dummy").symlink("/etc", "/dummy/etc").symlink("/dummy/etc", "localetc").file("/dummy/etc/unbroken", b"unbroken").finish()).unwrap();
+    unbroken(&sb);
+}
+
+#[test]
+fn symlink_multiple_relative() {
+    let sb = Sandbox::new();
+    run(&sb, Tar::new().dir("etc").dir("dummy").symlink("/etc", "/dummy/etc").symlink("./dummy/etc", "localetc").file("/dummy/etc/unbroken", b"unbroken").finish()).unwrap();
+    unbroken(&sb);
+}
+
+#[test]
+fn symlink_empty_file() {
+    let sb = Sandbox::new();
+    run(&sb, Tar::new().dir("etc").file("etc/emptied", b"notempty").symlink("/etc", "localetc").file("/localetc/emptied", b"").finish()).unwrap();
+    assert_eq!(fs::read(sb.p("etc/emptied")).unwrap(), b"");
+}
+
+fn passwd_tar() -> Tar {
+    Tar::new().dir("etc").file("/etc/passwd", b"inside")
+}
+
+#[test]
+fn hardlink_relative() {
+    let sb = Sandbox::new();
+    run(&sb, passwd_tar().dir("breakouts").symlink("../../etc", "breakouts/d1").link("/breakouts/d1/passwd", "breakouts/mypasswd").finish()).unwrap();
+    assert!(same_file(&sb.p("breakouts/mypasswd"), &sb.p("etc/passwd")));
+}
+
+#[test]
+fn hardlink_down_and_out() {
+    let sb = Sandbox::new();
+    run(&sb, passwd_tar().dir("breakouts").dir("downandout").symlink("../downandout/../../etc", "breakouts/d1").link("/breakouts/d1/passwd", "breakouts/mypasswd").finish()).unwrap();
+    assert!(same_file(&sb.p("breakouts/mypasswd"), &sb.p("etc/passwd")));
+}
+
+#[test]
+fn hardlink_absolute() {
+    let sb = Sandbox::new();
+    run(&sb, passwd_tar().symlink("/etc", "localetc").link("/localetc/passwd", "localpasswd").finish()).unwrap();
+    assert!(same_file(&sb.p("localpasswd"), &sb.p("etc/passwd")));
+}
+
+#[test]
+fn hardlink_relative_long() {
+    let sb = Sandbox::new();
+    run(&sb, passwd_tar().symlink("../../../../../../../etc", "localetc").link("/localetc/passwd", "localpasswd").finish()).unwrap();
+    assert!(same_file(&sb.p("localpasswd"), &sb.p("etc/passwd")));
+}
+
+#[test]
+fn hardlink_relative_up_and_out() {
+    let sb = Sandbox::new();
+    run(&sb, passwd_tar().symlink("upandout/../../../etc", "localetc").link("/localetc/passwd", "localpasswd").finish()).unwrap();
+    assert!(same_file(&sb.p("localpasswd"), &sb.p("etc/passwd")));
+}
+
+#[test]
+fn hardlink_direct_relative() {
+    let sb = Sandbox::new();
+    run(&sb, passwd_tar().link("../../../../../etc/passwd", "localpasswd").finish()).unwrap();
+    assert!(same_file(&sb.p("localpasswd"), &sb.p("etc/passwd")));
+}
+
+#[test]
+fn hardlink_direct_absolute() {
+    let sb = Sandbox::new();
+    run(&sb, passwd_tar().link("/etc/passwd", "localpasswd").finish()).unwrap();
+    assert!(same_file(&sb.p("localpasswd"), &sb.p("etc/passwd")));
+}
+
+#[test]
+fn symlink_parent_directory() {
+    let sb = Sandbox::new();
+    run(&sb, passwd_tar().symlink("/etc/", "..").link("/etc/passwd", "localpasswd").finish()).unwrap();
+    assert!(same_file(&sb.p("localpasswd"), &sb.p("etc/passwd")));
+}
+
+#[test]
+fn symlink_empty_filename() {
+    let sb = Sandbox::new();
+    run(&sb, passwd_tar().symlink("/etc/", "").link("/etc/passwd", "localpasswd").finish()).unwrap();
+    assert!(same_file(&sb.p("localpasswd"), &sb.p("etc/passwd")));
+}
+
+#[test]
+fn symlink_parent_relative() {
+    let sb = Sandbox::new();
+    run(&sb, passwd_tar().symlink("/etc/", "localetc/sub/..").link("/etc/passwd", "/localetc/localpasswd").finish()).unwrap();
+    // localetc -> /etc/ resolves inside the root.
+    assert!(same_file(&sb.p("etc/localpasswd"), &sb.p("etc/passwd")));
+}
+
+#[test]
+fn symlink_slash_ended() {
+    let sb = Sandbox::new();
+    run(&sb, passwd_tar().dir("localetc/").link("/etc/passwd", "/localetc/localpasswd").finish()).unwrap();
+    assert!(same_file(&sb.p("localetc/localpasswd"), &sb.p("etc/passwd")));
+}
+
+#[test]
+fn symlink_override_directory() {
+    let sb = Sandbox::new();
+    etc_tree(&sb);
+    fs::create_dir(sb.p("localetc")).unwrap();
+    run(&sb, Tar::new().symlink("/etc", "localetc").link("/etc/passwd", "/localetc/localpasswd").finish()).unwrap();
+    assert!(same_file(&sb.p("etc/localpasswd"), &sb.p("etc/passwd")));
+}
+
+#[test]
+fn symlink_override_directory_relative() {
+    let sb = Sandbox::new();
+    etc_tree(&sb);
+    fs::create_dir(sb.p("localetc")).unwrap();
+    run(&sb, Tar::new().symlink("../../etc", "localetc").link("/etc/passwd", "/localetc/localpasswd").finish()).unwrap();
+    assert!(same_file(&sb.p("etc/localpasswd"), &sb.p("etc/passwd")));
+}
+
+#[test]
+fn directory_override_symlink() {
+    let sb = Sandbox::new();
+    etc_tree(&sb);
+    std::os::unix::fs::symlink("/etc", sb.p("localetc")).unwrap();
+    run(&sb, Tar::new().dir("/localetc/").link("/etc/passwd", "/localetc/localpasswd").finish()).unwrap();
+    assert!(fs::symlink_metadata(sb.p("localetc")).unwrap().is_dir());
+    assert!(same_file(&sb.p("localetc/localpasswd"), &sb.p("etc/passwd")));
+}
+
+#[test]
+fn directory_override_symlink_and_hardlink() {
+    let sb = Sandbox::new();
+    etc_tree(&sb);
+    std::os::unix::fs::symlink("etc", sb.p("localetc")).unwrap();
+    fs::hard_link(sb.p("etc/passwd"), sb.p("etc/localpasswd")).unwrap();
+    run(&sb, Tar::new().dir("/localetc/").file("/localetc/localpasswd", b"different").finish()).unwrap();
+    assert!(!same_file(&sb.p("localetc/localpasswd"), &sb.p("etc/passwd")));
+    assert_eq!(fs::read(sb.p("etc/passwd")).unwrap(), b"inside");
+}
+
+fn invalid_whiteout(name: &str) {
+    let sb = Sandbox::new();
+    etc_tree(&sb);
+    let err = run(&sb, Tar::new().file(name, b"").finish()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArchive, "{err}");
+    assert!(err.to_string().contains("invalid whiteout name"), "{err}");
+    assert_eq!(fs::read(sb.p("etc/passwd")).unwrap(), b"inside");
+}
+
+#[test]
+fn whiteout_root_parent() {
+    invalid_whiteout(".wh...");
+}
+
+#[test]
+fn whiteout_parent() {
+    invalid_whiteout("etc/.wh...");
+}
+
+#[test]
+fn whiteout_root() {
+    invalid_whiteout(".wh..");
+}
+
+#[test]
+fn whiteout_current_directory() {
+    invalid_whiteout("etc/.wh..");
+}
+
+#[test]
+fn whiteout_symlink() {
+    let sb = Sandbox::new();
+    etc_tree(&sb);
+    std::os::unix::fs::symlink("/etc", sb.p("localetc")).unwrap();
+    run(&sb, Tar::new().file(".wh.localetc", b"").finish()).unwrap();
+    assert_eq!(fs::read(sb.p("etc/passwd")).unwrap(), b"inside");
+    assert!(fs::symlink_metadata(sb.p("localetc")).is_err());
+}
+
+#[test]
+fn whiteout_symlink_path() {
+    let sb = Sandbox::new();
+    etc_tree(&sb);
+    fs::write(sb.p("etc/whitedout"), "w").unwrap();
+    std::os::unix::fs::symlink("/etc", sb.p("localetc")).unwrap();
+    run(&sb, Tar::new().file("localetc/.wh.whitedout", b"").finish()).unwrap();
+    assert_eq!(fs::read(sb.p("etc/passwd")).unwrap(), b"inside");
+    assert!(fs::symlink_metadata(sb.p("etc/whitedout")).is_err());
+}
+
+#[test]
+fn whiteout_directory_name() {
+    let sb = Sandbox::new();
+    etc_tree(&sb);
+    std::os::unix::fs::symlink("/etc", sb.p("localetc")).unwrap();
+    run(&sb, Tar::new().file(".wh.etc/somefile", b"non-empty").finish()).unwrap();
+    assert_eq!(fs::read(sb.p("etc/passwd")).unwrap(), b"inside");
+    assert_eq!(fs::read(sb.p(".wh.etc/somefile")).unwrap(), b"non-empty");
+}
+
+#[test]
+fn whiteout_dead_symlink_parent() {
+    let sb = Sandbox::new();
+    etc_tree(&sb);
+    std::os::unix::fs::symlink("/dne", sb.p("localetc")).unwrap();
+    run(&sb, Tar::new().file("localetc/.wh.etc", b"").finish()).unwrap();
+    assert_eq!(fs::read(sb.p("etc/passwd")).unwrap(), b"inside");
+}
+
+#[test]
+fn whiteout_relative_path() {
+    let sb = Sandbox::new();
+    etc_tree(&sb);
+    std::os::unix::fs::symlink("/dne", sb.p("localetc")).unwrap();
+    run(&sb, Tar::new().file("dne/../.wh.etc", b"").finish()).unwrap();
+    assert!(fs::symlink_metadata(sb.p("etc/passwd")).is_err());
+}
+
+#[test]
+fn whiteout_opaque() {
+    let sb = Sandbox::new();
+    etc_tree(&sb);
+    fs::write(sb.p("etc/shadow"), "s").unwrap();
+    run(&sb, Tar::new().file("etc/.wh..wh..opq", b"").file("etc/group", b"all groups").finish()).unwrap();
+    assert!(fs::symlink_metadata(sb.p("etc/passwd")).is_err());
+    assert!(fs::symlink_metadata(sb.p("etc/shadow")).is_err());
+    assert_eq!(fs::read(sb.p("etc/group")).unwrap(), b"all groups");
+}
+
+#[test]
+fn whiteout_opaque_out_of_order() {
+    let sb = Sandbox::new();
+    etc_tree(&sb);
+    run(&sb, Tar::new().file("etc/group", b"all groups").file("etc/.wh..wh..opq", b"").finish()).unwrap();
+    assert!(fs::symlink_metadata(sb.p("etc/passwd")).is_err());
+    assert_eq!(fs::read(sb.p("etc/group")).unwrap(), b"all groups");
+}
+
+#[test]
+fn symlink_override_path() {
+    let sb = Sandbox::new();
+    let name = format!("breakout-{}", std::process::id());
+    let f = format!("foo/tmp/{name}");
+    run(
+        &sb,
+        Tar::new().dir("foo").dir("foo/tmp").file(&f, &[0, 1, 2]).symlink("/", "foo").file(&f, &[3, 4, 5]).dir("foo").dir("foo/tmp").file(&f, &[6, 7, 8]).finish(),
+    )
+    .unwrap();
+    if let Ok(b) = fs::read(format!("/tmp/{name}")) {
+        assert_ne!(b, [3, 4, 5], "file written outside of root");
+    }
+    assert_eq!(fs::read(sb.p(&f)).unwrap(), [6, 7, 8]);
+}
+
+#[test]
+fn hardlink_symlink_before_create_target() {
+    let sb = Sandbox::new();
+    run(&sb, Tar::new().dir("etc").symlink("/etc/passwd", "localpasswd").link("localpasswd", "localpasswd-dup").file("/etc/passwd", b"after").finish()).unwrap();
+    // The hardlink is of the symlink, which now resolves (inside the root) to etc/passwd.
+    assert!(fs::symlink_metadata(sb.p("localpasswd-dup")).unwrap().file_type().is_symlink());
+    assert_eq!(fs::read(sb.p("etc/passwd")).unwrap(), b"after");
+}
+
+#[test]
+fn hardlink_symlink_relative() {
+    let sb = Sandbox::new();
+    run(&sb, passwd_tar().symlink("../../../../../etc/passwd", "passwdlink").link("/passwdlink", "localpasswd").finish()).unwrap();
+    assert!(fs::symlink_metadata(sb.p("localpasswd")).unwrap().file_type().is_symlink());
+    assert_eq!(fs::read_link(sb.p("localpasswd")).unwrap(), fs::read_link(sb.p("passwdlink")).unwrap());
+}
+
+#[test]
+fn hardlink_symlink_absolute() {
+    let sb = Sandbox::new();
+    run(&sb, passwd_tar().symlink("/etc/passwd", "passwdlink").link("/passwdlink", "localpasswd").finish()).unwrap();
+    assert!(fs::symlink_metadata(sb.p("localpasswd")).unwrap().file_type().is_symlink());
+    assert_eq!(fs::read_link(sb.p("localpasswd")).unwrap(), fs::read_link(sb.p("passwdlink")).unwrap());
+}
+
+#[test]
+fn hardlink_symlink_chmod() {
+    let sb = Sandbox::new();
+    let outside = tempfile::tempdir().unwrap();
+    let p = outside.path().join("perm400");
+    fs::write(&p, "...").unwrap();
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o400)).unwrap();
+    let ep = outside.path().join("also-exists-outside-root");
+    fs::write(&ep, "...").unwrap();
+    run(&sb, Tar::new().symlink(p.to_str().unwrap(), ep.to_str().unwrap()).link(ep.to_str().unwrap(), "sketchylink").finish()).unwrap();
+    assert_eq!(fs::symlink_metadata(&p).unwrap().permissions().mode() & 0o7777, 0o400);
+    assert_eq!(fs::read(&ep).unwrap(), b"...");
+}
