@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -330,7 +331,11 @@ func TestApplyMatchesFsApplier(t *testing.T) {
 					t.Errorf("descriptor %+v, containerd %+v", got, want)
 				}
 				requireSameTree(t, theirRoot, ourRoot)
-				requireSameTreeAs(t, upper, ourRoot, true)
+				// Random trees hold what a layer cannot carry (sockets, pre-1970 times),
+				// so only the hand-written ones must come out as upper itself.
+				if strings.HasPrefix(pair.name, "fixed") {
+					requireSameTreeAs(t, upper, ourRoot, true)
+				}
 			})
 		}
 	}
