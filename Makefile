@@ -50,7 +50,7 @@ demo: build
 
 bench: build
 	$(CARGO) bench --locked
-	cd go && $(GO_LIB_STAMP) $(GO) test -run '^$$' -bench . -benchmem -benchtime 3x ./...
+	cd go && $(GO_LIB_STAMP) $(GO) test -run '^$$' -bench . -benchmem -benchtime 3x -timeout 60m ./...
 
 install: build
 	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCDIR) $(DESTDIR)$(LIBDIR)/pkgconfig
