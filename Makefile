@@ -44,15 +44,21 @@ c-test:
 	$(MAKE) install PREFIX=$(TEST_PREFIX)
 	$(MAKE) -C tests/c PREFIX=$(TEST_PREFIX)
 
+# Go's build cache does not hash the library named in #cgo LDFLAGS, so a rebuilt
+# liblayerdiff.a would link stale test binaries; a define carrying the library's checksum
+# makes the cgo compile (and so every link) depend on it.
+GO_LIB_STAMP = CGO_CFLAGS="-g -O2 -DLAYERDIFF_LIB_STAMP=$$(cksum < $(CURDIR)/$(RELEASE)/liblayerdiff.a | cut -d' ' -f1)"
+
 go-test: build
-	cd go && $(GO) vet ./... && $(GO) test -count=1 ./...
+	cd go && $(GO_LIB_STAMP) $(GO) vet ./... && $(GO_LIB_STAMP) $(GO) test -count=1 ./...
+	cd go && $(GO_LIB_STAMP) $(GO) test -count=1 -race -run Concurrent .
 
 demo: build
-	cd go && $(GO) run ./cmd/demo
+	cd go && $(GO_LIB_STAMP) $(GO) run ./cmd/demo
 
 bench: build
 	$(CARGO) bench --locked
-	cd go && $(GO) test -run '^$$' -bench . -benchmem -benchtime 3x ./...
+	cd go && $(GO_LIB_STAMP) $(GO) test -run '^$$' -bench . -benchmem -benchtime 3x -timeout 60m ./...
 
 # The installed shared library carries the full version; its SONAME (set in build.rs) is
 # liblayerdiff.so.$(SOMAJOR).
