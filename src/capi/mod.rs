@@ -343,7 +343,9 @@ unsafe fn apply_options(
 ///
 /// - `lower`, `upper`: NUL-terminated paths (any bytes, not necessarily UTF-8); read only.
 /// - `out_fd`: borrowed, never closed; must be open for writing (a file, pipe or socket).
-///   Writing starts at its current offset, which advances.
+///   Writing starts at its current offset, which advances. As with any write(2), a pipe or
+///   socket whose reader is gone raises SIGPIPE unless the process ignores it; the call then
+///   fails with LAYERDIFF_ERROR_IO and errno EPIPE.
 /// - `options`: NULL = the zero value (gzip level 6).
 /// - `out`: must not be NULL; written only on success.
 ///
