@@ -95,11 +95,14 @@ pub fn apply<R: Read + Send>(root: &Path, input: R, opts: &ApplyOptions) -> Resu
     let cancel = opts.cancel.clone();
     let (digest, size, consumed) = std::thread::scope(|scope| -> Result<(String, u64, u64)> {
         let (tx, rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(CHANNEL_DEPTH);
-        let decoder = scope.spawn(move || decode(input, tx, progress, cancel));
+        // Consumed buffers go back to the decoder, so chunks are not allocated and zeroed anew.
+        let (recycle_tx, recycle_rx) = mpsc::channel::<Vec<u8>>();
+        let decoder = scope.spawn(move || decode(input, tx, recycle_rx, progress, cancel));
 
         let mut unpacker = Unpacker::new(root, &root_dir, lowers, opts)?;
         let mut reader = ChannelReader {
             rx: Some(rx),
+            recycle: recycle_tx,
             buf: Vec::new(),
             pos: 0,
         };
@@ -151,6 +154,7 @@ const CANCEL_EVERY: u64 = 8 << 20;
 fn decode<R: Read>(
     input: R,
     tx: SyncSender<io::Result<Vec<u8>>>,
+    recycled: Receiver<Vec<u8>>,
     progress: Option<Progress>,
     cancel: Option<CancelToken>,
 ) -> Result<(String, u64, u64)> {
@@ -174,7 +178,8 @@ fn decode<R: Read>(
             let _ = tx.send(Err(crate::error::canceled_io()));
             return Err(Error::Canceled);
         }
-        let mut buf = vec![0u8; CHUNK];
+        let mut buf = recycled.try_recv().unwrap_or_default();
+        buf.resize(CHUNK, 0);
         let mut n = 0;
         // Fill whole chunks so the unpacker sees few, large buffers.
         while n < CHUNK {
@@ -242,6 +247,7 @@ impl<R: Read> Read for CountingReader<R> {
 /// The unpacker's end of the channel, as a `BufRead` whose buffers are the decoder's chunks.
 struct ChannelReader {
     rx: Option<Receiver<io::Result<Vec<u8>>>>,
+    recycle: mpsc::Sender<Vec<u8>>,
     buf: Vec<u8>,
     pos: usize,
 }
@@ -262,7 +268,10 @@ impl BufRead for ChannelReader {
             let Some(rx) = &self.rx else { return Ok(&[]) };
             match rx.recv() {
                 Ok(Ok(chunk)) => {
-                    self.buf = chunk;
+                    let used = std::mem::replace(&mut self.buf, chunk);
+                    if used.capacity() > 0 {
+                        let _ = self.recycle.send(used);
+                    }
                     self.pos = 0;
                 }
                 Ok(Err(e)) => {
@@ -770,24 +779,42 @@ impl<'a> Unpacker<'a> {
             return Ok(());
         }
 
-        // Replace whatever is there unless a directory meets a directory.
-        if let Ok(st) = rfs::statat(pfd, base.as_slice(), AtFlags::SYMLINK_NOFOLLOW) {
-            let is_dir = FileType::from_raw_mode(st.st_mode) == FileType::Directory;
-            if !is_dir || hdr.typeflag != TYPE_DIR {
-                self.invalidate();
-                remove_all(pfd, &base).map_err(|e| Error::path("remove", show(), e))?;
-            }
+        // Whatever is at the path is replaced unless a directory meets a directory
+        // (containerd: lstat, then RemoveAll). Names are usually fresh, so files, directories,
+        // symlinks and devices are created first and only an EEXIST leads to a look and a
+        // removal; hardlinks (whose target is resolved after the removal) and the rest look
+        // first.
+        let create_first = matches!(
+            hdr.typeflag,
+            TYPE_DIR | TYPE_REG | TYPE_REGA | TYPE_SYMLINK | TYPE_BLOCK | TYPE_CHAR | TYPE_FIFO
+        );
+        if !create_first && rfs::statat(pfd, base.as_slice(), AtFlags::SYMLINK_NOFOLLOW).is_ok() {
+            self.invalidate();
+            remove_all(pfd, &base).map_err(|e| Error::path("remove", show(), e))?;
         }
 
         let mode = Mode::from_raw_mode((hdr.mode & 0o7777) as u32);
         let node = match hdr.typeflag {
             TYPE_DIR => {
-                let exists = rfs::statat(pfd, base.as_slice(), AtFlags::SYMLINK_NOFOLLOW)
-                    .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory);
-                if !exists {
-                    rfs::mkdirat(pfd, base.as_slice(), mode)
-                        .map_err(|e| Error::path("mkdir", show(), errno(e)))?;
-                }
+                let created = match rfs::mkdirat(pfd, base.as_slice(), mode) {
+                    Ok(()) => true,
+                    Err(rustix::io::Errno::EXIST) => {
+                        let is_dir = rfs::statat(pfd, base.as_slice(), AtFlags::SYMLINK_NOFOLLOW)
+                            .is_ok_and(|st| {
+                                FileType::from_raw_mode(st.st_mode) == FileType::Directory
+                            });
+                        if is_dir {
+                            false
+                        } else {
+                            self.invalidate();
+                            remove_all(pfd, &base).map_err(|e| Error::path("remove", show(), e))?;
+                            rfs::mkdirat(pfd, base.as_slice(), mode)
+                                .map_err(|e| Error::path("mkdir", show(), errno(e)))?;
+                            true
+                        }
+                    }
+                    Err(e) => return Err(Error::path("mkdir", show(), errno(e))),
+                };
                 let fd = rfs::openat(
                     pfd,
                     base.as_slice(),
@@ -795,24 +822,35 @@ impl<'a> Unpacker<'a> {
                     Mode::empty(),
                 )
                 .map_err(|e| Error::path("open", show(), errno(e)))?;
-                if !exists {
+                if created {
                     rfs::fchmod(&fd, mode).map_err(|e| Error::path("chmod", show(), errno(e)))?;
                 }
                 Node::Fd(fd)
             }
             TYPE_REG | TYPE_REGA => {
-                let fd = rfs::openat(
-                    pfd,
-                    base.as_slice(),
-                    OFlags::WRONLY
-                        | OFlags::CREATE
-                        | OFlags::EXCL
-                        | OFlags::NOFOLLOW
-                        | OFlags::CLOEXEC,
-                    mode,
-                )
+                let create = || {
+                    rfs::openat(
+                        pfd,
+                        base.as_slice(),
+                        OFlags::WRONLY
+                            | OFlags::CREATE
+                            | OFlags::EXCL
+                            | OFlags::NOFOLLOW
+                            | OFlags::CLOEXEC,
+                        mode,
+                    )
+                };
+                let fd = match create() {
+                    Err(rustix::io::Errno::EXIST) => {
+                        self.invalidate();
+                        remove_all(pfd, &base).map_err(|e| Error::path("remove", show(), e))?;
+                        create()
+                    }
+                    other => other,
+                }
                 .map_err(|e| Error::path("create", show(), errno(e)))?;
-                rfs::fchmod(&fd, mode).map_err(|e| Error::path("chmod", show(), errno(e)))?;
+                // containerd chmods right after creating too; the final chmod below sets the
+                // same bits, so that first one has no visible effect and is skipped.
                 self.copy_data(tr, &fd, &show)?;
                 Node::Fd(fd)
             }
@@ -832,13 +870,16 @@ impl<'a> Unpacker<'a> {
                     TYPE_CHAR => FileType::CharacterDevice,
                     _ => FileType::Fifo,
                 };
-                rfs::mknodat(
-                    pfd,
-                    base.as_slice(),
-                    ft,
-                    mode,
-                    mknod_dev(hdr.devmajor as u32, hdr.devminor as u32),
-                )
+                let dev = mknod_dev(hdr.devmajor as u32, hdr.devminor as u32);
+                let make = || rfs::mknodat(pfd, base.as_slice(), ft, mode, dev);
+                match make() {
+                    Err(rustix::io::Errno::EXIST) => {
+                        self.invalidate();
+                        remove_all(pfd, &base).map_err(|e| Error::path("remove", show(), e))?;
+                        make()
+                    }
+                    other => other,
+                }
                 .map_err(|e| Error::path("mknod", show(), errno(e)))?;
                 Node::Name
             }
@@ -880,8 +921,15 @@ impl<'a> Unpacker<'a> {
             }
             TYPE_SYMLINK => {
                 self.invalidate();
-                rfs::symlinkat(hdr.linkname.as_slice(), pfd, base.as_slice())
-                    .map_err(|e| Error::path("symlink", show(), errno(e)))?;
+                let make = || rfs::symlinkat(hdr.linkname.as_slice(), pfd, base.as_slice());
+                match make() {
+                    Err(rustix::io::Errno::EXIST) => {
+                        remove_all(pfd, &base).map_err(|e| Error::path("remove", show(), e))?;
+                        make()
+                    }
+                    other => other,
+                }
+                .map_err(|e| Error::path("symlink", show(), errno(e)))?;
                 Node::Name
             }
             TYPE_XGLOBAL => {
