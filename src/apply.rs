@@ -376,7 +376,7 @@ struct ParentDir {
 }
 
 /// Cache bound: resolutions kept between invalidations.
-const CACHE_MAX: usize = 512;
+const CACHE_MAX: usize = 64;
 
 struct Unpacker<'a> {
     root_path: &'a Path,
