@@ -373,10 +373,12 @@ const XATTR_PREFIX: &[u8] = b"SCHILY.xattr.";
 struct ParentDir {
     comps: Comps,
     fd: Rc<OwnedFd>,
+    /// The resolution followed no symlink.
+    zero_links: bool,
 }
 
-/// Cache bound: resolutions kept between invalidations.
-const CACHE_MAX: usize = 64;
+/// Directory descriptors kept open between invalidations.
+const FD_CACHE_MAX: usize = 64;
 
 struct Unpacker<'a> {
     root_path: &'a Path,
@@ -385,9 +387,12 @@ struct Unpacker<'a> {
     lowers: Vec<Root>,
     opts: &'a ApplyOptions,
     in_userns: bool,
-    /// Parent resolutions that followed no symlink, keyed by the layer's directory string.
-    /// Only removals and new symlinks can change such a resolution; both clear the cache.
-    cache: HashMap<Vec<u8>, ParentDir>,
+    /// `fs.RootPath` results that followed no symlink, keyed by the layer's directory string.
+    /// Such a resolution only visited existing directories, so only a removal can change it
+    /// (new names never can); every removal clears this and `dir_fds`.
+    resolved: HashMap<Vec<u8>, Comps>,
+    /// Open descriptors of recently used existing directories, keyed by their components.
+    dir_fds: HashMap<Comps, Rc<OwnedFd>>,
     unpacked: HashSet<Vec<u8>>,
     opaque_done: HashSet<Vec<u8>>,
     /// Directory entries (cleaned name, times) whose times are set again at the end.
@@ -420,7 +425,8 @@ impl<'a> Unpacker<'a> {
             lowers,
             opts,
             in_userns: in_user_namespace(),
-            cache: HashMap::new(),
+            resolved: HashMap::new(),
+            dir_fds: HashMap::new(),
             unpacked: HashSet::new(),
             opaque_done: HashSet::new(),
             dirs: Vec::new(),
@@ -433,7 +439,15 @@ impl<'a> Unpacker<'a> {
     }
 
     fn invalidate(&mut self) {
-        self.cache.clear();
+        self.resolved.clear();
+        self.dir_fds.clear();
+    }
+
+    fn remember_fd(&mut self, comps: Comps, fd: Rc<OwnedFd>) {
+        if self.dir_fds.len() >= FD_CACHE_MAX {
+            self.dir_fds.clear();
+        }
+        self.dir_fds.insert(comps, fd);
     }
 
     fn cancel_check(&self) -> Result<()> {
@@ -449,23 +463,37 @@ impl<'a> Unpacker<'a> {
         }
         for (name, times) in std::mem::take(&mut self.dirs) {
             self.cancel_check()?;
-            let comps = self.resolve_parent(&name)?.comps;
-            let res = match comps.split_last() {
-                None => rfs::open(
-                    self.root_path,
-                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
-                .and_then(|fd| rfs::futimens(&fd, &times)),
-                Some((last, parent)) => match self.root.open_dir(parent) {
-                    Ok(pfd) => {
-                        rfs::utimensat(&pfd, last.as_slice(), &times, AtFlags::SYMLINK_NOFOLLOW)
+            let (comps, _) = self.resolve(&name)?;
+            let res =
+                match comps.split_last() {
+                    None => rfs::openat(
+                        self.root_dir.as_fd(),
+                        ".",
+                        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    )
+                    .and_then(|fd| rfs::futimens(&fd, &times)),
+                    Some((last, parent)) => {
+                        let pfd = match self.dir_fds.get(parent) {
+                            Some(fd) => Ok(fd.clone()),
+                            None => self.root.open_dir(parent).map(Rc::new),
+                        };
+                        match pfd {
+                            Ok(pfd) => {
+                                let r = rfs::utimensat(
+                                    &*pfd,
+                                    last.as_slice(),
+                                    &times,
+                                    AtFlags::SYMLINK_NOFOLLOW,
+                                );
+                                self.remember_fd(parent.to_vec(), pfd);
+                                r
+                            }
+                            Err(e) => Err(rustix::io::Errno::from_io_error(&e)
+                                .unwrap_or(rustix::io::Errno::IO)),
+                        }
                     }
-                    Err(e) => {
-                        Err(rustix::io::Errno::from_io_error(&e).unwrap_or(rustix::io::Errno::IO))
-                    }
-                },
-            };
+                };
             res.map_err(|e| Error::path("set times of", self.display(&comps, b""), errno(e)))?;
         }
         // Trailing bytes after the archive are read (and hashed by the decoder) as containerd does.
@@ -481,48 +509,53 @@ impl<'a> Unpacker<'a> {
         Ok(())
     }
 
-    /// `fs.RootPath` of a directory string, without creating anything.
-    fn resolve_parent(&mut self, dir: &[u8]) -> Result<ParentDir> {
+    /// `fs.RootPath` of a directory string: the components, and whether no symlink was
+    /// followed.
+    fn resolve(&mut self, dir: &[u8]) -> Result<(Comps, bool)> {
         let key = cache_key(dir);
-        if let Some(p) = self.cache.get(key) {
-            return Ok(p.clone());
-        }
-        let (comps, _links) = self
-            .root
-            .root_path(dir)
-            .map_err(|e| Error::path("failed to get root path of", OsStr::from_bytes(dir), e))?;
-        Ok(ParentDir {
-            comps,
-            fd: self.root_dir.clone(),
-        })
-    }
-
-    /// Resolve the directory part of an entry, creating missing directories (containerd's
-    /// `mkparent`), and open it.
-    fn parent_dir(&mut self, dir: &[u8]) -> Result<ParentDir> {
-        let key = cache_key(dir);
-        if let Some(p) = self.cache.get(key) {
-            return Ok(p.clone());
+        if let Some(c) = self.resolved.get(key) {
+            return Ok((c.clone(), true));
         }
         let (comps, links) = self
             .root
             .root_path(dir)
             .map_err(|e| Error::path("failed to get root path of", OsStr::from_bytes(dir), e))?;
+        if links == 0 {
+            self.resolved.insert(key.to_vec(), comps.clone());
+        }
+        Ok((comps, links == 0))
+    }
+
+    /// Resolve the directory part of an entry, creating missing directories (containerd's
+    /// `mkparent`), and open it.
+    fn parent_dir(&mut self, dir: &[u8]) -> Result<ParentDir> {
+        let (comps, zero_links) = self.resolve(dir)?;
         if comps.is_empty() {
             return Ok(ParentDir {
                 comps,
                 fd: self.root_dir.clone(),
+                zero_links,
             });
         }
-        let fd = Rc::new(self.mkparent(&comps)?);
-        let p = ParentDir { comps, fd };
-        if links == 0 {
-            if self.cache.len() >= CACHE_MAX {
-                self.cache.clear();
-            }
-            self.cache.insert(key.to_vec(), p.clone());
+        if let Some(fd) = self.dir_fds.get(&comps) {
+            return Ok(ParentDir {
+                fd: fd.clone(),
+                comps,
+                zero_links,
+            });
         }
-        Ok(p)
+        // Usually the directory exists: one openat2. Otherwise walk and create.
+        let fd = match self.root.open_dir(&comps) {
+            Ok(fd) => fd,
+            Err(_) => self.mkparent(&comps)?,
+        };
+        let fd = Rc::new(fd);
+        self.remember_fd(comps.clone(), fd.clone());
+        Ok(ParentDir {
+            comps,
+            fd,
+            zero_links,
+        })
     }
 
     /// containerd's `mkparent`: every missing component is made 0755 (attributes from the
@@ -884,7 +917,8 @@ impl<'a> Unpacker<'a> {
                 Node::Name
             }
             TYPE_LINK => {
-                self.invalidate();
+                // A fresh name cannot change a cached (symlink-free) resolution; a replaced
+                // one was removed above, which already cleared the caches.
                 let (ldir, lbase) = split(&hdr.linkname);
                 let (mut target, _) = self.root.root_path(ldir).map_err(|e| {
                     Error::path("failed to get root path of", OsStr::from_bytes(ldir), e)
@@ -920,10 +954,10 @@ impl<'a> Unpacker<'a> {
                 Node::Name
             }
             TYPE_SYMLINK => {
-                self.invalidate();
                 let make = || rfs::symlinkat(hdr.linkname.as_slice(), pfd, base.as_slice());
                 match make() {
                     Err(rustix::io::Errno::EXIST) => {
+                        self.invalidate();
                         remove_all(pfd, &base).map_err(|e| Error::path("remove", show(), e))?;
                         make()
                     }
@@ -948,10 +982,21 @@ impl<'a> Unpacker<'a> {
 
         self.set_metadata(pfd, &base, &node, &hdr, &show)?;
 
+        let mut comps = parent.comps;
+        comps.push(base);
+        self.unpacked.insert(join_comps(&comps));
         if hdr.typeflag == TYPE_DIR {
             self.dirs.push((name.clone(), entry_times(&hdr)));
+            // `name/` now resolves, without symlinks, to this very directory: remember it for
+            // the entries inside.
+            if parent.zero_links {
+                self.resolved
+                    .insert(cache_key(&name).to_vec(), comps.clone());
+                if let Node::Fd(fd) = node {
+                    self.remember_fd(comps, Rc::new(fd));
+                }
+            }
         }
-        self.unpacked.insert(key_of(&parent.comps, &base));
         Ok(())
     }
 
