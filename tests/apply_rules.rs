@@ -528,3 +528,20 @@ fn concurrent_symlink_swaps_never_redirect_writes_outside() {
     );
     sb.assert_outside_untouched();
 }
+
+#[test]
+fn zstd_with_a_leading_skippable_frame_and_sync_fs() {
+    require_root();
+    let sb = Sandbox::new();
+    let tar = Tar::new().file("f", b"skippable").finish();
+    // A skippable frame (magic 0x184D2A5E, 4-byte length, payload) before the real frame.
+    let mut layer = vec![0x5e, 0x2a, 0x4d, 0x18, 3, 0, 0, 0, b'a', b'b', b'c'];
+    layer.extend(zstd::encode_all(&tar[..], 3).unwrap());
+    let opts = ApplyOptions {
+        sync_fs: true,
+        ..default_opts()
+    };
+    let got = apply_bytes(&sb.root(), &layer, &opts).unwrap();
+    assert_eq!(fs::read(sb.p("f")).unwrap(), b"skippable");
+    assert_eq!(got.size, tar.len() as u64);
+}

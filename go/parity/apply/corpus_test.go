@@ -187,6 +187,8 @@ func craftedCases(t *testing.T) []parityCase {
 	add("gzip", gz(t, newTar(t).file("z/f", "gzip").bytes()))
 	add("gzip-multimember", append(gz(t, newTar(t).file("m1", "one").bytes()[:1024]), gz(t, newTar(t).file("m2", "two").bytes()[1024-1024:])...))
 	add("zstd", zst(t, newTar(t).file("z/f", "zstd").bytes()))
+	add("zstd-skippable-first", append([]byte{0x5e, 0x2a, 0x4d, 0x18, 3, 0, 0, 0, 'a', 'b', 'c'}, zst(t, newTar(t).file("z/s", "skip").bytes())...))
+	add("gzip-then-zeros", append(gz(t, newTar(t).file("z/g", "g").bytes()), make([]byte, 64)...))
 	add("gzip-trailing-garbage", append(gz(t, newTar(t).file("g", "g").bytes()), "junk"...))
 	add("gzip-truncated", gz(t, newTar(t).file("g", strings.Repeat("x", 100000)).bytes())[:200])
 	add("zstd-truncated", zst(t, newTar(t).file("g", strings.Repeat("y", 100000)).bytes())[:40])
