@@ -12,10 +12,11 @@ use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::Arc;
 
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
+use sha2::{Digest as _, Sha256};
 
 use crate::compression;
 use crate::control::{self, CancelToken, Progress};
-use crate::digest::DigestReader;
+use crate::digest::format_sha256;
 use crate::error::{Error, Result};
 use crate::resolve::{clean, join_comps, split, Comps, Root};
 use crate::tarread::{
@@ -80,9 +81,9 @@ impl Applied {
 /// Unpack the layer read from `input` onto `root` with containerd's `archive.Apply` semantics,
 /// never touching anything outside `root`.
 ///
-/// The input is decompressed (gzip/zstd detected by magic bytes) and hashed on a worker
-/// thread that hands buffers to this one over a bounded channel, so inflating overlaps with
-/// writing files.
+/// The input is decompressed (gzip/zstd detected by magic bytes) on a worker thread that
+/// hands buffers to this one over a bounded channel, so inflating overlaps with writing files;
+/// this thread hashes them (inflating is the heavier half).
 pub fn apply<R: Read + Send>(root: &Path, input: R, opts: &ApplyOptions) -> Result<Applied> {
     control::check(opts.cancel.as_ref())?;
     let root_dir = Root::open(root).map_err(|e| Error::path("open root", root, e))?;
@@ -105,15 +106,21 @@ pub fn apply<R: Read + Send>(root: &Path, input: R, opts: &ApplyOptions) -> Resu
             recycle: recycle_tx,
             buf: Vec::new(),
             pos: 0,
+            hasher: Sha256::new(),
+            count: 0,
         };
         let result = unpacker.run(&mut reader);
+        let (digest, size) = (
+            format_sha256(&reader.hasher.clone().finalize()),
+            reader.count,
+        );
         // Dropping the receiver stops the decoder if we are leaving early.
         drop(reader);
         let decoded = decoder
             .join()
             .map_err(|_| Error::Internal("decoder thread panicked".into()))?;
         match (result, decoded) {
-            (Ok(()), Ok(d)) => Ok(d),
+            (Ok(()), Ok(consumed)) => Ok((digest, size, consumed)),
             // The decoder's own error explains a stream that ended early.
             (Err(e), Err(de))
                 if !matches!(de, Error::Internal(_)) && !matches!(e, Error::Canceled) =>
@@ -149,15 +156,15 @@ const CHANNEL_DEPTH: usize = 8;
 /// How much file data is copied between two looks at the cancel token.
 const CANCEL_EVERY: u64 = 8 << 20;
 
-/// The worker: read (reporting progress as containerd does, before each read), decompress,
-/// hash and forward everything, trailing bytes included.
+/// The worker: read (reporting progress as containerd does, before each read), decompress
+/// and forward everything, trailing bytes included; returns the input bytes consumed.
 fn decode<R: Read>(
     input: R,
     tx: SyncSender<io::Result<Vec<u8>>>,
     recycled: Receiver<Vec<u8>>,
     progress: Option<Progress>,
     cancel: Option<CancelToken>,
-) -> Result<(String, u64, u64)> {
+) -> Result<u64> {
     let counter = Arc::new(AtomicU64::new(0));
     let counted = CountingReader {
         inner: input,
@@ -172,7 +179,7 @@ fn decode<R: Read>(
         Ok(r) => r,
         Err(e) => return fail(e, &tx),
     };
-    let mut hashed = DigestReader::new(inner);
+    let mut hashed = inner;
     loop {
         if cancel.as_ref().is_some_and(CancelToken::is_canceled) {
             let _ = tx.send(Err(crate::error::canceled_io()));
@@ -222,8 +229,7 @@ fn decode<R: Read>(
             return Err(Error::Internal("unpacker stopped".into()));
         }
     }
-    let (digest, size) = hashed.finish();
-    Ok((digest, size, counter.load(AtomicOrdering::Relaxed)))
+    Ok(counter.load(AtomicOrdering::Relaxed))
 }
 
 struct CountingReader<R> {
@@ -248,6 +254,9 @@ impl<R: Read> Read for CountingReader<R> {
 struct ChannelReader {
     rx: Option<Receiver<io::Result<Vec<u8>>>>,
     recycle: mpsc::Sender<Vec<u8>>,
+    /// sha256 and size of every decompressed byte received (the layer's diffID).
+    hasher: Sha256,
+    count: u64,
     buf: Vec<u8>,
     pos: usize,
 }
@@ -268,6 +277,8 @@ impl BufRead for ChannelReader {
             let Some(rx) = &self.rx else { return Ok(&[]) };
             match rx.recv() {
                 Ok(Ok(chunk)) => {
+                    self.hasher.update(&chunk);
+                    self.count += chunk.len() as u64;
                     let used = std::mem::replace(&mut self.buf, chunk);
                     if used.capacity() > 0 {
                         let _ = self.recycle.send(used);
@@ -496,7 +507,7 @@ impl<'a> Unpacker<'a> {
                 };
             res.map_err(|e| Error::path("set times of", self.display(&comps, b""), errno(e)))?;
         }
-        // Trailing bytes after the archive are read (and hashed by the decoder) as containerd does.
+        // Trailing bytes after the archive are read (and hashed) as containerd does.
         let r = tr.get_mut();
         loop {
             self.cancel_check()?;
