@@ -94,11 +94,16 @@ pub fn apply<R: Read + Send>(root: &Path, input: R, opts: &ApplyOptions) -> Resu
 
     let progress = opts.progress.clone();
     let cancel = opts.cancel.clone();
-    let (digest, size, consumed) = std::thread::scope(|scope| -> Result<(String, u64, u64)> {
+    // Input bytes consumed; reported last whether or not the apply succeeds, as containerd's
+    // progress reader does when it is closed.
+    let consumed = Arc::new(AtomicU64::new(0));
+    let decoder_count = consumed.clone();
+    let result = std::thread::scope(|scope| -> Result<(String, u64, u64)> {
         let (tx, rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(CHANNEL_DEPTH);
         // Consumed buffers go back to the decoder, so chunks are not allocated and zeroed anew.
         let (recycle_tx, recycle_rx) = mpsc::channel::<Vec<u8>>();
-        let decoder = scope.spawn(move || decode(input, tx, recycle_rx, progress, cancel));
+        let decoder =
+            scope.spawn(move || decode(input, tx, recycle_rx, progress, cancel, decoder_count));
 
         let mut unpacker = Unpacker::new(root, &root_dir, lowers, opts)?;
         let mut reader = ChannelReader {
@@ -134,11 +139,12 @@ pub fn apply<R: Read + Send>(root: &Path, input: R, opts: &ApplyOptions) -> Resu
             (Err(e), _) => Err(e),
             (Ok(()), Err(de)) => Err(de),
         }
-    })?;
+    });
 
     if let Some(p) = &opts.progress {
-        p.report(consumed);
+        p.report(consumed.load(AtomicOrdering::Relaxed));
     }
+    let (digest, size, _) = result?;
     if opts.sync_fs {
         let fd = rfs::open(
             root,
@@ -164,8 +170,8 @@ fn decode<R: Read>(
     recycled: Receiver<Vec<u8>>,
     progress: Option<Progress>,
     cancel: Option<CancelToken>,
+    counter: Arc<AtomicU64>,
 ) -> Result<u64> {
-    let counter = Arc::new(AtomicU64::new(0));
     let counted = CountingReader {
         inner: input,
         count: counter.clone(),
