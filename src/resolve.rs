@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, ResolveFlags};
 
 /// Most symlinks one resolution may follow (continuity's limit).
-pub const MAX_LINKS: usize = 255;
+pub(crate) const MAX_LINKS: usize = 255;
 
 static FORCE_FALLBACK: AtomicBool = AtomicBool::new(false);
 
