@@ -14,6 +14,7 @@ import (
 	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/containerd/v2/core/diff"
 	"github.com/containerd/containerd/v2/core/diff/apply"
+	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/containerd/v2/pkg/archive/compression"
 	"github.com/containerd/containerd/v2/pkg/epoch"
@@ -386,6 +387,41 @@ func TestApplyOverlayShortcut(t *testing.T) {
 			if !sameDesc(got, want) {
 				t.Errorf("overlay compare %+v, containerd %+v", got, want)
 			}
+		})
+	}
+}
+
+// TestApplyOtherLayerMediaTypes: Docker's layer media types (whose "tar" is sniffed for
+// compression, unlike OCI's) and a gzip blob declared as Docker tar, against containerd.
+func TestApplyOtherLayerMediaTypes(t *testing.T) {
+	requireRoot(t)
+	lower, upper := pairDirs(t, 2)
+	ctx, cs := testStore(t)
+	gz := containerdLayer(t, ctx, cs, lower, upper, ocispec.MediaTypeImageLayerGzip)
+	for _, mt := range []string{
+		images.MediaTypeDockerSchema2LayerGzip,
+		images.MediaTypeDockerSchema2Layer, // gzip content under a tar type: containerd sniffs it
+		images.MediaTypeDockerSchema2LayerForeignGzip,
+		ocispec.MediaTypeImageLayerNonDistributableGzip, //nolint:staticcheck // deprecated but accepted
+	} {
+		t.Run(mt, func(t *testing.T) {
+			layer := gz
+			layer.MediaType = mt
+			ourRoot, theirRoot := t.TempDir(), t.TempDir()
+			copyTree(t, lower, ourRoot)
+			copyTree(t, lower, theirRoot)
+			want, err := apply.NewFileSystemApplier(cs).Apply(ctx, layer, bindMount(theirRoot, false))
+			if err != nil {
+				t.Fatalf("containerd Apply: %v", err)
+			}
+			got, err := NewDiffer(cs).Apply(ctx, layer, bindMount(ourRoot, false))
+			if err != nil {
+				t.Fatalf("layerdiff Apply: %v", err)
+			}
+			if !sameDesc(got, want) {
+				t.Errorf("descriptor %+v, containerd %+v", got, want)
+			}
+			requireSameTree(t, theirRoot, ourRoot)
 		})
 	}
 }
