@@ -10,7 +10,8 @@
  *  - Every function is thread-safe; any number of calls may run at once from any threads.
  *  - Option structs have a documented all-zero default; a NULL options pointer means that default.
  *
- * Link with `pkg-config --cflags --libs layerdiff` (add --static for the static library).
+ * Link with `pkg-config --cflags --libs layerdiff`; for a static program:
+ *   cc -static ... $(pkg-config --static --cflags --libs layerdiff)
  */
 
 #ifndef LAYERDIFF_H
@@ -229,8 +230,6 @@ typedef struct layerdiff_apply_result {
    */
   uint64_t size;
 } layerdiff_apply_result;
-
-
 
 #ifdef __cplusplus
 extern "C" {

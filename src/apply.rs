@@ -186,7 +186,10 @@ fn decode<R: Read>(
                 }
                 Err(e) => {
                     let msg = format!("decompress layer: {e}");
-                    let kind = if e.kind() == io::ErrorKind::UnexpectedEof {
+                    // Anything the decoders report that is not a system error is bad data.
+                    let kind = if e.kind() == io::ErrorKind::UnexpectedEof
+                        || (e.raw_os_error().is_none() && !crate::error::is_canceled(&e))
+                    {
                         io::ErrorKind::InvalidData
                     } else {
                         e.kind()
@@ -888,7 +891,8 @@ impl<'a> Unpacker<'a> {
             }
             t => {
                 return Err(Error::InvalidArchive(format!(
-                    "unhandled tar header type {t} for {:?}",
+                    "unhandled tar header type {t} ({:?}) for {:?}",
+                    t as char,
                     String::from_utf8_lossy(&hdr.name)
                 )))
             }

@@ -28,35 +28,81 @@ fn etc_tree(sb: &Sandbox) {
 #[test]
 fn symlink_absolute() {
     let sb = Sandbox::new();
-    run(&sb, Tar::new().dir("etc").symlink("/etc", "localetc").file("/localetc/unbroken", b"unbroken").finish()).unwrap();
+    run(
+        &sb,
+        Tar::new()
+            .dir("etc")
+            .symlink("/etc", "localetc")
+            .file("/localetc/unbroken", b"unbroken")
+            .finish(),
+    )
+    .unwrap();
     unbroken(&sb);
 }
 
 #[test]
 fn symlink_up_and_out() {
     let sb = Sandbox::new();
-    run(&sb, Tar::new().dir("etc").dir("dummy").symlink("/dummy/../etc", "localetc").file("/localetc/unbroken", b"unbroken").finish()).unwrap();
+    run(
+        &sb,
+        Tar::new()
+            .dir("etc")
+            .dir("dummy")
+            .symlink("/dummy/../etc", "localetc")
+            .file("/localetc/unbroken", b"unbroken")
+            .finish(),
+    )
+    .unwrap();
     unbroken(&sb);
 }
 
 #[test]
 fn symlink_multiple_absolute() {
     let sb = Sandbox::new();
-    run(&sb, Tar::new().dir("etc").dir("dummy").symlink("/etc", "/dummy/etc").symlink("/dummy/etc", "localetc").file("/dummy/etc/unbroken", b"unbroken").finish()).unwrap();
+    run(
+        &sb,
+        Tar::new()
+            .dir("etc")
+            .dir("dummy")
+            .symlink("/etc", "/dummy/etc")
+            .symlink("/dummy/etc", "localetc")
+            .file("/dummy/etc/unbroken", b"unbroken")
+            .finish(),
+    )
+    .unwrap();
     unbroken(&sb);
 }
 
 #[test]
 fn symlink_multiple_relative() {
     let sb = Sandbox::new();
-    run(&sb, Tar::new().dir("etc").dir("dummy").symlink("/etc", "/dummy/etc").symlink("./dummy/etc", "localetc").file("/dummy/etc/unbroken", b"unbroken").finish()).unwrap();
+    run(
+        &sb,
+        Tar::new()
+            .dir("etc")
+            .dir("dummy")
+            .symlink("/etc", "/dummy/etc")
+            .symlink("./dummy/etc", "localetc")
+            .file("/dummy/etc/unbroken", b"unbroken")
+            .finish(),
+    )
+    .unwrap();
     unbroken(&sb);
 }
 
 #[test]
 fn symlink_empty_file() {
     let sb = Sandbox::new();
-    run(&sb, Tar::new().dir("etc").file("etc/emptied", b"notempty").symlink("/etc", "localetc").file("/localetc/emptied", b"").finish()).unwrap();
+    run(
+        &sb,
+        Tar::new()
+            .dir("etc")
+            .file("etc/emptied", b"notempty")
+            .symlink("/etc", "localetc")
+            .file("/localetc/emptied", b"")
+            .finish(),
+    )
+    .unwrap();
     assert_eq!(fs::read(sb.p("etc/emptied")).unwrap(), b"");
 }
 
@@ -67,70 +113,139 @@ fn passwd_tar() -> Tar {
 #[test]
 fn hardlink_relative() {
     let sb = Sandbox::new();
-    run(&sb, passwd_tar().dir("breakouts").symlink("../../etc", "breakouts/d1").link("/breakouts/d1/passwd", "breakouts/mypasswd").finish()).unwrap();
+    run(
+        &sb,
+        passwd_tar()
+            .dir("breakouts")
+            .symlink("../../etc", "breakouts/d1")
+            .link("/breakouts/d1/passwd", "breakouts/mypasswd")
+            .finish(),
+    )
+    .unwrap();
     assert!(same_file(&sb.p("breakouts/mypasswd"), &sb.p("etc/passwd")));
 }
 
 #[test]
 fn hardlink_down_and_out() {
     let sb = Sandbox::new();
-    run(&sb, passwd_tar().dir("breakouts").dir("downandout").symlink("../downandout/../../etc", "breakouts/d1").link("/breakouts/d1/passwd", "breakouts/mypasswd").finish()).unwrap();
+    run(
+        &sb,
+        passwd_tar()
+            .dir("breakouts")
+            .dir("downandout")
+            .symlink("../downandout/../../etc", "breakouts/d1")
+            .link("/breakouts/d1/passwd", "breakouts/mypasswd")
+            .finish(),
+    )
+    .unwrap();
     assert!(same_file(&sb.p("breakouts/mypasswd"), &sb.p("etc/passwd")));
 }
 
 #[test]
 fn hardlink_absolute() {
     let sb = Sandbox::new();
-    run(&sb, passwd_tar().symlink("/etc", "localetc").link("/localetc/passwd", "localpasswd").finish()).unwrap();
+    run(
+        &sb,
+        passwd_tar()
+            .symlink("/etc", "localetc")
+            .link("/localetc/passwd", "localpasswd")
+            .finish(),
+    )
+    .unwrap();
     assert!(same_file(&sb.p("localpasswd"), &sb.p("etc/passwd")));
 }
 
 #[test]
 fn hardlink_relative_long() {
     let sb = Sandbox::new();
-    run(&sb, passwd_tar().symlink("../../../../../../../etc", "localetc").link("/localetc/passwd", "localpasswd").finish()).unwrap();
+    run(
+        &sb,
+        passwd_tar()
+            .symlink("../../../../../../../etc", "localetc")
+            .link("/localetc/passwd", "localpasswd")
+            .finish(),
+    )
+    .unwrap();
     assert!(same_file(&sb.p("localpasswd"), &sb.p("etc/passwd")));
 }
 
 #[test]
 fn hardlink_relative_up_and_out() {
     let sb = Sandbox::new();
-    run(&sb, passwd_tar().symlink("upandout/../../../etc", "localetc").link("/localetc/passwd", "localpasswd").finish()).unwrap();
+    run(
+        &sb,
+        passwd_tar()
+            .symlink("upandout/../../../etc", "localetc")
+            .link("/localetc/passwd", "localpasswd")
+            .finish(),
+    )
+    .unwrap();
     assert!(same_file(&sb.p("localpasswd"), &sb.p("etc/passwd")));
 }
 
 #[test]
 fn hardlink_direct_relative() {
     let sb = Sandbox::new();
-    run(&sb, passwd_tar().link("../../../../../etc/passwd", "localpasswd").finish()).unwrap();
+    run(
+        &sb,
+        passwd_tar()
+            .link("../../../../../etc/passwd", "localpasswd")
+            .finish(),
+    )
+    .unwrap();
     assert!(same_file(&sb.p("localpasswd"), &sb.p("etc/passwd")));
 }
 
 #[test]
 fn hardlink_direct_absolute() {
     let sb = Sandbox::new();
-    run(&sb, passwd_tar().link("/etc/passwd", "localpasswd").finish()).unwrap();
+    run(
+        &sb,
+        passwd_tar().link("/etc/passwd", "localpasswd").finish(),
+    )
+    .unwrap();
     assert!(same_file(&sb.p("localpasswd"), &sb.p("etc/passwd")));
 }
 
 #[test]
 fn symlink_parent_directory() {
     let sb = Sandbox::new();
-    run(&sb, passwd_tar().symlink("/etc/", "..").link("/etc/passwd", "localpasswd").finish()).unwrap();
+    run(
+        &sb,
+        passwd_tar()
+            .symlink("/etc/", "..")
+            .link("/etc/passwd", "localpasswd")
+            .finish(),
+    )
+    .unwrap();
     assert!(same_file(&sb.p("localpasswd"), &sb.p("etc/passwd")));
 }
 
 #[test]
 fn symlink_empty_filename() {
     let sb = Sandbox::new();
-    run(&sb, passwd_tar().symlink("/etc/", "").link("/etc/passwd", "localpasswd").finish()).unwrap();
+    run(
+        &sb,
+        passwd_tar()
+            .symlink("/etc/", "")
+            .link("/etc/passwd", "localpasswd")
+            .finish(),
+    )
+    .unwrap();
     assert!(same_file(&sb.p("localpasswd"), &sb.p("etc/passwd")));
 }
 
 #[test]
 fn symlink_parent_relative() {
     let sb = Sandbox::new();
-    run(&sb, passwd_tar().symlink("/etc/", "localetc/sub/..").link("/etc/passwd", "/localetc/localpasswd").finish()).unwrap();
+    run(
+        &sb,
+        passwd_tar()
+            .symlink("/etc/", "localetc/sub/..")
+            .link("/etc/passwd", "/localetc/localpasswd")
+            .finish(),
+    )
+    .unwrap();
     // localetc -> /etc/ resolves inside the root.
     assert!(same_file(&sb.p("etc/localpasswd"), &sb.p("etc/passwd")));
 }
@@ -138,8 +253,18 @@ fn symlink_parent_relative() {
 #[test]
 fn symlink_slash_ended() {
     let sb = Sandbox::new();
-    run(&sb, passwd_tar().dir("localetc/").link("/etc/passwd", "/localetc/localpasswd").finish()).unwrap();
-    assert!(same_file(&sb.p("localetc/localpasswd"), &sb.p("etc/passwd")));
+    run(
+        &sb,
+        passwd_tar()
+            .dir("localetc/")
+            .link("/etc/passwd", "/localetc/localpasswd")
+            .finish(),
+    )
+    .unwrap();
+    assert!(same_file(
+        &sb.p("localetc/localpasswd"),
+        &sb.p("etc/passwd")
+    ));
 }
 
 #[test]
@@ -147,7 +272,14 @@ fn symlink_override_directory() {
     let sb = Sandbox::new();
     etc_tree(&sb);
     fs::create_dir(sb.p("localetc")).unwrap();
-    run(&sb, Tar::new().symlink("/etc", "localetc").link("/etc/passwd", "/localetc/localpasswd").finish()).unwrap();
+    run(
+        &sb,
+        Tar::new()
+            .symlink("/etc", "localetc")
+            .link("/etc/passwd", "/localetc/localpasswd")
+            .finish(),
+    )
+    .unwrap();
     assert!(same_file(&sb.p("etc/localpasswd"), &sb.p("etc/passwd")));
 }
 
@@ -156,7 +288,14 @@ fn symlink_override_directory_relative() {
     let sb = Sandbox::new();
     etc_tree(&sb);
     fs::create_dir(sb.p("localetc")).unwrap();
-    run(&sb, Tar::new().symlink("../../etc", "localetc").link("/etc/passwd", "/localetc/localpasswd").finish()).unwrap();
+    run(
+        &sb,
+        Tar::new()
+            .symlink("../../etc", "localetc")
+            .link("/etc/passwd", "/localetc/localpasswd")
+            .finish(),
+    )
+    .unwrap();
     assert!(same_file(&sb.p("etc/localpasswd"), &sb.p("etc/passwd")));
 }
 
@@ -165,9 +304,19 @@ fn directory_override_symlink() {
     let sb = Sandbox::new();
     etc_tree(&sb);
     std::os::unix::fs::symlink("/etc", sb.p("localetc")).unwrap();
-    run(&sb, Tar::new().dir("/localetc/").link("/etc/passwd", "/localetc/localpasswd").finish()).unwrap();
+    run(
+        &sb,
+        Tar::new()
+            .dir("/localetc/")
+            .link("/etc/passwd", "/localetc/localpasswd")
+            .finish(),
+    )
+    .unwrap();
     assert!(fs::symlink_metadata(sb.p("localetc")).unwrap().is_dir());
-    assert!(same_file(&sb.p("localetc/localpasswd"), &sb.p("etc/passwd")));
+    assert!(same_file(
+        &sb.p("localetc/localpasswd"),
+        &sb.p("etc/passwd")
+    ));
 }
 
 #[test]
@@ -176,8 +325,18 @@ fn directory_override_symlink_and_hardlink() {
     etc_tree(&sb);
     std::os::unix::fs::symlink("etc", sb.p("localetc")).unwrap();
     fs::hard_link(sb.p("etc/passwd"), sb.p("etc/localpasswd")).unwrap();
-    run(&sb, Tar::new().dir("/localetc/").file("/localetc/localpasswd", b"different").finish()).unwrap();
-    assert!(!same_file(&sb.p("localetc/localpasswd"), &sb.p("etc/passwd")));
+    run(
+        &sb,
+        Tar::new()
+            .dir("/localetc/")
+            .file("/localetc/localpasswd", b"different")
+            .finish(),
+    )
+    .unwrap();
+    assert!(!same_file(
+        &sb.p("localetc/localpasswd"),
+        &sb.p("etc/passwd")
+    ));
     assert_eq!(fs::read(sb.p("etc/passwd")).unwrap(), b"inside");
 }
 
@@ -236,7 +395,11 @@ fn whiteout_directory_name() {
     let sb = Sandbox::new();
     etc_tree(&sb);
     std::os::unix::fs::symlink("/etc", sb.p("localetc")).unwrap();
-    run(&sb, Tar::new().file(".wh.etc/somefile", b"non-empty").finish()).unwrap();
+    run(
+        &sb,
+        Tar::new().file(".wh.etc/somefile", b"non-empty").finish(),
+    )
+    .unwrap();
     assert_eq!(fs::read(sb.p("etc/passwd")).unwrap(), b"inside");
     assert_eq!(fs::read(sb.p(".wh.etc/somefile")).unwrap(), b"non-empty");
 }
@@ -264,7 +427,14 @@ fn whiteout_opaque() {
     let sb = Sandbox::new();
     etc_tree(&sb);
     fs::write(sb.p("etc/shadow"), "s").unwrap();
-    run(&sb, Tar::new().file("etc/.wh..wh..opq", b"").file("etc/group", b"all groups").finish()).unwrap();
+    run(
+        &sb,
+        Tar::new()
+            .file("etc/.wh..wh..opq", b"")
+            .file("etc/group", b"all groups")
+            .finish(),
+    )
+    .unwrap();
     assert!(fs::symlink_metadata(sb.p("etc/passwd")).is_err());
     assert!(fs::symlink_metadata(sb.p("etc/shadow")).is_err());
     assert_eq!(fs::read(sb.p("etc/group")).unwrap(), b"all groups");
@@ -274,7 +444,14 @@ fn whiteout_opaque() {
 fn whiteout_opaque_out_of_order() {
     let sb = Sandbox::new();
     etc_tree(&sb);
-    run(&sb, Tar::new().file("etc/group", b"all groups").file("etc/.wh..wh..opq", b"").finish()).unwrap();
+    run(
+        &sb,
+        Tar::new()
+            .file("etc/group", b"all groups")
+            .file("etc/.wh..wh..opq", b"")
+            .finish(),
+    )
+    .unwrap();
     assert!(fs::symlink_metadata(sb.p("etc/passwd")).is_err());
     assert_eq!(fs::read(sb.p("etc/group")).unwrap(), b"all groups");
 }
@@ -286,7 +463,16 @@ fn symlink_override_path() {
     let f = format!("foo/tmp/{name}");
     run(
         &sb,
-        Tar::new().dir("foo").dir("foo/tmp").file(&f, &[0, 1, 2]).symlink("/", "foo").file(&f, &[3, 4, 5]).dir("foo").dir("foo/tmp").file(&f, &[6, 7, 8]).finish(),
+        Tar::new()
+            .dir("foo")
+            .dir("foo/tmp")
+            .file(&f, &[0, 1, 2])
+            .symlink("/", "foo")
+            .file(&f, &[3, 4, 5])
+            .dir("foo")
+            .dir("foo/tmp")
+            .file(&f, &[6, 7, 8])
+            .finish(),
     )
     .unwrap();
     if let Ok(b) = fs::read(format!("/tmp/{name}")) {
@@ -298,26 +484,64 @@ fn symlink_override_path() {
 #[test]
 fn hardlink_symlink_before_create_target() {
     let sb = Sandbox::new();
-    run(&sb, Tar::new().dir("etc").symlink("/etc/passwd", "localpasswd").link("localpasswd", "localpasswd-dup").file("/etc/passwd", b"after").finish()).unwrap();
+    run(
+        &sb,
+        Tar::new()
+            .dir("etc")
+            .symlink("/etc/passwd", "localpasswd")
+            .link("localpasswd", "localpasswd-dup")
+            .file("/etc/passwd", b"after")
+            .finish(),
+    )
+    .unwrap();
     // The hardlink is of the symlink, which now resolves (inside the root) to etc/passwd.
-    assert!(fs::symlink_metadata(sb.p("localpasswd-dup")).unwrap().file_type().is_symlink());
+    assert!(fs::symlink_metadata(sb.p("localpasswd-dup"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
     assert_eq!(fs::read(sb.p("etc/passwd")).unwrap(), b"after");
 }
 
 #[test]
 fn hardlink_symlink_relative() {
     let sb = Sandbox::new();
-    run(&sb, passwd_tar().symlink("../../../../../etc/passwd", "passwdlink").link("/passwdlink", "localpasswd").finish()).unwrap();
-    assert!(fs::symlink_metadata(sb.p("localpasswd")).unwrap().file_type().is_symlink());
-    assert_eq!(fs::read_link(sb.p("localpasswd")).unwrap(), fs::read_link(sb.p("passwdlink")).unwrap());
+    run(
+        &sb,
+        passwd_tar()
+            .symlink("../../../../../etc/passwd", "passwdlink")
+            .link("/passwdlink", "localpasswd")
+            .finish(),
+    )
+    .unwrap();
+    assert!(fs::symlink_metadata(sb.p("localpasswd"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(
+        fs::read_link(sb.p("localpasswd")).unwrap(),
+        fs::read_link(sb.p("passwdlink")).unwrap()
+    );
 }
 
 #[test]
 fn hardlink_symlink_absolute() {
     let sb = Sandbox::new();
-    run(&sb, passwd_tar().symlink("/etc/passwd", "passwdlink").link("/passwdlink", "localpasswd").finish()).unwrap();
-    assert!(fs::symlink_metadata(sb.p("localpasswd")).unwrap().file_type().is_symlink());
-    assert_eq!(fs::read_link(sb.p("localpasswd")).unwrap(), fs::read_link(sb.p("passwdlink")).unwrap());
+    run(
+        &sb,
+        passwd_tar()
+            .symlink("/etc/passwd", "passwdlink")
+            .link("/passwdlink", "localpasswd")
+            .finish(),
+    )
+    .unwrap();
+    assert!(fs::symlink_metadata(sb.p("localpasswd"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(
+        fs::read_link(sb.p("localpasswd")).unwrap(),
+        fs::read_link(sb.p("passwdlink")).unwrap()
+    );
 }
 
 #[test]
@@ -329,7 +553,17 @@ fn hardlink_symlink_chmod() {
     fs::set_permissions(&p, fs::Permissions::from_mode(0o400)).unwrap();
     let ep = outside.path().join("also-exists-outside-root");
     fs::write(&ep, "...").unwrap();
-    run(&sb, Tar::new().symlink(p.to_str().unwrap(), ep.to_str().unwrap()).link(ep.to_str().unwrap(), "sketchylink").finish()).unwrap();
-    assert_eq!(fs::symlink_metadata(&p).unwrap().permissions().mode() & 0o7777, 0o400);
+    run(
+        &sb,
+        Tar::new()
+            .symlink(p.to_str().unwrap(), ep.to_str().unwrap())
+            .link(ep.to_str().unwrap(), "sketchylink")
+            .finish(),
+    )
+    .unwrap();
+    assert_eq!(
+        fs::symlink_metadata(&p).unwrap().permissions().mode() & 0o7777,
+        0o400
+    );
     assert_eq!(fs::read(&ep).unwrap(), b"...");
 }

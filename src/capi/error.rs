@@ -155,3 +155,63 @@ pub unsafe extern "C" fn layerdiff_error_free(err: *mut layerdiff_error) {
         guard_value((), || drop(unsafe { Box::from_raw(err) }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn take(err: *mut layerdiff_error) -> (u32, i32, String) {
+        assert!(!err.is_null());
+        // SAFETY: a live error from guard_call, freed once here.
+        unsafe {
+            let message = std::ffi::CStr::from_ptr(layerdiff_error_message(err))
+                .to_string_lossy()
+                .into_owned();
+            let taken = (
+                layerdiff_error_kind(err),
+                layerdiff_error_errno(err),
+                message,
+            );
+            layerdiff_error_free(err);
+            taken
+        }
+    }
+
+    #[test]
+    fn a_panic_becomes_an_internal_error() {
+        let err = guard_call("layerdiff_test", || panic!("broken invariant {}", 42));
+        let (kind, errno, message) = take(err);
+        assert_eq!(kind, LAYERDIFF_ERROR_INTERNAL);
+        assert_eq!(errno, 0);
+        assert_eq!(
+            message,
+            "internal error: panic in layerdiff_test: broken invariant 42"
+        );
+        assert_eq!(guard_value(7, || panic!("static message")), 7);
+    }
+
+    #[test]
+    fn success_is_null() {
+        assert!(guard_call("layerdiff_test", || Ok(())).is_null());
+    }
+
+    #[test]
+    fn core_errors_keep_kind_errno_and_the_whole_chain() {
+        let inner = std::io::Error::from_raw_os_error(libc::ENOENT);
+        let core = Error::path("lstat", "/some/where", inner);
+        let expected = core.chain_message();
+        let err = guard_call("layerdiff_test", || Err(core.into()));
+        let (kind, errno, message) = take(err);
+        assert_eq!(kind, LAYERDIFF_ERROR_NOT_FOUND);
+        assert_eq!(errno, libc::ENOENT);
+        assert_eq!(message, expected);
+        assert!(message.starts_with("lstat /some/where: "), "{message}");
+    }
+
+    #[test]
+    fn nul_bytes_in_messages_are_escaped() {
+        let err = layerdiff_error::invalid_argument("name\0with nul").into_raw();
+        let (_, _, message) = take(err);
+        assert_eq!(message, "invalid argument: name\\0with nul");
+    }
+}

@@ -192,7 +192,7 @@ fn borrow_fd(name: &str, fd: c_int, usage: FdUse) -> Result<File, layerdiff_erro
         layerdiff_error::new(
             crate::ErrorKind::InvalidArgument,
             libc::EBADF,
-            format!("{name} {fd}: {detail}"),
+            format!("invalid argument: {name} {fd}: {detail}"),
         )
     };
     if fd < 0 {

@@ -112,7 +112,7 @@ impl Tar {
     }
 
     /// A PAX extended header with the given records, applying to the next entry.
-    pub fn pax(mut self, records: &[(&str, &[u8])]) -> Self {
+    pub fn pax(self, records: &[(&str, &[u8])]) -> Self {
         let mut data = Vec::new();
         for (k, v) in records {
             let body_len = k.len() + v.len() + 3;
@@ -205,8 +205,15 @@ impl Sandbox {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         names.sort();
-        assert_eq!(names, ["outside-sentinel", "root"], "something was written beside the root");
-        assert_eq!(fs::read(self.dir.path().join("outside-sentinel")).unwrap(), b"untouched");
+        assert_eq!(
+            names,
+            ["outside-sentinel", "root"],
+            "something was written beside the root"
+        );
+        assert_eq!(
+            fs::read(self.dir.path().join("outside-sentinel")).unwrap(),
+            b"untouched"
+        );
     }
 }
 

@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -27,6 +26,12 @@ type Options struct {
 	FreshSince time.Time
 	// IgnoreRootTimes skips the mtime of the top directory itself.
 	IgnoreRootTimes bool
+	// MtimeSeconds compares mtimes in whole seconds (layers carry no fractions).
+	MtimeSeconds bool
+	// Xattrs, when non-nil, limits the xattr comparison to these names.
+	Xattrs []string
+	// IgnoreSockets leaves sockets out (layers never carry them).
+	IgnoreSockets bool
 }
 
 // Entry is what is compared for one path.
@@ -159,6 +164,9 @@ func Compare(a, b string, o Options) ([]string, error) {
 		return nil, fmt.Errorf("snapshot %s: %w", b, err)
 	}
 	var diffs []string
+	if o.IgnoreSockets {
+		orderA, orderB = dropSockets(ea, orderA), dropSockets(eb, orderB)
+	}
 	for _, p := range orderA {
 		x, y := ea[p], eb[p]
 		if y == nil {
@@ -168,7 +176,7 @@ func Compare(a, b string, o Options) ([]string, error) {
 		diffs = append(diffs, compareEntry(x, y, o)...)
 	}
 	for _, p := range orderB {
-		if ea[p] == nil {
+		if x := ea[p]; x == nil || (o.IgnoreSockets && x.Type&fs.ModeSocket != 0) {
 			diffs = append(diffs, fmt.Sprintf("%s: only in %s", p, b))
 		}
 	}
@@ -203,14 +211,41 @@ func compareEntry(x, y *Entry, o Options) []string {
 	if x.Hardlnk != y.Hardlnk {
 		add("hardlink group", x.Hardlnk, y.Hardlnk)
 	}
-	if !sameXattrs(x.Xattrs, y.Xattrs) {
+	if !sameXattrs(pick(x.Xattrs, o.Xattrs), pick(y.Xattrs, o.Xattrs)) {
 		add("xattrs", x.Xattrs, y.Xattrs)
 	}
 	fresh := !o.FreshSince.IsZero() && !x.Mtime.Before(o.FreshSince) && !y.Mtime.Before(o.FreshSince)
-	if !x.Mtime.Equal(y.Mtime) && !fresh && !(o.IgnoreRootTimes && x.Path == ".") {
+	mx, my := x.Mtime, y.Mtime
+	if o.MtimeSeconds {
+		mx, my = mx.Truncate(time.Second), my.Truncate(time.Second)
+	}
+	if !mx.Equal(my) && !fresh && !(o.IgnoreRootTimes && x.Path == ".") {
 		add("mtime", x.Mtime.UnixNano(), y.Mtime.UnixNano())
 	}
 	return d
+}
+
+func dropSockets(e map[string]*Entry, order []string) []string {
+	var out []string
+	for _, p := range order {
+		if e[p].Type&fs.ModeSocket == 0 {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func pick(x map[string]string, names []string) map[string]string {
+	if names == nil {
+		return x
+	}
+	out := map[string]string{}
+	for _, n := range names {
+		if v, ok := x[n]; ok {
+			out[n] = v
+		}
+	}
+	return out
 }
 
 func sameXattrs(a, b map[string]string) bool {
@@ -224,5 +259,3 @@ func sameXattrs(a, b map[string]string) bool {
 	}
 	return true
 }
-
-var _ = syscall.Stat_t{}

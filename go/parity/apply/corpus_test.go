@@ -377,3 +377,42 @@ func TestApplyParityGNUTar(t *testing.T) {
 		runParity(t, parityCase{name: "gnutar-" + format, layer: out, setup: baseTree})
 	}
 }
+
+func TestApplyParitySparse(t *testing.T) {
+	requireRoot(t)
+	src := t.TempDir()
+	mk := func(name string, size int64, chunks map[int64]string) {
+		f, err := os.Create(filepath.Join(src, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if err := f.Truncate(size); err != nil {
+			t.Fatal(err)
+		}
+		for off, data := range chunks {
+			if _, err := f.WriteAt([]byte(data), off); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	mk("holes", 1<<20, map[int64]string{0: "start", 300000: "middle", 1<<20 - 3: "end"})
+	mk("allhole", 1<<19, nil)
+	mk("tail", 100000, map[int64]string{8192: strings.Repeat("d", 10000)})
+	settle(t, src)
+	for _, v := range []string{"0.0", "0.1", "1.0"} {
+		out, err := exec.Command("tar", "-C", src, "--format=posix", "--sparse", "--sparse-version="+v, "-cf", "-", ".").Output()
+		if err != nil {
+			t.Fatalf("tar sparse %s: %v", v, err)
+		}
+		if !bytes.Contains(out, []byte("GNU.sparse")) {
+			t.Fatalf("tar --sparse-version=%s wrote no sparse records", v)
+		}
+		runParity(t, parityCase{name: "sparse-" + v, layer: out})
+	}
+	out, err := exec.Command("tar", "-C", src, "--format=gnu", "--sparse", "-cf", "-", ".").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	runParity(t, parityCase{name: "sparse-oldgnu", layer: out})
+}

@@ -1,0 +1,252 @@
+//! Hostile or broken layers: each a clear error, no panic, no hang, nothing outside the root.
+
+mod apply_common;
+
+use std::fs;
+use std::io::Write;
+use std::process::Command;
+
+use apply_common::*;
+use layerdiff::ErrorKind;
+
+fn expect_err(layer: &[u8], what: &str) -> layerdiff::Error {
+    require_root();
+    let sb = Sandbox::new();
+    let err = apply_bytes(&sb.root(), layer, &default_opts()).expect_err(what);
+    sb.assert_outside_untouched();
+    let msg = err.chain_message();
+    assert!(!msg.is_empty());
+    eprintln!("{what}: {msg}");
+    err
+}
+
+fn gzip(b: &[u8]) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(b).unwrap();
+    gz.finish().unwrap()
+}
+
+fn big_tar() -> Vec<u8> {
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    Tar::new().file("f", &data).file("g", &data).finish()
+}
+
+#[test]
+fn truncated_gzip() {
+    let gz = gzip(&big_tar());
+    let e = expect_err(&gz[..gz.len() / 2], "truncated gzip");
+    assert_eq!(e.kind(), ErrorKind::InvalidArchive, "{e}");
+}
+
+#[test]
+fn corrupt_gzip() {
+    let mut gz = gzip(&big_tar());
+    let n = gz.len();
+    for b in &mut gz[20..n - 20] {
+        *b ^= 0x5a;
+    }
+    expect_err(&gz, "corrupt gzip");
+}
+
+#[test]
+fn gzip_bad_crc() {
+    let mut gz = gzip(&big_tar());
+    let n = gz.len();
+    gz[n - 6] ^= 1;
+    expect_err(&gz, "gzip crc");
+}
+
+#[test]
+fn truncated_zstd() {
+    let z = zstd::encode_all(&big_tar()[..], 3).unwrap();
+    let e = expect_err(&z[..z.len() / 2], "truncated zstd");
+    assert_eq!(e.kind(), ErrorKind::InvalidArchive, "{e}");
+}
+
+#[test]
+fn corrupt_zstd() {
+    let mut z = zstd::encode_all(&big_tar()[..], 3).unwrap();
+    let n = z.len();
+    for b in &mut z[12..n - 4] {
+        *b = b.wrapping_mul(31).wrapping_add(7);
+    }
+    expect_err(&z, "corrupt zstd");
+}
+
+#[test]
+fn bad_header_checksum() {
+    let mut t = Tar::new().file("f", b"abc").finish();
+    t[148] = b'7';
+    let e = expect_err(&t, "checksum");
+    assert_eq!(e.kind(), ErrorKind::InvalidArchive);
+}
+
+#[test]
+fn truncated_tar_inside_data_and_header() {
+    let t = Tar::new().file("f", &[1u8; 4000]).finish();
+    assert_eq!(
+        expect_err(&t[..512 + 1000], "data").kind(),
+        ErrorKind::InvalidArchive
+    );
+    assert_eq!(
+        expect_err(&t[..300], "header").kind(),
+        ErrorKind::InvalidArchive
+    );
+}
+
+#[test]
+fn truncated_padding_is_a_clean_end_as_in_go() {
+    require_root();
+    let sb = Sandbox::new();
+    let t = Tar::new().file("f", b"abc").finish();
+    apply_bytes(&sb.root(), &t[..512 + 100], &default_opts()).unwrap();
+    assert_eq!(fs::read(sb.p("f")).unwrap(), b"abc");
+}
+
+#[test]
+fn zero_block_then_header() {
+    let mut t = vec![0u8; 512];
+    t.extend(Tar::new().file("f", b"abc").finish());
+    assert_eq!(
+        expect_err(&t, "zero then header").kind(),
+        ErrorKind::InvalidArchive
+    );
+}
+
+#[test]
+fn pax_header_of_two_gib_is_rejected_without_allocating() {
+    let mut hd = h(b'x', "PaxHeaders/x");
+    hd.size = Some(2 << 30);
+    let mut t = Tar::header_block(&hd, 2 << 30).to_vec();
+    t.extend_from_slice(&[b'9'; 4096]);
+    let e = expect_err(&t, "2 GiB pax");
+    assert!(e.to_string().contains("too long"), "{e}");
+}
+
+#[test]
+fn bad_pax_records() {
+    for rec in [
+        &b"5 k=1\n"[..],
+        b"x path=a\n",
+        b"8 =abc\n",
+        b"99 k=v\n",
+        b"10 mtime=x\n",
+        b"9 uid=z\n",
+    ] {
+        let t = Tar::new().raw(&{
+            let mut hd = h(b'x', "PaxHeaders/x");
+            hd.size = Some(rec.len() as u64);
+            let mut b = Tar::header_block(&hd, rec.len() as u64).to_vec();
+            let mut data = rec.to_vec();
+            data.resize(512, 0);
+            b.extend(data);
+            b
+        });
+        let layer = t.file("f", b"x").finish();
+        assert_eq!(
+            expect_err(&layer, "bad pax").kind(),
+            ErrorKind::InvalidArchive
+        );
+    }
+}
+
+#[test]
+fn device_numbers_out_of_range() {
+    // Base-256 device major of 2^33 (GNU encoding of a number octal cannot hold).
+    let mut hd = h(b'3', "dev");
+    hd.devmajor = 0;
+    let mut blk = Tar::header_block(&hd, 0);
+    blk[329..337].copy_from_slice(&[0x80, 0, 0, 0x02, 0, 0, 0, 0]);
+    fix_checksum(&mut blk);
+    let mut t = blk.to_vec();
+    t.extend_from_slice(&[0u8; 1024]);
+    let e = expect_err(&t, "device range");
+    assert_eq!(e.kind(), ErrorKind::InvalidArchive);
+    assert!(e.to_string().contains("out of range"), "{e}");
+}
+
+#[test]
+fn invalid_whiteout_names() {
+    for name in [".wh.", ".wh..", ".wh...", "a/.wh..", "a/b/.wh..."] {
+        let e = expect_err(&Tar::new().file(name, b"").finish(), name);
+        assert_eq!(e.kind(), ErrorKind::InvalidArchive, "{name}: {e}");
+    }
+}
+
+#[test]
+fn unknown_entry_type() {
+    let e = expect_err(&Tar::new().entry(h(b'Z', "weird"), b"").finish(), "type Z");
+    assert!(e.to_string().contains("unhandled tar header type"), "{e}");
+}
+
+#[test]
+fn bad_sparse_maps() {
+    // A 1.0 map that is missing from the data.
+    let t = Tar::new()
+        .pax(&[("GNU.sparse.major", b"1"), ("GNU.sparse.minor", b"0")])
+        .file("s", b"")
+        .finish();
+    assert_eq!(
+        expect_err(&t, "sparse 1.0 without map").kind(),
+        ErrorKind::InvalidArchive
+    );
+    // A 0.1 map whose fragment lies past the end.
+    let t = Tar::new()
+        .pax(&[
+            ("GNU.sparse.numblocks", b"1"),
+            ("GNU.sparse.map", b"10,5"),
+            ("GNU.sparse.size", b"12"),
+        ])
+        .file("s", b"abcde")
+        .finish();
+    assert_eq!(
+        expect_err(&t, "sparse 0.1 past end").kind(),
+        ErrorKind::InvalidArchive
+    );
+    // More data in the archive than the map references.
+    let t = Tar::new()
+        .pax(&[
+            ("GNU.sparse.numblocks", b"1"),
+            ("GNU.sparse.map", b"0,2"),
+            ("GNU.sparse.size", b"8"),
+        ])
+        .file("s", b"abcde")
+        .finish();
+    assert_eq!(
+        expect_err(&t, "sparse unreferenced data").kind(),
+        ErrorKind::InvalidArchive
+    );
+}
+
+#[test]
+fn full_disk_is_a_clear_error() {
+    require_root();
+    let sb = Sandbox::new();
+    let mnt = sb.root();
+    let st = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mount tmpfs");
+    let layer = Tar::new().file("big", &vec![3u8; 4 << 20]).finish();
+    let res = apply_bytes(&mnt, &layer, &default_opts());
+    let _ = Command::new("umount").arg(&mnt).status();
+    let e = res.unwrap_err();
+    assert_eq!(e.errno(), Some(libc_enospc()), "{e}");
+    assert!(e.to_string().contains("write"), "{e}");
+    sb.assert_outside_untouched();
+}
+
+fn libc_enospc() -> i32 {
+    rustix::io::Errno::NOSPC.raw_os_error()
+}
+
+#[test]
+fn root_that_is_not_a_directory() {
+    require_root();
+    let sb = Sandbox::new();
+    fs::write(sb.p("file"), "x").unwrap();
+    let e = apply_bytes(&sb.p("file"), &Tar::new().finish()[..], &default_opts()).unwrap_err();
+    assert!(e.to_string().contains("open root"), "{e}");
+}
