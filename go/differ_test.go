@@ -1,6 +1,7 @@
 package layerdiff
 
 import (
+	"archive/tar"
 	"bytes"
 	"compress/gzip"
 	"context"
@@ -423,5 +424,54 @@ func TestApplyOtherLayerMediaTypes(t *testing.T) {
 			}
 			requireSameTree(t, theirRoot, ourRoot)
 		})
+	}
+}
+
+// TestApplyOverlayParents: a layer without entries for its parent directories, applied into
+// an overlay upperdir: the missing parents take their attributes from the first lowerdir
+// that has them (top first), as in containerd; plus an opaque directory marker.
+func TestApplyOverlayParents(t *testing.T) {
+	requireRoot(t)
+	top, bottom := t.TempDir(), t.TempDir()
+	tw := treeWriter{t, bottom}
+	tw.dir("a/b", 0o750)
+	tw.chown("a", 11, 12)
+	tw.chown("a/b", 13, 14)
+	tw.xattr("a/b", "user.origin", []byte("bottom"))
+	tw.times("a/b", fixedTime(5, 0))
+	tw.times("a", fixedTime(6, 0))
+	tw.file("o/old", []byte("hidden by the opaque marker"), 0o644)
+	tt := treeWriter{t, top}
+	tt.dir("a", 0o711) // the top lowerdir wins for "a"
+	tt.chown("a", 21, 22)
+	tt.times("a", fixedTime(7, 0))
+
+	layerTar := tarOf(t,
+		&tar.Header{Name: "a/b/c/file", Typeflag: tar.TypeReg, Mode: 0o640, Uid: 1, Gid: 2, ModTime: fixedTime(8, 0)},
+		&tar.Header{Name: "o/.wh..wh..opq", Typeflag: tar.TypeReg},
+		&tar.Header{Name: "o/new", Typeflag: tar.TypeReg, Mode: 0o600, ModTime: fixedTime(9, 0)},
+	)
+	ctx, cs := testStore(t)
+	layer := writeBlob(t, ctx, cs, ocispec.MediaTypeImageLayer, layerTar)
+	ourUpper, theirUpper := t.TempDir(), t.TempDir()
+	got, err := NewDiffer(cs).Apply(ctx, layer, overlayMount(ourUpper, t.TempDir(), top, bottom))
+	if err != nil {
+		t.Fatalf("layerdiff Apply: %v", err)
+	}
+	want, err := apply.NewFileSystemApplier(cs).Apply(ctx, layer, overlayMount(theirUpper, t.TempDir(), top, bottom))
+	if err != nil {
+		t.Fatalf("containerd Apply: %v", err)
+	}
+	if !sameDesc(got, want) {
+		t.Errorf("descriptor %+v, containerd %+v", got, want)
+	}
+	requireSameTreeButDirTimes(t, theirUpper, ourUpper)
+	// The file's own directory chain is new; "a" and "a/b" copy the lowers' owners and modes.
+	snap := snapshotTree(t, ourUpper, false)
+	if a := snap["a"]; a.uid != 21 || a.mode&0o7777 != 0o711 {
+		t.Errorf("a: %+v, want the top lowerdir's owner 21 and mode 0711", a)
+	}
+	if b := snap["a/b"]; b.uid != 13 || b.mode&0o7777 != 0o750 {
+		t.Errorf("a/b: %+v, want the bottom lowerdir's owner 13 and mode 0750", b)
 	}
 }
