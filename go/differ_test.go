@@ -475,3 +475,42 @@ func TestApplyOverlayParents(t *testing.T) {
 		t.Errorf("a/b: %+v, want the bottom lowerdir's owner 13 and mode 0750", b)
 	}
 }
+
+// fakeMountManager activates any mount set as a bind mount of one directory and records
+// what it was asked, like containerd's mount manager does for multi-mount sets.
+type fakeMountManager struct {
+	mount.Manager // methods the applier must not call panic via the nil interface
+	target        string
+	activated     []string
+	deactivated   []string
+}
+
+func (m *fakeMountManager) Activate(_ context.Context, id string, mounts []mount.Mount, _ ...mount.ActivateOpt) (mount.ActivationInfo, error) {
+	m.activated = append(m.activated, id)
+	return mount.ActivationInfo{Name: id, System: bindMount(m.target, false)}, nil
+}
+
+func (m *fakeMountManager) Deactivate(_ context.Context, id string) error {
+	m.deactivated = append(m.deactivated, id)
+	return nil
+}
+
+// TestApplyWithMountManager: a multi-mount set goes through the mount manager (activated,
+// applied onto its system mount, deactivated), as in containerd's fs applier.
+func TestApplyWithMountManager(t *testing.T) {
+	requireRoot(t)
+	lower, upper := pairDirs(t, 0)
+	ctx, cs := testStore(t)
+	layer := containerdLayer(t, ctx, cs, lower, upper, ocispec.MediaTypeImageLayerGzip)
+	target := t.TempDir()
+	copyTree(t, lower, target)
+	mm := &fakeMountManager{target: target}
+	twoMounts := []mount.Mount{{Type: "format/test", Source: "a"}, {Type: "format/test", Source: "b"}}
+	if _, err := NewDiffer(cs, WithMountManager(mm)).Apply(ctx, layer, twoMounts); err != nil {
+		t.Fatal(err)
+	}
+	if len(mm.activated) != 1 || len(mm.deactivated) != 1 || mm.activated[0] != mm.deactivated[0] {
+		t.Errorf("activated %v, deactivated %v: want one activation, undone", mm.activated, mm.deactivated)
+	}
+	requireSameTreeAs(t, upper, target, true)
+}
