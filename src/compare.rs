@@ -101,7 +101,9 @@ struct Compressed {
 /// The producer's end of the pipeline: fills fixed-size buffers, hashes the tar (diffID),
 /// reports progress, and hands full buffers on.
 pub(crate) struct ChunkSink<'p> {
+    /// GZIP_CHUNK bytes long (files are read straight into it); `filled` of them are tar.
     buf: Vec<u8>,
+    filled: usize,
     seq: u64,
     want_dict: bool,
     prev_tail: Vec<u8>,
@@ -123,10 +125,13 @@ impl ChunkSink<'_> {
             Vec::new()
         } else {
             let mut b = self.free.recv().map_err(|_| consumer_gone())?;
-            b.clear();
+            // Recycled buffers were full chunks: this only zero-fills a new one, once.
+            b.resize(GZIP_CHUNK, 0);
             b
         };
-        let data = std::mem::replace(&mut self.buf, next);
+        let mut data = std::mem::replace(&mut self.buf, next);
+        data.truncate(self.filled);
+        self.filled = 0;
         self.hasher.update(&data);
         self.count += data.len() as u64;
         // Only the last chunk is short, so the previous chunk's tail is the whole window.
@@ -155,13 +160,23 @@ impl ChunkSink<'_> {
 impl TarSink for &mut ChunkSink<'_> {
     fn write_tar(&mut self, mut bytes: &[u8]) -> Result<()> {
         while !bytes.is_empty() {
-            let room = GZIP_CHUNK - self.buf.len();
-            let n = room.min(bytes.len());
-            self.buf.extend_from_slice(&bytes[..n]);
+            let room = self.spare();
+            let n = room.len().min(bytes.len());
+            room[..n].copy_from_slice(&bytes[..n]);
             bytes = &bytes[n..];
-            if self.buf.len() == GZIP_CHUNK {
-                self.send(false)?;
-            }
+            self.commit_spare(n)?;
+        }
+        Ok(())
+    }
+
+    fn spare(&mut self) -> &mut [u8] {
+        &mut self.buf[self.filled..]
+    }
+
+    fn commit_spare(&mut self, n: usize) -> Result<()> {
+        self.filled += n;
+        if self.filled == self.buf.len() {
+            self.send(false)?;
         }
         Ok(())
     }
@@ -190,7 +205,8 @@ fn run_pipeline<W: Write + Send>(
             .expect("pool has room");
     }
     let mut sink = ChunkSink {
-        buf: Vec::with_capacity(GZIP_CHUNK),
+        buf: vec![0; GZIP_CHUNK],
+        filled: 0,
         seq: 0,
         want_dict: workers > 0,
         prev_tail: Vec::new(),

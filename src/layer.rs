@@ -284,6 +284,18 @@ pub fn encode_header(h: &Header, out: &mut Vec<u8>) -> Result<()> {
 /// may count progress and check cancellation.
 pub trait TarSink {
     fn write_tar(&mut self, bytes: &[u8]) -> Result<()>;
+
+    /// Free room at the end of the sink's own buffer, so that file contents can be read
+    /// straight into it (one copy fewer); empty when the sink has no such buffer.
+    fn spare(&mut self) -> &mut [u8] {
+        &mut []
+    }
+
+    /// Take `n` bytes just read into the start of [`TarSink::spare`] as written.
+    fn commit_spare(&mut self, n: usize) -> Result<()> {
+        debug_assert_eq!(n, 0, "a sink without spare room got bytes in it");
+        Ok(())
+    }
 }
 
 /// containerd's `ChangeWriter`: receives changes in walk order and writes the tar entries.
@@ -506,17 +518,21 @@ impl<'a, S: TarSink> ChangeWriter<'a, S> {
         let mut remaining = size;
         while remaining > 0 {
             crate::control::check(self.cancel)?;
-            let want = remaining.min(self.copy_buf.len() as u64) as usize;
-            let n = match file.read(&mut self.copy_buf[..want]) {
-                Ok(0) => return Err(changed_size(source)),
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Error::path("read", source, e)),
+            let spare = self.sink.spare();
+            let n = if spare.is_empty() {
+                let want = remaining.min(self.copy_buf.len() as u64) as usize;
+                let n = read_some(&mut file, &mut self.copy_buf[..want], source)?;
+                let buf = std::mem::take(&mut self.copy_buf);
+                let r = self.sink.write_tar(&buf[..n]);
+                self.copy_buf = buf;
+                r?;
+                n
+            } else {
+                let want = remaining.min(spare.len() as u64) as usize;
+                let n = read_some(&mut file, &mut spare[..want], source)?;
+                self.sink.commit_spare(n)?;
+                n
             };
-            let buf = std::mem::take(&mut self.copy_buf);
-            let r = self.sink.write_tar(&buf[..n]);
-            self.copy_buf = buf;
-            r?;
             remaining -= n as u64;
         }
         let mut probe = [0u8; 1];
@@ -533,6 +549,18 @@ impl<'a, S: TarSink> ChangeWriter<'a, S> {
             self.sink.write_tar(&[0u8; BLOCK_SIZE][..pad])?;
         }
         Ok(())
+    }
+}
+
+/// One read of at least one byte from a file expected to hold more; EOF means it shrank.
+fn read_some(file: &mut File, buf: &mut [u8], source: &Path) -> Result<usize> {
+    loop {
+        match file.read(buf) {
+            Ok(0) => return Err(changed_size(source)),
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::path("read", source, e)),
+        }
     }
 }
 
