@@ -707,6 +707,8 @@ impl Gen<'_> {
             abs_out.as_str(),
             "loop1",
             "hx1/../../outside",
+            "hx1",
+            "hx3",
             "",
             ".",
             "self/self/..",
@@ -779,14 +781,14 @@ impl Gen<'_> {
     fn xattrs(&mut self) -> Vec<(String, Vec<u8>)> {
         let mut v = Vec::new();
         for _ in 0..self.rng.below(3) {
-            let (k, val): (&str, Vec<u8>) = match self.rng.below(20) {
-                0..=4 => ("user.a", b"1".to_vec()),
-                5..=8 => ("user.big", self.rng.bytes(300)),
-                9..=11 => ("trusted.overlay.opaque", b"y".to_vec()),
-                12..=14 => ("trusted.x", b"t".to_vec()),
-                15..=17 => ("security.test", b"s".to_vec()),
+            let (k, val): (&str, Vec<u8>) = match self.rng.below(50) {
+                0..=11 => ("user.a", b"1".to_vec()),
+                12..=21 => ("user.big", self.rng.bytes(300)),
+                22..=29 => ("trusted.overlay.opaque", b"y".to_vec()),
+                30..=37 => ("trusted.x", b"t".to_vec()),
+                38..=47 => ("security.test", b"s".to_vec()),
                 // Both fail with EINVAL and end the layer.
-                18 => ("user.", b"empty name".to_vec()),
+                48 => ("user.", b"empty name".to_vec()),
                 _ => (
                     "system.posix_acl_access",
                     b"\x02\x00\x00\x00garbage".to_vec(),
@@ -905,7 +907,9 @@ impl Gen<'_> {
     /// A layer: random entries mixed with scenarios known to be dangerous.
     fn layer(&mut self) -> Vec<Entry> {
         let mut v = Vec::new();
-        let n = 1 + self.rng.below(25);
+        // Short layers often apply cleanly (later layers then meet their work); long ones dig deeper.
+        let max = *self.rng.pick(&[6, 25]);
+        let n = 1 + self.rng.below(max);
         while (v.len() as u64) < n {
             if self.rng.chance(25) {
                 v.extend(self.scenario());
