@@ -442,6 +442,19 @@ func populate(t *testing.T, top string) {
 		must(unix.Chmod(filepath.Join(o, p), m))
 	}
 	must(unix.Lsetxattr(o+"/hx1", "user.sentinel", []byte("s1"), 0))
+	// The overlay lowerdir (overlay mode passes it as the parent): directories whose
+	// attributes new parents copy, a file that stops the search, a link out.
+	l := o + "/lower"
+	for d, m := range map[string]uint32{"": 0o755, "nx1": 0o700, "nx1/nx2": 0o1777, "hx1": 0o750, "nd": 0o711} {
+		must(os.MkdirAll(filepath.Join(l, d), 0o755))
+		must(unix.Chmod(filepath.Join(l, d), m))
+		must(os.Lchown(filepath.Join(l, d), 4321, 4322))
+	}
+	must(unix.Lsetxattr(l+"/nx1", "user.lower", []byte("l1"), 0))
+	must(unix.Lsetxattr(l+"/nx1", "trusted.lower", []byte("t1"), 0))
+	must(os.WriteFile(l+"/nx2", []byte("file in lower"), 0o644))
+	must(os.Symlink("/", l+"/abs"))
+	must(os.Symlink("../hx2", l+"/up"))
 
 	must(os.WriteFile(r+"/hx1/hx2", []byte("inside hx1/hx2"), 0o644))
 	must(os.WriteFile(r+"/hx3", []byte("inside hx3"), 0o644))
@@ -603,7 +616,7 @@ func (c *countingReader) Read(p []byte) (int, error) {
 
 // applyContainerd runs archive.Apply as containerd's applier does (the layers are plain tar),
 // hashing what it reads, trailing bytes included. A hang fails the test.
-func applyContainerd(t *testing.T, root string, layer []byte, overlay bool) result {
+func applyContainerd(t *testing.T, root string, layer []byte, overlay bool, parents []string) result {
 	done := make(chan result, 1)
 	go func() {
 		dgst := digest.Canonical.Digester()
@@ -611,6 +624,9 @@ func applyContainerd(t *testing.T, root string, layer []byte, overlay bool) resu
 		var opts []archive.ApplyOpt
 		if overlay {
 			opts = append(opts, archive.WithConvertWhiteout(archive.OverlayConvertWhiteout))
+			if len(parents) > 0 {
+				opts = append(opts, archive.WithParents(parents))
+			}
 		}
 		if _, err := archive.Apply(context.Background(), root, cr, opts...); err != nil {
 			done <- result{err: err}
@@ -634,12 +650,15 @@ func applyContainerd(t *testing.T, root string, layer []byte, overlay bool) resu
 // errHang marks a CLI run that had to be killed.
 var errHang = errors.New("layerdiff apply hung (killed)")
 
-func applyOurs(t *testing.T, bin, root string, layer []byte, overlay bool) result {
+func applyOurs(t *testing.T, bin, root string, layer []byte, overlay bool, parents []string) result {
 	ctx, cancel := context.WithTimeout(context.Background(), hangAfter)
 	defer cancel()
 	args := []string{"apply"}
 	if overlay {
 		args = append(args, "--whiteouts", "overlay")
+		for _, p := range parents {
+			args = append(args, "--parent", p)
+		}
 	}
 	args = append(args, "-", root)
 	cmd := exec.CommandContext(ctx, bin, args...)
@@ -734,8 +753,13 @@ func runSeed(t *testing.T, bin string, seed int64, overlay bool, stats map[strin
 			t.Fatal(err)
 		}
 		start := time.Now()
-		want := applyContainerd(t, filepath.Join(twins[0], "root"), layer, overlay)
-		got := applyOurs(t, bin, filepath.Join(twins[1], "root"), layer, overlay)
+		// Odd seeds give overlay mode a lowerdir as parent.
+		var parents [2][]string
+		if seed%2 == 1 {
+			parents = [2][]string{{filepath.Join(twins[0], "outside", "lower")}, {filepath.Join(twins[1], "outside", "lower")}}
+		}
+		want := applyContainerd(t, filepath.Join(twins[0], "root"), layer, overlay, parents[0])
+		got := applyOurs(t, bin, filepath.Join(twins[1], "root"), layer, overlay, parents[1])
 		fmt.Fprintf(&report, "  containerd: %v\n  layerdiff:  %v\n", errOr(want), errOr(got))
 		if os.Getenv("HOSTILE_VERBOSE") != "" {
 			t.Logf("seed %d layer %d overlay %v: containerd: %s", seed, i, overlay, errOr(want))
