@@ -9,6 +9,11 @@ PREFIX  ?= /usr/local
 RELEASE := target/release
 LIBDIR  := $(PREFIX)/lib
 INCDIR  := $(PREFIX)/include
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+SOMAJOR := $(firstword $(subst ., ,$(VERSION)))
+# Where `make test` installs the library for the C tests, which build against the installed
+# header, library and pkg-config file only.
+TEST_PREFIX := $(CURDIR)/build/prefix
 
 .PHONY: all build header header-check test rust-test c-test go-test demo bench install clean
 
@@ -17,13 +22,15 @@ all: build
 build:
 	$(CARGO) build --release --locked
 
-# Regenerate the checked-in C header.
+# Regenerate the checked-in C header. cbindgen reads only the C ABI module (and its
+# submodules), so public constants of the Rust core never leak into the header.
+CAPI_SRC := src/capi/mod.rs
 header:
-	cbindgen --quiet -c cbindgen.toml -o include/layerdiff.h .
+	cbindgen --quiet -c cbindgen.toml -o include/layerdiff.h $(CAPI_SRC)
 
 # Fail when include/layerdiff.h is not what cbindgen generates from the sources.
 header-check:
-	@tmp=$$(mktemp) && cbindgen --quiet -c cbindgen.toml -o $$tmp . && \
+	@tmp=$$(mktemp) && cbindgen --quiet -c cbindgen.toml -o $$tmp $(CAPI_SRC) && \
 	  if cmp -s $$tmp include/layerdiff.h; then rm -f $$tmp; echo "header-check: include/layerdiff.h is current"; \
 	  else diff -u include/layerdiff.h $$tmp | head -40; rm -f $$tmp; \
 	       echo "header-check: include/layerdiff.h is stale: run 'make header'"; exit 1; fi
@@ -33,23 +40,57 @@ test: rust-test header-check c-test go-test
 rust-test:
 	$(CARGO) test --release --locked
 
-c-test: build
-	$(MAKE) -C tests/c
+c-test:
+	$(MAKE) install PREFIX=$(TEST_PREFIX)
+	$(MAKE) -C tests/c PREFIX=$(TEST_PREFIX)
+
+# Go's build cache does not hash the library named in #cgo LDFLAGS, so a rebuilt
+# liblayerdiff.a would link stale test binaries; a define carrying the library's checksum
+# makes the cgo compile (and so every link) depend on it.
+GO_LIB_STAMP = CGO_CFLAGS="-g -O2 -DLAYERDIFF_LIB_STAMP=$$(cksum < $(CURDIR)/$(RELEASE)/liblayerdiff.a | cut -d' ' -f1)"
 
 go-test: build
-	cd go && $(GO) vet ./... && $(GO) test -count=1 ./...
+	cd go && $(GO_LIB_STAMP) $(GO) vet ./... && $(GO_LIB_STAMP) $(GO) test -count=1 ./...
+	cd go && $(GO_LIB_STAMP) $(GO) test -count=1 -race -run Concurrent .
 
 demo: build
-	cd go && $(GO) run ./cmd/demo
+	cd go && $(GO_LIB_STAMP) $(GO) run ./cmd/demo
 
 bench: build
 	$(CARGO) bench --locked
-	cd go && $(GO) test -run '^$$' -bench . -benchmem -benchtime 3x ./...
+	cd go && $(GO_LIB_STAMP) $(GO) test -run '^$$' -bench . -benchmem -benchtime 3x -timeout 60m ./...
 
-install: build
+# The installed shared library carries the full version; its SONAME (set in build.rs) is
+# liblayerdiff.so.$(SOMAJOR).
+install: build $(RELEASE)/native-static-libs
 	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCDIR) $(DESTDIR)$(LIBDIR)/pkgconfig
 	install -m 0644 $(RELEASE)/liblayerdiff.a $(DESTDIR)$(LIBDIR)/
+	install -m 0755 $(RELEASE)/liblayerdiff.so $(DESTDIR)$(LIBDIR)/liblayerdiff.so.$(VERSION)
+	ln -sfn liblayerdiff.so.$(VERSION) $(DESTDIR)$(LIBDIR)/liblayerdiff.so.$(SOMAJOR)
+	ln -sfn liblayerdiff.so.$(SOMAJOR) $(DESTDIR)$(LIBDIR)/liblayerdiff.so
 	install -m 0644 include/layerdiff.h $(DESTDIR)$(INCDIR)/
+	printf '%s\n' \
+	  'prefix=$(PREFIX)' \
+	  'libdir=$(LIBDIR)' \
+	  'includedir=$(INCDIR)' \
+	  '' \
+	  'Name: layerdiff' \
+	  'Description: Compute and apply OCI image layer diffs, byte-identical to containerd' \
+	  'Version: $(VERSION)' \
+	  'Cflags: -I$${includedir}' \
+	  'Libs: -L$${libdir} -llayerdiff' \
+	  "Libs.private: $$(cat $(RELEASE)/native-static-libs)" \
+	  > $(DESTDIR)$(LIBDIR)/pkgconfig/layerdiff.pc
+
+# The system libraries a static link of liblayerdiff.a needs, as rustc reports them (for the
+# pkg-config file's Libs.private). Recomputed only when the dependencies change. -lgcc_s is
+# dropped: the C compiler driver links the unwinder itself (libgcc_s as needed, or libgcc_eh
+# with -static, where an explicit -lgcc_s would fail to link).
+$(RELEASE)/native-static-libs: Cargo.toml Cargo.lock
+	$(CARGO) rustc --release --locked --lib --crate-type staticlib -- --print native-static-libs 2>&1 \
+	  | sed -n 's/^note: native-static-libs: //p' | tail -1 | sed 's/-lgcc_s *//' > $@.tmp
+	test -s $@.tmp && mv $@.tmp $@
+	$(CARGO) build --release --locked
 
 clean:
 	$(CARGO) clean

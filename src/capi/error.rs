@@ -109,6 +109,7 @@ pub(crate) fn guard_value<T>(fallback: T, body: impl FnOnce() -> T) -> T {
 }
 
 /// The kind of `err` (one of `LAYERDIFF_ERROR_*`), or 0 when `err` is NULL.
+/// Thread-safe: an error may be read from several threads at once (not while it is freed).
 ///
 /// # Safety
 /// `err` is NULL or an error returned by layerdiff and not yet freed.
@@ -119,6 +120,7 @@ pub unsafe extern "C" fn layerdiff_error_kind(err: *const layerdiff_error) -> u3
 }
 
 /// The errno of the failed system call behind `err`, or 0 when there is none or `err` is NULL.
+/// Thread-safe like `layerdiff_error_kind`.
 ///
 /// # Safety
 /// `err` is NULL or an error returned by layerdiff and not yet freed.
@@ -130,7 +132,7 @@ pub unsafe extern "C" fn layerdiff_error_errno(err: *const layerdiff_error) -> i
 
 /// The message of `err`: the whole cause chain, `outer: inner: ...`, NUL-terminated. The string
 /// belongs to `err` and stays valid until `layerdiff_error_free(err)`. Returns "" when `err` is
-/// NULL.
+/// NULL. Thread-safe like `layerdiff_error_kind`.
 ///
 /// # Safety
 /// `err` is NULL or an error returned by layerdiff and not yet freed.
@@ -143,7 +145,8 @@ pub unsafe extern "C" fn layerdiff_error_message(err: *const layerdiff_error) ->
     })
 }
 
-/// Release an error returned by layerdiff. NULL is accepted and ignored.
+/// Release an error returned by layerdiff. NULL is accepted and ignored. Call it once per error,
+/// when no other thread still reads it.
 ///
 /// # Safety
 /// `err` is NULL or an error returned by layerdiff that was not freed before; it must not be
@@ -153,5 +156,65 @@ pub unsafe extern "C" fn layerdiff_error_free(err: *mut layerdiff_error) {
     if !err.is_null() {
         // SAFETY: `err` came from Box::into_raw in `into_raw` and is freed once, by contract.
         guard_value((), || drop(unsafe { Box::from_raw(err) }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn take(err: *mut layerdiff_error) -> (u32, i32, String) {
+        assert!(!err.is_null());
+        // SAFETY: a live error from guard_call, freed once here.
+        unsafe {
+            let message = std::ffi::CStr::from_ptr(layerdiff_error_message(err))
+                .to_string_lossy()
+                .into_owned();
+            let taken = (
+                layerdiff_error_kind(err),
+                layerdiff_error_errno(err),
+                message,
+            );
+            layerdiff_error_free(err);
+            taken
+        }
+    }
+
+    #[test]
+    fn a_panic_becomes_an_internal_error() {
+        let err = guard_call("layerdiff_test", || panic!("broken invariant {}", 42));
+        let (kind, errno, message) = take(err);
+        assert_eq!(kind, LAYERDIFF_ERROR_INTERNAL);
+        assert_eq!(errno, 0);
+        assert_eq!(
+            message,
+            "internal error: panic in layerdiff_test: broken invariant 42"
+        );
+        assert_eq!(guard_value(7, || panic!("static message")), 7);
+    }
+
+    #[test]
+    fn success_is_null() {
+        assert!(guard_call("layerdiff_test", || Ok(())).is_null());
+    }
+
+    #[test]
+    fn core_errors_keep_kind_errno_and_the_whole_chain() {
+        let inner = std::io::Error::from_raw_os_error(libc::ENOENT);
+        let core = Error::path("lstat", "/some/where", inner);
+        let expected = core.chain_message();
+        let err = guard_call("layerdiff_test", || Err(core.into()));
+        let (kind, errno, message) = take(err);
+        assert_eq!(kind, LAYERDIFF_ERROR_NOT_FOUND);
+        assert_eq!(errno, libc::ENOENT);
+        assert_eq!(message, expected);
+        assert!(message.starts_with("lstat /some/where: "), "{message}");
+    }
+
+    #[test]
+    fn nul_bytes_in_messages_are_escaped() {
+        let err = layerdiff_error::invalid_argument("name\0with nul").into_raw();
+        let (_, _, message) = take(err);
+        assert_eq!(message, "invalid argument: name\\0with nul");
     }
 }

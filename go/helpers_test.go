@@ -1,0 +1,415 @@
+package layerdiff
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containerd/containerd/v2/core/content"
+	"github.com/containerd/containerd/v2/core/metadata"
+	"github.com/containerd/containerd/v2/core/mount"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/containerd/v2/plugins/content/local"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	bolt "go.etcd.io/bbolt"
+	"golang.org/x/sys/unix"
+)
+
+// requireRoot skips loudly: mounts, mknod, chown and trusted.* xattrs need root.
+func requireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("SKIPPED: this test needs root (bind/overlay mounts, mknod, chown); run `go test` as root")
+	}
+}
+
+// testStore opens a real containerd content store: content/local under the metadata DB
+// (bolt), as containerd's daemon has it.
+func testStore(t testing.TB) (context.Context, content.Store) {
+	t.Helper()
+	dir := t.TempDir()
+	cs, err := local.NewStore(filepath.Join(dir, "content"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bdb, err := bolt.Open(filepath.Join(dir, "meta.db"), 0o644, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { bdb.Close() })
+	db := metadata.NewDB(bdb, cs, nil)
+	ctx := namespaces.WithNamespace(context.Background(), "layerdiff-test")
+	if err := db.Init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return ctx, db.ContentStore()
+}
+
+func bindMount(dir string, readonly bool) []mount.Mount {
+	opts := []string{"rbind"}
+	if readonly {
+		opts = append(opts, "ro")
+	} else {
+		opts = append(opts, "rw")
+	}
+	return []mount.Mount{{Type: "bind", Source: dir, Options: opts}}
+}
+
+func overlayMount(upper, work string, lowers ...string) []mount.Mount {
+	return []mount.Mount{{
+		Type:   "overlay",
+		Source: "overlay",
+		Options: []string{
+			"lowerdir=" + strings.Join(lowers, ":"),
+			"upperdir=" + upper,
+			"workdir=" + work,
+		},
+	}}
+}
+
+// fixedTime gives deterministic, distinct mtimes; nanos 0 exercise content comparison.
+func fixedTime(sec int64, nsec int64) time.Time { return time.Unix(1_700_000_000+sec, nsec) }
+
+// treeWriter builds test trees and fails the test on any error.
+type treeWriter struct {
+	t    testing.TB
+	root string
+}
+
+func (w treeWriter) p(name string) string { return filepath.Join(w.root, name) }
+
+func (w treeWriter) dir(name string, perm os.FileMode) {
+	w.t.Helper()
+	if err := os.MkdirAll(w.p(name), 0o755); err != nil {
+		w.t.Fatal(err)
+	}
+	w.must(os.Chmod(w.p(name), perm))
+}
+
+func (w treeWriter) file(name string, data []byte, perm os.FileMode) {
+	w.t.Helper()
+	w.must(os.MkdirAll(filepath.Dir(w.p(name)), 0o755))
+	_ = os.Remove(w.p(name))
+	w.must(os.WriteFile(w.p(name), data, perm))
+	w.must(os.Chmod(w.p(name), perm))
+}
+
+func (w treeWriter) symlink(name, target string) {
+	w.t.Helper()
+	_ = os.Remove(w.p(name))
+	w.must(os.Symlink(target, w.p(name)))
+}
+
+func (w treeWriter) hardlink(name, existing string) {
+	w.t.Helper()
+	w.must(os.Link(w.p(existing), w.p(name)))
+}
+
+func (w treeWriter) mknod(name string, mode uint32, major, minor uint32) {
+	w.t.Helper()
+	w.must(unix.Mknod(w.p(name), mode, int(unix.Mkdev(major, minor))))
+}
+
+func (w treeWriter) chown(name string, uid, gid int) {
+	w.t.Helper()
+	w.must(os.Lchown(w.p(name), uid, gid))
+}
+
+func (w treeWriter) xattr(name, key string, value []byte) {
+	w.t.Helper()
+	w.must(unix.Lsetxattr(w.p(name), key, value, 0))
+}
+
+func (w treeWriter) times(name string, tm time.Time) {
+	w.t.Helper()
+	ts := []unix.Timespec{unix.NsecToTimespec(tm.UnixNano()), unix.NsecToTimespec(tm.UnixNano())}
+	w.must(unix.UtimesNanoAt(unix.AT_FDCWD, w.p(name), ts, unix.AT_SYMLINK_NOFOLLOW))
+}
+
+func (w treeWriter) remove(name string) {
+	w.t.Helper()
+	w.must(os.RemoveAll(w.p(name)))
+}
+
+func (w treeWriter) must(err error) {
+	w.t.Helper()
+	if err != nil {
+		w.t.Fatal(err)
+	}
+}
+
+// copyTree copies src to dst preserving everything (cp -a keeps hardlinks, xattrs, times).
+func copyTree(t testing.TB, src, dst string) {
+	t.Helper()
+	if out, err := exec.Command("cp", "-a", "--", src+"/.", dst).CombinedOutput(); err != nil {
+		t.Fatalf("cp -a %s %s: %v: %s", src, dst, err, out)
+	}
+}
+
+// capability is a valid-looking security.capability value (v2, cap_net_bind_service).
+var capability = []byte{0, 0, 0, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+
+// fixedPair builds a small lower tree and an upper tree that changes it in every way the
+// layer format knows: add, modify (content, mode, owner, times, capability), delete (file,
+// directory with content, symlink), type changes, hardlinks, devices, fifos, long and
+// non-ASCII names. Each seed varies sizes and names a little.
+func fixedPair(t testing.TB, lower, upper string, seed int) {
+	t.Helper()
+	l := treeWriter{t, lower}
+	l.dir("etc", 0o755)
+	l.file("etc/passwd", []byte("root:x:0:0::/root:/bin/sh\n"), 0o644)
+	l.file("etc/hosts", []byte("127.0.0.1 localhost\n"), 0o644)
+	l.dir("usr/bin", 0o755)
+	l.file("usr/bin/tool", bytes.Repeat([]byte("ELF binary "), 1000+seed), 0o755)
+	l.hardlink("usr/bin/tool-link", "usr/bin/tool")
+	l.file("usr/bin/same-size", []byte("aaaa"), 0o644)
+	l.dir("var/cache/deep/deeper", 0o700)
+	l.file("var/cache/deep/deeper/f", []byte("cached"), 0o600)
+	l.file("var/cache/other", []byte("other"), 0o644)
+	l.symlink("usr/bin/sh", "/bin/busybox")
+	l.file("replace-me", []byte("file becomes a dir"), 0o644)
+	l.dir("dir-becomes-file", 0o755)
+	l.file("dir-becomes-file/inner", []byte("x"), 0o644)
+	l.dir("opaque", 0o755)
+	l.file("opaque/a", []byte("a"), 0o644)
+	l.file(fmt.Sprintf("seed-%d", seed), []byte("seed"), 0o644)
+	for _, n := range []string{"etc/passwd", "etc/hosts", "usr/bin/tool", "usr/bin/same-size", "var/cache/other", "replace-me", "opaque/a"} {
+		l.times(n, fixedTime(int64(len(n)), 0))
+	}
+
+	copyTree(t, lower, upper)
+	u := treeWriter{t, upper}
+	u.file("etc/hosts", []byte("127.0.0.1 localhost changed\n"), 0o644)
+	u.chown("etc/passwd", 1000, 1000)
+	u.file("usr/bin/same-size", []byte("bbbb"), 0o644)
+	u.times("usr/bin/same-size", fixedTime(int64(len("usr/bin/same-size")), 0))
+	u.remove("var/cache/deep")
+	u.remove("usr/bin/sh")
+	u.remove("replace-me")
+	u.dir("replace-me", 0o750)
+	u.file("replace-me/child", []byte("child"), 0o640)
+	u.remove("dir-becomes-file")
+	u.file("dir-becomes-file", []byte("now a file"), 0o600)
+	u.file("new/dir/file.txt", bytes.Repeat([]byte{byte(seed)}, 70_000+seed*13), 0o644)
+	u.file("new/empty", nil, 0o400)
+	u.symlink("new/link", "../etc/hosts")
+	u.hardlink("new/tool-link2", "usr/bin/tool")
+	u.mknod("new/fifo", unix.S_IFIFO|0o644, 0, 0)
+	u.mknod("new/null", unix.S_IFCHR|0o666, 1, 3)
+	u.mknod("new/blk", unix.S_IFBLK|0o660, 7, 0)
+	u.file("new/ping", []byte("ping"), 0o755)
+	u.xattr("new/ping", "security.capability", capability)
+	u.file("new/"+strings.Repeat("long-name-", 12)+"end", []byte("long"), 0o644)
+	u.file("new/"+strings.Repeat("d", 60)+"/"+strings.Repeat("e", 60)+"/"+strings.Repeat("f", 60), []byte("split"), 0o644)
+	u.file("new/ünïcödé", []byte("utf8"), 0o644)
+	u.file("new/owned", []byte("owned"), 0o644)
+	u.chown("new/owned", 4_000_000, 5)
+	u.remove("opaque/a")
+	u.file("opaque/b", []byte("b"), 0o644)
+	u.dir("new/private", 0o700)
+	for i := 0; i < 5+seed%7; i++ {
+		u.file(fmt.Sprintf("new/many/f%03d", i), bytes.Repeat([]byte{byte(i)}, i*1000), 0o644)
+	}
+	u.times("new/dir/file.txt", fixedTime(100, 123_456_789))
+	u.times("new", fixedTime(200, 0))
+}
+
+// treeEntry is everything about one path that apply must reproduce.
+type treeEntry struct {
+	mode     uint32
+	uid, gid uint32
+	rdev     uint64
+	size     int64
+	mtime    int64
+	content  string // file data, or symlink target
+	xattrs   string
+	linkPeer string // first path with the same inode (hardlink group), "" when alone
+}
+
+// snapshotTree records a tree for comparison.
+func snapshotTree(t testing.TB, root string, secondsOnly bool) map[string]treeEntry {
+	t.Helper()
+	entries := map[string]treeEntry{}
+	firstOfInode := map[uint64]string{}
+	err := filepath.WalkDir(root, func(path string, _ fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, path)
+		var st unix.Stat_t
+		if err := unix.Lstat(path, &st); err != nil {
+			return err
+		}
+		e := treeEntry{mode: st.Mode, uid: st.Uid, gid: st.Gid, rdev: st.Rdev, mtime: st.Mtim.Nano()}
+		if secondsOnly {
+			e.mtime = st.Mtim.Sec
+		}
+		switch st.Mode & unix.S_IFMT {
+		case unix.S_IFREG:
+			data, err := os.ReadFile(path)
+			if err != nil {
+				return err
+			}
+			e.size, e.content = st.Size, string(data)
+			if st.Nlink > 1 {
+				if peer, ok := firstOfInode[st.Ino]; ok {
+					e.linkPeer = peer
+				} else {
+					firstOfInode[st.Ino] = rel
+				}
+			}
+		case unix.S_IFLNK:
+			target, err := os.Readlink(path)
+			if err != nil {
+				return err
+			}
+			e.content = target
+		case unix.S_IFCHR:
+			if st.Rdev == 0 {
+				// An overlay whiteout: made by mknod, its times are the time of the apply.
+				e.mtime = 0
+			}
+		case unix.S_IFDIR:
+			if rel == "." {
+				// The root's own metadata is the mount point's, never the layer's.
+				e.mtime, e.mode = 0, 0
+			}
+		}
+		e.xattrs = listXattrs(t, path)
+		entries[rel] = e
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("walking %s: %v", root, err)
+	}
+	return entries
+}
+
+func listXattrs(t testing.TB, path string) string {
+	buf := make([]byte, 64<<10)
+	n, err := unix.Llistxattr(path, buf)
+	if err != nil {
+		if err == unix.ENOTSUP {
+			return ""
+		}
+		t.Fatalf("llistxattr %s: %v", path, err)
+	}
+	var names []string
+	for _, name := range strings.Split(string(buf[:n]), "\x00") {
+		if name != "" {
+			names = append(names, name)
+		}
+	}
+	sort.Strings(names)
+	var out strings.Builder
+	for _, name := range names {
+		val := make([]byte, 64<<10)
+		vn, err := unix.Lgetxattr(path, name, val)
+		if err != nil {
+			t.Fatalf("lgetxattr %s %s: %v", path, name, err)
+		}
+		fmt.Fprintf(&out, "%s=%q;", name, val[:vn])
+	}
+	return out.String()
+}
+
+// requireSameTree fails with the differing paths when the two trees differ.
+func requireSameTree(t testing.TB, wantRoot, gotRoot string) {
+	t.Helper()
+	requireSameTreeAs(t, wantRoot, gotRoot, false)
+}
+
+// requireSameTreeAs compares mtimes in whole seconds when secondsOnly (a layer carries
+// seconds, so an applied tree matches its source tree only to the second).
+func requireSameTreeAs(t testing.TB, wantRoot, gotRoot string, secondsOnly bool) {
+	t.Helper()
+	requireSameSnapshots(t, wantRoot, gotRoot, snapshotTree(t, wantRoot, secondsOnly), snapshotTree(t, gotRoot, secondsOnly))
+}
+
+// requireSameTreeButDirTimes ignores directory mtimes: directories created implicitly (as
+// missing parents) end with the time their last child was created, in both appliers.
+func requireSameTreeButDirTimes(t testing.TB, wantRoot, gotRoot string) {
+	t.Helper()
+	strip := func(m map[string]treeEntry) map[string]treeEntry {
+		for p, e := range m {
+			if e.mode&unix.S_IFMT == unix.S_IFDIR {
+				e.mtime = 0
+				m[p] = e
+			}
+		}
+		return m
+	}
+	requireSameSnapshots(t, wantRoot, gotRoot, strip(snapshotTree(t, wantRoot, false)), strip(snapshotTree(t, gotRoot, false)))
+}
+
+func requireSameSnapshots(t testing.TB, wantRoot, gotRoot string, want, got map[string]treeEntry) {
+	t.Helper()
+	var diffs []string
+	for p, w := range want {
+		g, ok := got[p]
+		switch {
+		case !ok:
+			diffs = append(diffs, "missing in "+gotRoot+": "+p)
+		case g != w:
+			diffs = append(diffs, fmt.Sprintf("%s:\n  want %+v\n  got  %+v", p, abbreviate(w), abbreviate(g)))
+		}
+	}
+	for p := range got {
+		if _, ok := want[p]; !ok {
+			diffs = append(diffs, "extra in "+gotRoot+": "+p)
+		}
+	}
+	if len(diffs) > 0 {
+		sort.Strings(diffs)
+		if len(diffs) > 20 {
+			diffs = append(diffs[:20], fmt.Sprintf("... and %d more", len(diffs)-20))
+		}
+		t.Fatalf("trees differ (%s vs %s):\n%s", wantRoot, gotRoot, strings.Join(diffs, "\n"))
+	}
+}
+
+func abbreviate(e treeEntry) treeEntry {
+	if len(e.content) > 40 {
+		e.content = e.content[:40] + "..."
+	}
+	return e
+}
+
+// openFDs counts this process's open file descriptors.
+func openFDs(t testing.TB) int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(entries)
+}
+
+// readBlob returns a stored blob's bytes.
+func readBlob(t testing.TB, ctx context.Context, cs content.Store, desc ocispec.Descriptor) []byte {
+	t.Helper()
+	ra, err := cs.ReaderAt(ctx, desc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ra.Close()
+	data, err := io.ReadAll(content.NewReader(ra))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+// sameDesc compares what a differ or applier sets in a descriptor.
+func sameDesc(a, b ocispec.Descriptor) bool {
+	return a.MediaType == b.MediaType && a.Digest == b.Digest && a.Size == b.Size
+}
