@@ -138,6 +138,11 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
+    if let Ok(out) = std::env::var("APPLY_BENCH_LAYER_OUT") {
+        let (files, bytes) = build_layer(Path::new(&out));
+        println!("wrote {out}: {files} entries, {bytes} bytes of file data");
+        return;
+    }
     let work = tempfile::Builder::new()
         .prefix("layerdiff-bench-")
         .tempdir_in("/var/tmp")

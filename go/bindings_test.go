@@ -435,3 +435,41 @@ func TestNoLeaks(t *testing.T) {
 		t.Errorf("goroutines: %d before, %d after", goroutinesBefore, g)
 	}
 }
+
+// endlessMediaType is decoded by a test processor into a tar stream that never ends.
+const endlessMediaType = "application/vnd.layerdiff.test.endless"
+
+var registerEndlessOnce sync.Once
+
+type endlessProcessor struct{ io.ReadCloser }
+
+func (endlessProcessor) MediaType() string { return ocispec.MediaTypeImageLayer }
+
+// TestCancelMidDifferApply: cancelling the context stops Differ.Apply (content store,
+// stream processor, bind mount) promptly with a Canceled error, and unmounts.
+func TestCancelMidDifferApply(t *testing.T) {
+	requireRoot(t)
+	registerEndlessOnce.Do(func() {
+		diff.RegisterProcessor(diff.StaticHandler(endlessMediaType, func(context.Context, diff.StreamProcessor, map[string]typeurl.Any) (diff.StreamProcessor, error) {
+			return endlessProcessor{endlessLayer()}, nil
+		}))
+	})
+	ctx, cs := testStore(t)
+	desc := writeBlob(t, ctx, cs, endlessMediaType, []byte("seed"))
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		_, err := NewDiffer(cs).Apply(ctx, desc, bindMount(t.TempDir(), false))
+		done <- err
+	}()
+	time.Sleep(300 * time.Millisecond)
+	cancel()
+	select {
+	case err := <-done:
+		if !errdefs.IsCanceled(err) {
+			t.Errorf("cancelled Differ.Apply: %v, want Canceled", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Differ.Apply did not return within 20s of cancel")
+	}
+}

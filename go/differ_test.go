@@ -1,6 +1,7 @@
 package layerdiff
 
 import (
+	"archive/tar"
 	"bytes"
 	"compress/gzip"
 	"context"
@@ -14,6 +15,7 @@ import (
 	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/containerd/v2/core/diff"
 	"github.com/containerd/containerd/v2/core/diff/apply"
+	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/containerd/v2/pkg/archive/compression"
 	"github.com/containerd/containerd/v2/pkg/epoch"
@@ -388,4 +390,127 @@ func TestApplyOverlayShortcut(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestApplyOtherLayerMediaTypes: Docker's layer media types (whose "tar" is sniffed for
+// compression, unlike OCI's) and a gzip blob declared as Docker tar, against containerd.
+func TestApplyOtherLayerMediaTypes(t *testing.T) {
+	requireRoot(t)
+	lower, upper := pairDirs(t, 2)
+	ctx, cs := testStore(t)
+	gz := containerdLayer(t, ctx, cs, lower, upper, ocispec.MediaTypeImageLayerGzip)
+	for _, mt := range []string{
+		images.MediaTypeDockerSchema2LayerGzip,
+		images.MediaTypeDockerSchema2Layer, // gzip content under a tar type: containerd sniffs it
+		images.MediaTypeDockerSchema2LayerForeignGzip,
+		ocispec.MediaTypeImageLayerNonDistributableGzip, //nolint:staticcheck // deprecated but accepted
+	} {
+		t.Run(mt, func(t *testing.T) {
+			layer := gz
+			layer.MediaType = mt
+			ourRoot, theirRoot := t.TempDir(), t.TempDir()
+			copyTree(t, lower, ourRoot)
+			copyTree(t, lower, theirRoot)
+			want, err := apply.NewFileSystemApplier(cs).Apply(ctx, layer, bindMount(theirRoot, false))
+			if err != nil {
+				t.Fatalf("containerd Apply: %v", err)
+			}
+			got, err := NewDiffer(cs).Apply(ctx, layer, bindMount(ourRoot, false))
+			if err != nil {
+				t.Fatalf("layerdiff Apply: %v", err)
+			}
+			if !sameDesc(got, want) {
+				t.Errorf("descriptor %+v, containerd %+v", got, want)
+			}
+			requireSameTree(t, theirRoot, ourRoot)
+		})
+	}
+}
+
+// TestApplyOverlayParents: a layer without entries for its parent directories, applied into
+// an overlay upperdir: the missing parents take their attributes from the first lowerdir
+// that has them (top first), as in containerd; plus an opaque directory marker.
+func TestApplyOverlayParents(t *testing.T) {
+	requireRoot(t)
+	top, bottom := t.TempDir(), t.TempDir()
+	tw := treeWriter{t, bottom}
+	tw.dir("a/b", 0o750)
+	tw.chown("a", 11, 12)
+	tw.chown("a/b", 13, 14)
+	tw.xattr("a/b", "user.origin", []byte("bottom"))
+	tw.times("a/b", fixedTime(5, 0))
+	tw.times("a", fixedTime(6, 0))
+	tw.file("o/old", []byte("hidden by the opaque marker"), 0o644)
+	tt := treeWriter{t, top}
+	tt.dir("a", 0o711) // the top lowerdir wins for "a"
+	tt.chown("a", 21, 22)
+	tt.times("a", fixedTime(7, 0))
+
+	layerTar := tarOf(t,
+		&tar.Header{Name: "a/b/c/file", Typeflag: tar.TypeReg, Mode: 0o640, Uid: 1, Gid: 2, ModTime: fixedTime(8, 0)},
+		&tar.Header{Name: "o/.wh..wh..opq", Typeflag: tar.TypeReg},
+		&tar.Header{Name: "o/new", Typeflag: tar.TypeReg, Mode: 0o600, ModTime: fixedTime(9, 0)},
+	)
+	ctx, cs := testStore(t)
+	layer := writeBlob(t, ctx, cs, ocispec.MediaTypeImageLayer, layerTar)
+	ourUpper, theirUpper := t.TempDir(), t.TempDir()
+	got, err := NewDiffer(cs).Apply(ctx, layer, overlayMount(ourUpper, t.TempDir(), top, bottom))
+	if err != nil {
+		t.Fatalf("layerdiff Apply: %v", err)
+	}
+	want, err := apply.NewFileSystemApplier(cs).Apply(ctx, layer, overlayMount(theirUpper, t.TempDir(), top, bottom))
+	if err != nil {
+		t.Fatalf("containerd Apply: %v", err)
+	}
+	if !sameDesc(got, want) {
+		t.Errorf("descriptor %+v, containerd %+v", got, want)
+	}
+	requireSameTreeButDirTimes(t, theirUpper, ourUpper)
+	// The file's own directory chain is new; "a" and "a/b" copy the lowers' owners and modes.
+	snap := snapshotTree(t, ourUpper, false)
+	if a := snap["a"]; a.uid != 21 || a.mode&0o7777 != 0o711 {
+		t.Errorf("a: %+v, want the top lowerdir's owner 21 and mode 0711", a)
+	}
+	if b := snap["a/b"]; b.uid != 13 || b.mode&0o7777 != 0o750 {
+		t.Errorf("a/b: %+v, want the bottom lowerdir's owner 13 and mode 0750", b)
+	}
+}
+
+// fakeMountManager activates any mount set as a bind mount of one directory and records
+// what it was asked, like containerd's mount manager does for multi-mount sets.
+type fakeMountManager struct {
+	mount.Manager // methods the applier must not call panic via the nil interface
+	target        string
+	activated     []string
+	deactivated   []string
+}
+
+func (m *fakeMountManager) Activate(_ context.Context, id string, mounts []mount.Mount, _ ...mount.ActivateOpt) (mount.ActivationInfo, error) {
+	m.activated = append(m.activated, id)
+	return mount.ActivationInfo{Name: id, System: bindMount(m.target, false)}, nil
+}
+
+func (m *fakeMountManager) Deactivate(_ context.Context, id string) error {
+	m.deactivated = append(m.deactivated, id)
+	return nil
+}
+
+// TestApplyWithMountManager: a multi-mount set goes through the mount manager (activated,
+// applied onto its system mount, deactivated), as in containerd's fs applier.
+func TestApplyWithMountManager(t *testing.T) {
+	requireRoot(t)
+	lower, upper := pairDirs(t, 0)
+	ctx, cs := testStore(t)
+	layer := containerdLayer(t, ctx, cs, lower, upper, ocispec.MediaTypeImageLayerGzip)
+	target := t.TempDir()
+	copyTree(t, lower, target)
+	mm := &fakeMountManager{target: target}
+	twoMounts := []mount.Mount{{Type: "format/test", Source: "a"}, {Type: "format/test", Source: "b"}}
+	if _, err := NewDiffer(cs, WithMountManager(mm)).Apply(ctx, layer, twoMounts); err != nil {
+		t.Fatal(err)
+	}
+	if len(mm.activated) != 1 || len(mm.deactivated) != 1 || mm.activated[0] != mm.deactivated[0] {
+		t.Errorf("activated %v, deactivated %v: want one activation, undone", mm.activated, mm.deactivated)
+	}
+	requireSameTreeAs(t, upper, target, true)
 }

@@ -332,7 +332,27 @@ func requireSameTree(t testing.TB, wantRoot, gotRoot string) {
 // seconds, so an applied tree matches its source tree only to the second).
 func requireSameTreeAs(t testing.TB, wantRoot, gotRoot string, secondsOnly bool) {
 	t.Helper()
-	want, got := snapshotTree(t, wantRoot, secondsOnly), snapshotTree(t, gotRoot, secondsOnly)
+	requireSameSnapshots(t, wantRoot, gotRoot, snapshotTree(t, wantRoot, secondsOnly), snapshotTree(t, gotRoot, secondsOnly))
+}
+
+// requireSameTreeButDirTimes ignores directory mtimes: directories created implicitly (as
+// missing parents) end with the time their last child was created, in both appliers.
+func requireSameTreeButDirTimes(t testing.TB, wantRoot, gotRoot string) {
+	t.Helper()
+	strip := func(m map[string]treeEntry) map[string]treeEntry {
+		for p, e := range m {
+			if e.mode&unix.S_IFMT == unix.S_IFDIR {
+				e.mtime = 0
+				m[p] = e
+			}
+		}
+		return m
+	}
+	requireSameSnapshots(t, wantRoot, gotRoot, strip(snapshotTree(t, wantRoot, false)), strip(snapshotTree(t, gotRoot, false)))
+}
+
+func requireSameSnapshots(t testing.TB, wantRoot, gotRoot string, want, got map[string]treeEntry) {
+	t.Helper()
 	var diffs []string
 	for p, w := range want {
 		g, ok := got[p]

@@ -242,7 +242,9 @@ extern "C" {
  *
  * - `lower`, `upper`: NUL-terminated paths (any bytes, not necessarily UTF-8); read only.
  * - `out_fd`: borrowed, never closed; must be open for writing (a file, pipe or socket).
- *   Writing starts at its current offset, which advances.
+ *   Writing starts at its current offset, which advances. As with any write(2), a pipe or
+ *   socket whose reader is gone raises SIGPIPE unless the process ignores it; the call then
+ *   fails with LAYERDIFF_ERROR_IO and errno EPIPE.
  * - `options`: NULL = the zero value (gzip level 6).
  * - `out`: must not be NULL; written only on success.
  *
@@ -285,7 +287,7 @@ struct layerdiff_error *layerdiff_apply(const char *root,
 
 /**
  * Create a cancellation handle (not triggered). Release it with `layerdiff_cancel_free`.
- * Returns NULL only on an internal failure.
+ * Returns NULL only on an internal failure. Thread-safe.
  */
 struct layerdiff_cancel *layerdiff_cancel_new(void);
 
@@ -301,7 +303,7 @@ void layerdiff_cancel_trigger(const struct layerdiff_cancel *cancel);
 
 /**
  * Release a cancellation handle. NULL is accepted and ignored. Not while a call that was given
- * the handle is still running.
+ * the handle is still running, nor while another thread may still trigger it.
  *
  * # Safety
  * `cancel` is NULL or a handle from `layerdiff_cancel_new` not freed before.
@@ -310,11 +312,13 @@ void layerdiff_cancel_free(struct layerdiff_cancel *cancel);
 
 /**
  * The library version ("MAJOR.MINOR.PATCH"), a static NUL-terminated string; never free it.
+ * Thread-safe.
  */
 const char *layerdiff_version(void);
 
 /**
  * The kind of `err` (one of `LAYERDIFF_ERROR_*`), or 0 when `err` is NULL.
+ * Thread-safe: an error may be read from several threads at once (not while it is freed).
  *
  * # Safety
  * `err` is NULL or an error returned by layerdiff and not yet freed.
@@ -323,6 +327,7 @@ uint32_t layerdiff_error_kind(const struct layerdiff_error *err);
 
 /**
  * The errno of the failed system call behind `err`, or 0 when there is none or `err` is NULL.
+ * Thread-safe like `layerdiff_error_kind`.
  *
  * # Safety
  * `err` is NULL or an error returned by layerdiff and not yet freed.
@@ -332,7 +337,7 @@ int32_t layerdiff_error_errno(const struct layerdiff_error *err);
 /**
  * The message of `err`: the whole cause chain, `outer: inner: ...`, NUL-terminated. The string
  * belongs to `err` and stays valid until `layerdiff_error_free(err)`. Returns "" when `err` is
- * NULL.
+ * NULL. Thread-safe like `layerdiff_error_kind`.
  *
  * # Safety
  * `err` is NULL or an error returned by layerdiff and not yet freed.
@@ -340,7 +345,8 @@ int32_t layerdiff_error_errno(const struct layerdiff_error *err);
 const char *layerdiff_error_message(const struct layerdiff_error *err);
 
 /**
- * Release an error returned by layerdiff. NULL is accepted and ignored.
+ * Release an error returned by layerdiff. NULL is accepted and ignored. Call it once per error,
+ * when no other thread still reads it.
  *
  * # Safety
  * `err` is NULL or an error returned by layerdiff that was not freed before; it must not be

@@ -12,10 +12,11 @@ use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::Arc;
 
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
+use sha2::{Digest as _, Sha256};
 
 use crate::compression;
 use crate::control::{self, CancelToken, Progress};
-use crate::digest::DigestReader;
+use crate::digest::format_sha256;
 use crate::error::{Error, Result};
 use crate::resolve::{clean, join_comps, split, Comps, Root};
 use crate::tarread::{
@@ -80,9 +81,9 @@ impl Applied {
 /// Unpack the layer read from `input` onto `root` with containerd's `archive.Apply` semantics,
 /// never touching anything outside `root`.
 ///
-/// The input is decompressed (gzip/zstd detected by magic bytes) and hashed on a worker
-/// thread that hands buffers to this one over a bounded channel, so inflating overlaps with
-/// writing files.
+/// The input is decompressed (gzip/zstd detected by magic bytes) on a worker thread that
+/// hands buffers to this one over a bounded channel, so inflating overlaps with writing files;
+/// this thread hashes them (inflating is the heavier half).
 pub fn apply<R: Read + Send>(root: &Path, input: R, opts: &ApplyOptions) -> Result<Applied> {
     control::check(opts.cancel.as_ref())?;
     let root_dir = Root::open(root).map_err(|e| Error::path("open root", root, e))?;
@@ -93,24 +94,38 @@ pub fn apply<R: Read + Send>(root: &Path, input: R, opts: &ApplyOptions) -> Resu
 
     let progress = opts.progress.clone();
     let cancel = opts.cancel.clone();
-    let (digest, size, consumed) = std::thread::scope(|scope| -> Result<(String, u64, u64)> {
+    // Input bytes consumed; reported last whether or not the apply succeeds, as containerd's
+    // progress reader does when it is closed.
+    let consumed = Arc::new(AtomicU64::new(0));
+    let decoder_count = consumed.clone();
+    let result = std::thread::scope(|scope| -> Result<(String, u64, u64)> {
         let (tx, rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(CHANNEL_DEPTH);
-        let decoder = scope.spawn(move || decode(input, tx, progress, cancel));
+        // Consumed buffers go back to the decoder, so chunks are not allocated and zeroed anew.
+        let (recycle_tx, recycle_rx) = mpsc::channel::<Vec<u8>>();
+        let decoder =
+            scope.spawn(move || decode(input, tx, recycle_rx, progress, cancel, decoder_count));
 
         let mut unpacker = Unpacker::new(root, &root_dir, lowers, opts)?;
         let mut reader = ChannelReader {
             rx: Some(rx),
+            recycle: recycle_tx,
             buf: Vec::new(),
             pos: 0,
+            hasher: Sha256::new(),
+            count: 0,
         };
         let result = unpacker.run(&mut reader);
+        let (digest, size) = (
+            format_sha256(&reader.hasher.clone().finalize()),
+            reader.count,
+        );
         // Dropping the receiver stops the decoder if we are leaving early.
         drop(reader);
         let decoded = decoder
             .join()
             .map_err(|_| Error::Internal("decoder thread panicked".into()))?;
         match (result, decoded) {
-            (Ok(()), Ok(d)) => Ok(d),
+            (Ok(()), Ok(consumed)) => Ok((digest, size, consumed)),
             // The decoder's own error explains a stream that ended early.
             (Err(e), Err(de))
                 if !matches!(de, Error::Internal(_)) && !matches!(e, Error::Canceled) =>
@@ -124,11 +139,12 @@ pub fn apply<R: Read + Send>(root: &Path, input: R, opts: &ApplyOptions) -> Resu
             (Err(e), _) => Err(e),
             (Ok(()), Err(de)) => Err(de),
         }
-    })?;
+    });
 
     if let Some(p) = &opts.progress {
-        p.report(consumed);
+        p.report(consumed.load(AtomicOrdering::Relaxed));
     }
+    let (digest, size, _) = result?;
     if opts.sync_fs {
         let fd = rfs::open(
             root,
@@ -146,15 +162,16 @@ const CHANNEL_DEPTH: usize = 8;
 /// How much file data is copied between two looks at the cancel token.
 const CANCEL_EVERY: u64 = 8 << 20;
 
-/// The worker: read (reporting progress as containerd does, before each read), decompress,
-/// hash and forward everything, trailing bytes included.
+/// The worker: read (reporting progress as containerd does, before each read), decompress
+/// and forward everything, trailing bytes included; returns the input bytes consumed.
 fn decode<R: Read>(
     input: R,
     tx: SyncSender<io::Result<Vec<u8>>>,
+    recycled: Receiver<Vec<u8>>,
     progress: Option<Progress>,
     cancel: Option<CancelToken>,
-) -> Result<(String, u64, u64)> {
-    let counter = Arc::new(AtomicU64::new(0));
+    counter: Arc<AtomicU64>,
+) -> Result<u64> {
     let counted = CountingReader {
         inner: input,
         count: counter.clone(),
@@ -168,13 +185,14 @@ fn decode<R: Read>(
         Ok(r) => r,
         Err(e) => return fail(e, &tx),
     };
-    let mut hashed = DigestReader::new(inner);
+    let mut hashed = inner;
     loop {
         if cancel.as_ref().is_some_and(CancelToken::is_canceled) {
             let _ = tx.send(Err(crate::error::canceled_io()));
             return Err(Error::Canceled);
         }
-        let mut buf = vec![0u8; CHUNK];
+        let mut buf = recycled.try_recv().unwrap_or_default();
+        buf.resize(CHUNK, 0);
         let mut n = 0;
         // Fill whole chunks so the unpacker sees few, large buffers.
         while n < CHUNK {
@@ -217,8 +235,7 @@ fn decode<R: Read>(
             return Err(Error::Internal("unpacker stopped".into()));
         }
     }
-    let (digest, size) = hashed.finish();
-    Ok((digest, size, counter.load(AtomicOrdering::Relaxed)))
+    Ok(counter.load(AtomicOrdering::Relaxed))
 }
 
 struct CountingReader<R> {
@@ -242,6 +259,10 @@ impl<R: Read> Read for CountingReader<R> {
 /// The unpacker's end of the channel, as a `BufRead` whose buffers are the decoder's chunks.
 struct ChannelReader {
     rx: Option<Receiver<io::Result<Vec<u8>>>>,
+    recycle: mpsc::Sender<Vec<u8>>,
+    /// sha256 and size of every decompressed byte received (the layer's diffID).
+    hasher: Sha256,
+    count: u64,
     buf: Vec<u8>,
     pos: usize,
 }
@@ -262,7 +283,12 @@ impl BufRead for ChannelReader {
             let Some(rx) = &self.rx else { return Ok(&[]) };
             match rx.recv() {
                 Ok(Ok(chunk)) => {
-                    self.buf = chunk;
+                    self.hasher.update(&chunk);
+                    self.count += chunk.len() as u64;
+                    let used = std::mem::replace(&mut self.buf, chunk);
+                    if used.capacity() > 0 {
+                        let _ = self.recycle.send(used);
+                    }
                     self.pos = 0;
                 }
                 Ok(Err(e)) => {
@@ -364,10 +390,12 @@ const XATTR_PREFIX: &[u8] = b"SCHILY.xattr.";
 struct ParentDir {
     comps: Comps,
     fd: Rc<OwnedFd>,
+    /// The resolution followed no symlink.
+    zero_links: bool,
 }
 
-/// Cache bound: resolutions kept between invalidations.
-const CACHE_MAX: usize = 512;
+/// Directory descriptors kept open between invalidations.
+const FD_CACHE_MAX: usize = 64;
 
 struct Unpacker<'a> {
     root_path: &'a Path,
@@ -376,9 +404,12 @@ struct Unpacker<'a> {
     lowers: Vec<Root>,
     opts: &'a ApplyOptions,
     in_userns: bool,
-    /// Parent resolutions that followed no symlink, keyed by the layer's directory string.
-    /// Only removals and new symlinks can change such a resolution; both clear the cache.
-    cache: HashMap<Vec<u8>, ParentDir>,
+    /// `fs.RootPath` results that followed no symlink, keyed by the layer's directory string.
+    /// Such a resolution only visited existing directories, so only a removal can change it
+    /// (new names never can); every removal clears this and `dir_fds`.
+    resolved: HashMap<Vec<u8>, Comps>,
+    /// Open descriptors of recently used existing directories, keyed by their components.
+    dir_fds: HashMap<Comps, Rc<OwnedFd>>,
     unpacked: HashSet<Vec<u8>>,
     opaque_done: HashSet<Vec<u8>>,
     /// Directory entries (cleaned name, times) whose times are set again at the end.
@@ -411,7 +442,8 @@ impl<'a> Unpacker<'a> {
             lowers,
             opts,
             in_userns: in_user_namespace(),
-            cache: HashMap::new(),
+            resolved: HashMap::new(),
+            dir_fds: HashMap::new(),
             unpacked: HashSet::new(),
             opaque_done: HashSet::new(),
             dirs: Vec::new(),
@@ -424,7 +456,15 @@ impl<'a> Unpacker<'a> {
     }
 
     fn invalidate(&mut self) {
-        self.cache.clear();
+        self.resolved.clear();
+        self.dir_fds.clear();
+    }
+
+    fn remember_fd(&mut self, comps: Comps, fd: Rc<OwnedFd>) {
+        if self.dir_fds.len() >= FD_CACHE_MAX {
+            self.dir_fds.clear();
+        }
+        self.dir_fds.insert(comps, fd);
     }
 
     fn cancel_check(&self) -> Result<()> {
@@ -440,26 +480,40 @@ impl<'a> Unpacker<'a> {
         }
         for (name, times) in std::mem::take(&mut self.dirs) {
             self.cancel_check()?;
-            let comps = self.resolve_parent(&name)?.comps;
-            let res = match comps.split_last() {
-                None => rfs::open(
-                    self.root_path,
-                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
-                .and_then(|fd| rfs::futimens(&fd, &times)),
-                Some((last, parent)) => match self.root.open_dir(parent) {
-                    Ok(pfd) => {
-                        rfs::utimensat(&pfd, last.as_slice(), &times, AtFlags::SYMLINK_NOFOLLOW)
+            let (comps, _) = self.resolve(&name)?;
+            let res =
+                match comps.split_last() {
+                    None => rfs::openat(
+                        self.root_dir.as_fd(),
+                        ".",
+                        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    )
+                    .and_then(|fd| rfs::futimens(&fd, &times)),
+                    Some((last, parent)) => {
+                        let pfd = match self.dir_fds.get(parent) {
+                            Some(fd) => Ok(fd.clone()),
+                            None => self.root.open_dir(parent).map(Rc::new),
+                        };
+                        match pfd {
+                            Ok(pfd) => {
+                                let r = rfs::utimensat(
+                                    &*pfd,
+                                    last.as_slice(),
+                                    &times,
+                                    AtFlags::SYMLINK_NOFOLLOW,
+                                );
+                                self.remember_fd(parent.to_vec(), pfd);
+                                r
+                            }
+                            Err(e) => Err(rustix::io::Errno::from_io_error(&e)
+                                .unwrap_or(rustix::io::Errno::IO)),
+                        }
                     }
-                    Err(e) => {
-                        Err(rustix::io::Errno::from_io_error(&e).unwrap_or(rustix::io::Errno::IO))
-                    }
-                },
-            };
+                };
             res.map_err(|e| Error::path("set times of", self.display(&comps, b""), errno(e)))?;
         }
-        // Trailing bytes after the archive are read (and hashed by the decoder) as containerd does.
+        // Trailing bytes after the archive are read (and hashed) as containerd does.
         let r = tr.get_mut();
         loop {
             self.cancel_check()?;
@@ -472,48 +526,53 @@ impl<'a> Unpacker<'a> {
         Ok(())
     }
 
-    /// `fs.RootPath` of a directory string, without creating anything.
-    fn resolve_parent(&mut self, dir: &[u8]) -> Result<ParentDir> {
+    /// `fs.RootPath` of a directory string: the components, and whether no symlink was
+    /// followed.
+    fn resolve(&mut self, dir: &[u8]) -> Result<(Comps, bool)> {
         let key = cache_key(dir);
-        if let Some(p) = self.cache.get(key) {
-            return Ok(p.clone());
-        }
-        let (comps, _links) = self
-            .root
-            .root_path(dir)
-            .map_err(|e| Error::path("failed to get root path of", OsStr::from_bytes(dir), e))?;
-        Ok(ParentDir {
-            comps,
-            fd: self.root_dir.clone(),
-        })
-    }
-
-    /// Resolve the directory part of an entry, creating missing directories (containerd's
-    /// `mkparent`), and open it.
-    fn parent_dir(&mut self, dir: &[u8]) -> Result<ParentDir> {
-        let key = cache_key(dir);
-        if let Some(p) = self.cache.get(key) {
-            return Ok(p.clone());
+        if let Some(c) = self.resolved.get(key) {
+            return Ok((c.clone(), true));
         }
         let (comps, links) = self
             .root
             .root_path(dir)
             .map_err(|e| Error::path("failed to get root path of", OsStr::from_bytes(dir), e))?;
+        if links == 0 {
+            self.resolved.insert(key.to_vec(), comps.clone());
+        }
+        Ok((comps, links == 0))
+    }
+
+    /// Resolve the directory part of an entry, creating missing directories (containerd's
+    /// `mkparent`), and open it.
+    fn parent_dir(&mut self, dir: &[u8]) -> Result<ParentDir> {
+        let (comps, zero_links) = self.resolve(dir)?;
         if comps.is_empty() {
             return Ok(ParentDir {
                 comps,
                 fd: self.root_dir.clone(),
+                zero_links,
             });
         }
-        let fd = Rc::new(self.mkparent(&comps)?);
-        let p = ParentDir { comps, fd };
-        if links == 0 {
-            if self.cache.len() >= CACHE_MAX {
-                self.cache.clear();
-            }
-            self.cache.insert(key.to_vec(), p.clone());
+        if let Some(fd) = self.dir_fds.get(&comps) {
+            return Ok(ParentDir {
+                fd: fd.clone(),
+                comps,
+                zero_links,
+            });
         }
-        Ok(p)
+        // Usually the directory exists: one openat2. Otherwise walk and create.
+        let fd = match self.root.open_dir(&comps) {
+            Ok(fd) => fd,
+            Err(_) => self.mkparent(&comps)?,
+        };
+        let fd = Rc::new(fd);
+        self.remember_fd(comps.clone(), fd.clone());
+        Ok(ParentDir {
+            comps,
+            fd,
+            zero_links,
+        })
     }
 
     /// containerd's `mkparent`: every missing component is made 0755 (attributes from the
@@ -770,24 +829,42 @@ impl<'a> Unpacker<'a> {
             return Ok(());
         }
 
-        // Replace whatever is there unless a directory meets a directory.
-        if let Ok(st) = rfs::statat(pfd, base.as_slice(), AtFlags::SYMLINK_NOFOLLOW) {
-            let is_dir = FileType::from_raw_mode(st.st_mode) == FileType::Directory;
-            if !is_dir || hdr.typeflag != TYPE_DIR {
-                self.invalidate();
-                remove_all(pfd, &base).map_err(|e| Error::path("remove", show(), e))?;
-            }
+        // Whatever is at the path is replaced unless a directory meets a directory
+        // (containerd: lstat, then RemoveAll). Names are usually fresh, so files, directories,
+        // symlinks and devices are created first and only an EEXIST leads to a look and a
+        // removal; hardlinks (whose target is resolved after the removal) and the rest look
+        // first.
+        let create_first = matches!(
+            hdr.typeflag,
+            TYPE_DIR | TYPE_REG | TYPE_REGA | TYPE_SYMLINK | TYPE_BLOCK | TYPE_CHAR | TYPE_FIFO
+        );
+        if !create_first && rfs::statat(pfd, base.as_slice(), AtFlags::SYMLINK_NOFOLLOW).is_ok() {
+            self.invalidate();
+            remove_all(pfd, &base).map_err(|e| Error::path("remove", show(), e))?;
         }
 
         let mode = Mode::from_raw_mode((hdr.mode & 0o7777) as u32);
         let node = match hdr.typeflag {
             TYPE_DIR => {
-                let exists = rfs::statat(pfd, base.as_slice(), AtFlags::SYMLINK_NOFOLLOW)
-                    .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory);
-                if !exists {
-                    rfs::mkdirat(pfd, base.as_slice(), mode)
-                        .map_err(|e| Error::path("mkdir", show(), errno(e)))?;
-                }
+                let created = match rfs::mkdirat(pfd, base.as_slice(), mode) {
+                    Ok(()) => true,
+                    Err(rustix::io::Errno::EXIST) => {
+                        let is_dir = rfs::statat(pfd, base.as_slice(), AtFlags::SYMLINK_NOFOLLOW)
+                            .is_ok_and(|st| {
+                                FileType::from_raw_mode(st.st_mode) == FileType::Directory
+                            });
+                        if is_dir {
+                            false
+                        } else {
+                            self.invalidate();
+                            remove_all(pfd, &base).map_err(|e| Error::path("remove", show(), e))?;
+                            rfs::mkdirat(pfd, base.as_slice(), mode)
+                                .map_err(|e| Error::path("mkdir", show(), errno(e)))?;
+                            true
+                        }
+                    }
+                    Err(e) => return Err(Error::path("mkdir", show(), errno(e))),
+                };
                 let fd = rfs::openat(
                     pfd,
                     base.as_slice(),
@@ -795,24 +872,35 @@ impl<'a> Unpacker<'a> {
                     Mode::empty(),
                 )
                 .map_err(|e| Error::path("open", show(), errno(e)))?;
-                if !exists {
+                if created {
                     rfs::fchmod(&fd, mode).map_err(|e| Error::path("chmod", show(), errno(e)))?;
                 }
                 Node::Fd(fd)
             }
             TYPE_REG | TYPE_REGA => {
-                let fd = rfs::openat(
-                    pfd,
-                    base.as_slice(),
-                    OFlags::WRONLY
-                        | OFlags::CREATE
-                        | OFlags::EXCL
-                        | OFlags::NOFOLLOW
-                        | OFlags::CLOEXEC,
-                    mode,
-                )
+                let create = || {
+                    rfs::openat(
+                        pfd,
+                        base.as_slice(),
+                        OFlags::WRONLY
+                            | OFlags::CREATE
+                            | OFlags::EXCL
+                            | OFlags::NOFOLLOW
+                            | OFlags::CLOEXEC,
+                        mode,
+                    )
+                };
+                let fd = match create() {
+                    Err(rustix::io::Errno::EXIST) => {
+                        self.invalidate();
+                        remove_all(pfd, &base).map_err(|e| Error::path("remove", show(), e))?;
+                        create()
+                    }
+                    other => other,
+                }
                 .map_err(|e| Error::path("create", show(), errno(e)))?;
-                rfs::fchmod(&fd, mode).map_err(|e| Error::path("chmod", show(), errno(e)))?;
+                // containerd chmods right after creating too; the final chmod below sets the
+                // same bits, so that first one has no visible effect and is skipped.
                 self.copy_data(tr, &fd, &show)?;
                 Node::Fd(fd)
             }
@@ -832,18 +920,22 @@ impl<'a> Unpacker<'a> {
                     TYPE_CHAR => FileType::CharacterDevice,
                     _ => FileType::Fifo,
                 };
-                rfs::mknodat(
-                    pfd,
-                    base.as_slice(),
-                    ft,
-                    mode,
-                    mknod_dev(hdr.devmajor as u32, hdr.devminor as u32),
-                )
+                let dev = mknod_dev(hdr.devmajor as u32, hdr.devminor as u32);
+                let make = || rfs::mknodat(pfd, base.as_slice(), ft, mode, dev);
+                match make() {
+                    Err(rustix::io::Errno::EXIST) => {
+                        self.invalidate();
+                        remove_all(pfd, &base).map_err(|e| Error::path("remove", show(), e))?;
+                        make()
+                    }
+                    other => other,
+                }
                 .map_err(|e| Error::path("mknod", show(), errno(e)))?;
                 Node::Name
             }
             TYPE_LINK => {
-                self.invalidate();
+                // A fresh name cannot change a cached (symlink-free) resolution; a replaced
+                // one was removed above, which already cleared the caches.
                 let (ldir, lbase) = split(&hdr.linkname);
                 let (mut target, _) = self.root.root_path(ldir).map_err(|e| {
                     Error::path("failed to get root path of", OsStr::from_bytes(ldir), e)
@@ -879,9 +971,16 @@ impl<'a> Unpacker<'a> {
                 Node::Name
             }
             TYPE_SYMLINK => {
-                self.invalidate();
-                rfs::symlinkat(hdr.linkname.as_slice(), pfd, base.as_slice())
-                    .map_err(|e| Error::path("symlink", show(), errno(e)))?;
+                let make = || rfs::symlinkat(hdr.linkname.as_slice(), pfd, base.as_slice());
+                match make() {
+                    Err(rustix::io::Errno::EXIST) => {
+                        self.invalidate();
+                        remove_all(pfd, &base).map_err(|e| Error::path("remove", show(), e))?;
+                        make()
+                    }
+                    other => other,
+                }
+                .map_err(|e| Error::path("symlink", show(), errno(e)))?;
                 Node::Name
             }
             TYPE_XGLOBAL => {
@@ -900,10 +999,21 @@ impl<'a> Unpacker<'a> {
 
         self.set_metadata(pfd, &base, &node, &hdr, &show)?;
 
+        let mut comps = parent.comps;
+        comps.push(base);
+        self.unpacked.insert(join_comps(&comps));
         if hdr.typeflag == TYPE_DIR {
             self.dirs.push((name.clone(), entry_times(&hdr)));
+            // `name/` now resolves, without symlinks, to this very directory: remember it for
+            // the entries inside.
+            if parent.zero_links {
+                self.resolved
+                    .insert(cache_key(&name).to_vec(), comps.clone());
+                if let Node::Fd(fd) = node {
+                    self.remember_fd(comps, Rc::new(fd));
+                }
+            }
         }
-        self.unpacked.insert(key_of(&parent.comps, &base));
         Ok(())
     }
 

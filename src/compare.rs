@@ -302,7 +302,6 @@ fn write_in_order<W: Write>(
 }
 
 fn gzip_worker(jobs: &Mutex<Receiver<Chunk>>, done: SyncSender<Compressed>, level: u32) {
-    let mut compressor = flate2::Compress::new(flate2::Compression::new(level), false);
     loop {
         let job = {
             let Ok(rx) = jobs.lock() else { return };
@@ -312,9 +311,7 @@ fn gzip_worker(jobs: &Mutex<Receiver<Chunk>>, done: SyncSender<Compressed>, leve
             }
         };
         let mut bytes = Vec::new();
-        if compression::deflate_chunk(&mut compressor, &job.dict, &job.data, job.last, &mut bytes)
-            .is_err()
-        {
+        if compression::deflate_chunk(level, &job.dict, &job.data, job.last, &mut bytes).is_err() {
             // Dropping `done` makes the writer report the stream as broken.
             return;
         }

@@ -193,16 +193,21 @@ pub fn gzip_trailer(crc: &flate2::Crc) -> [u8; 8] {
 
 /// Compress one chunk of a pigz-style parallel gzip stream: raw deflate primed with `dict`
 /// (the previous 32 KiB of input), ended by a sync flush so that the chunks concatenate into
-/// one deflate stream, or by the final block when `last`. `compressor` is reused across calls.
+/// one deflate stream, or by the final block when `last`.
+///
+/// Each chunk gets a fresh compressor: a reset and reused zlib-rs `Compress` gave output that
+/// depended on which chunks that worker had compressed before, so the same tree produced
+/// different gzip bytes from run to run (measured: no slower than reuse).
 pub fn deflate_chunk(
-    compressor: &mut flate2::Compress,
+    level: u32,
     dict: &[u8],
     data: &[u8],
     last: bool,
     out: &mut Vec<u8>,
 ) -> io::Result<()> {
     use flate2::{FlushCompress, Status};
-    compressor.reset();
+    let mut compressor = flate2::Compress::new(flate2::Compression::new(level), false);
+    let compressor = &mut compressor;
     if !dict.is_empty() {
         compressor.set_dictionary(dict).map_err(io::Error::other)?;
     }
@@ -252,7 +257,6 @@ mod encoder_tests {
         }
         for level in [0, 1, 6, 9] {
             let mut out = gzip_header(level).to_vec();
-            let mut c = flate2::Compress::new(flate2::Compression::new(level), false);
             let mut crc = flate2::Crc::new();
             let chunks: Vec<&[u8]> = data.chunks(GZIP_CHUNK).collect();
             let mut buf = Vec::new();
@@ -263,7 +267,7 @@ mod encoder_tests {
                     let prev = chunks[i - 1];
                     &prev[prev.len().saturating_sub(DEFLATE_WINDOW)..]
                 };
-                deflate_chunk(&mut c, dict, chunk, i + 1 == chunks.len(), &mut buf).unwrap();
+                deflate_chunk(level, dict, chunk, i + 1 == chunks.len(), &mut buf).unwrap();
                 out.extend_from_slice(&buf);
                 crc.update(chunk);
             }
@@ -278,12 +282,11 @@ mod encoder_tests {
 
     #[test]
     fn empty_last_chunk_still_ends_the_stream() {
-        let mut c = flate2::Compress::new(flate2::Compression::new(6), false);
         let mut out = gzip_header(6).to_vec();
         let mut buf = Vec::new();
-        deflate_chunk(&mut c, &[], b"hello", false, &mut buf).unwrap();
+        deflate_chunk(6, &[], b"hello", false, &mut buf).unwrap();
         out.extend_from_slice(&buf);
-        deflate_chunk(&mut c, b"hello", b"", true, &mut buf).unwrap();
+        deflate_chunk(6, b"hello", b"", true, &mut buf).unwrap();
         out.extend_from_slice(&buf);
         let mut crc = flate2::Crc::new();
         crc.update(b"hello");

@@ -15,9 +15,9 @@ pub mod control;
 pub mod digest;
 pub mod error;
 pub mod layer;
-pub mod walk;
 pub mod resolve;
 pub mod tarread;
+pub mod walk;
 
 pub use apply::{apply, Applied, ApplyOptions, WhiteoutMode};
 pub use compare::{compare, CompareOptions, Diff};

@@ -20,7 +20,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, ResolveFlags};
 
 /// Most symlinks one resolution may follow (continuity's limit).
-pub const MAX_LINKS: usize = 255;
+pub(crate) const MAX_LINKS: usize = 255;
+/// Most symlinks one kernel path lookup follows (Linux's MAXSYMLINKS), which the fallback of
+/// `RESOLVE_IN_ROOT` mimics.
+const KERNEL_MAX_LINKS: usize = 40;
 
 static FORCE_FALLBACK: AtomicBool = AtomicBool::new(false);
 
@@ -147,7 +150,7 @@ impl Root {
                 FileType::Directory => stack.push(fd),
                 FileType::Symlink => {
                     links += 1;
-                    if links > MAX_LINKS {
+                    if links > KERNEL_MAX_LINKS {
                         return Err(io::Error::from_raw_os_error(libc::ELOOP));
                     }
                     let target = rfs::readlinkat(&fd, "", Vec::new())

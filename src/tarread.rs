@@ -14,19 +14,19 @@ const BLOCK: usize = 512;
 /// Go's `maxSpecialFileSize`: the largest PAX or GNU long-name payload accepted.
 const MAX_SPECIAL_FILE_SIZE: i64 = 1 << 20;
 
-pub const TYPE_REG: u8 = b'0';
-pub const TYPE_REGA: u8 = 0;
-pub const TYPE_LINK: u8 = b'1';
-pub const TYPE_SYMLINK: u8 = b'2';
-pub const TYPE_CHAR: u8 = b'3';
-pub const TYPE_BLOCK: u8 = b'4';
-pub const TYPE_DIR: u8 = b'5';
-pub const TYPE_FIFO: u8 = b'6';
-pub const TYPE_XHEADER: u8 = b'x';
-pub const TYPE_XGLOBAL: u8 = b'g';
-pub const TYPE_GNU_LONGNAME: u8 = b'L';
-pub const TYPE_GNU_LONGLINK: u8 = b'K';
-pub const TYPE_GNU_SPARSE: u8 = b'S';
+pub(crate) const TYPE_REG: u8 = b'0';
+pub(crate) const TYPE_REGA: u8 = 0;
+pub(crate) const TYPE_LINK: u8 = b'1';
+pub(crate) const TYPE_SYMLINK: u8 = b'2';
+pub(crate) const TYPE_CHAR: u8 = b'3';
+pub(crate) const TYPE_BLOCK: u8 = b'4';
+pub(crate) const TYPE_DIR: u8 = b'5';
+pub(crate) const TYPE_FIFO: u8 = b'6';
+pub(crate) const TYPE_XHEADER: u8 = b'x';
+pub(crate) const TYPE_XGLOBAL: u8 = b'g';
+pub(crate) const TYPE_GNU_LONGNAME: u8 = b'L';
+pub(crate) const TYPE_GNU_LONGLINK: u8 = b'K';
+pub(crate) const TYPE_GNU_SPARSE: u8 = b'S';
 
 /// Nanoseconds since the Unix epoch (wide enough for any `i64` seconds plus fraction).
 pub type Nanos = i128;

@@ -467,3 +467,107 @@ fn sparse_files_expand_holes() {
     );
     assert_eq!(fs::read(sb.p("sp10")).unwrap(), b"xy\0\0\0\0\0\0z\0\0\0");
 }
+
+#[test]
+fn concurrent_symlink_swaps_never_redirect_writes_outside() {
+    require_root();
+    let sb = Sandbox::new();
+    let outside = tempfile::tempdir().unwrap();
+    fs::create_dir(sb.p("d")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), sb.p("d-link")).unwrap();
+    let mut t = Tar::new();
+    for i in 0..3000 {
+        t = t.file(&format!("d/f{i}"), b"payload");
+        if i % 100 == 0 {
+            t = t.file(&format!("d/sub{i}/g"), b"payload");
+        }
+    }
+    let layer = t.finish();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let swapper = {
+        let stop = stop.clone();
+        let root = sb.root();
+        std::thread::spawn(move || {
+            let dir = rustix::fs::open(
+                &root,
+                rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY,
+                rustix::fs::Mode::empty(),
+            )
+            .unwrap();
+            let mut swaps = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // Atomically exchange the directory and the symlink to the outside.
+                rustix::fs::renameat_with(
+                    &dir,
+                    "d",
+                    &dir,
+                    "d-link",
+                    rustix::fs::RenameFlags::EXCHANGE,
+                )
+                .unwrap();
+                swaps += 1;
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+            swaps
+        })
+    };
+    // Whether it fails (a symlink met where a directory was resolved) or succeeds does not
+    // matter; writing outside would.
+    let res = apply_bytes(&sb.root(), &layer, &default_opts());
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let swaps = swapper.join().unwrap();
+    assert!(swaps > 10, "the race did not run ({swaps} swaps)");
+    eprintln!(
+        "{swaps} swaps during apply; apply result: {:?}",
+        res.as_ref().map(|_| ())
+    );
+    let leaked: Vec<_> = fs::read_dir(outside.path()).unwrap().collect();
+    assert!(
+        leaked.is_empty(),
+        "apply wrote outside the root: {leaked:?} (result {res:?})"
+    );
+    sb.assert_outside_untouched();
+}
+
+#[test]
+fn zstd_with_a_leading_skippable_frame_and_sync_fs() {
+    require_root();
+    let sb = Sandbox::new();
+    let tar = Tar::new().file("f", b"skippable").finish();
+    // A skippable frame (magic 0x184D2A5E, 4-byte length, payload) before the real frame.
+    let mut layer = vec![0x5e, 0x2a, 0x4d, 0x18, 3, 0, 0, 0, b'a', b'b', b'c'];
+    layer.extend(zstd::encode_all(&tar[..], 3).unwrap());
+    let opts = ApplyOptions {
+        sync_fs: true,
+        ..default_opts()
+    };
+    let got = apply_bytes(&sb.root(), &layer, &opts).unwrap();
+    assert_eq!(fs::read(sb.p("f")).unwrap(), b"skippable");
+    assert_eq!(got.size, tar.len() as u64);
+}
+
+#[test]
+fn fallback_walk_handles_loops_and_dotdot() {
+    require_root();
+    layerdiff::resolve::force_walk_fallback(true);
+    let sb = Sandbox::new();
+    std::os::unix::fs::symlink("l2/x", sb.p("l1")).unwrap();
+    std::os::unix::fs::symlink("l1/x", sb.p("l2")).unwrap();
+    fs::create_dir_all(sb.p("a/b")).unwrap();
+    std::os::unix::fs::symlink("../../../../..", sb.p("a/b/up")).unwrap();
+    let looped = apply_bytes(
+        &sb.root(),
+        &Tar::new().file("l1/f", b"x").finish(),
+        &default_opts(),
+    );
+    let up = apply_bytes(
+        &sb.root(),
+        &Tar::new().file("a/b/up/a/b/up/top", b"t").finish(),
+        &default_opts(),
+    );
+    layerdiff::resolve::force_walk_fallback(false);
+    assert!(looped.is_err());
+    up.unwrap();
+    assert_eq!(fs::read(sb.p("top")).unwrap(), b"t");
+    sb.assert_outside_untouched();
+}

@@ -109,6 +109,7 @@ pub(crate) fn guard_value<T>(fallback: T, body: impl FnOnce() -> T) -> T {
 }
 
 /// The kind of `err` (one of `LAYERDIFF_ERROR_*`), or 0 when `err` is NULL.
+/// Thread-safe: an error may be read from several threads at once (not while it is freed).
 ///
 /// # Safety
 /// `err` is NULL or an error returned by layerdiff and not yet freed.
@@ -119,6 +120,7 @@ pub unsafe extern "C" fn layerdiff_error_kind(err: *const layerdiff_error) -> u3
 }
 
 /// The errno of the failed system call behind `err`, or 0 when there is none or `err` is NULL.
+/// Thread-safe like `layerdiff_error_kind`.
 ///
 /// # Safety
 /// `err` is NULL or an error returned by layerdiff and not yet freed.
@@ -130,7 +132,7 @@ pub unsafe extern "C" fn layerdiff_error_errno(err: *const layerdiff_error) -> i
 
 /// The message of `err`: the whole cause chain, `outer: inner: ...`, NUL-terminated. The string
 /// belongs to `err` and stays valid until `layerdiff_error_free(err)`. Returns "" when `err` is
-/// NULL.
+/// NULL. Thread-safe like `layerdiff_error_kind`.
 ///
 /// # Safety
 /// `err` is NULL or an error returned by layerdiff and not yet freed.
@@ -143,7 +145,8 @@ pub unsafe extern "C" fn layerdiff_error_message(err: *const layerdiff_error) ->
     })
 }
 
-/// Release an error returned by layerdiff. NULL is accepted and ignored.
+/// Release an error returned by layerdiff. NULL is accepted and ignored. Call it once per error,
+/// when no other thread still reads it.
 ///
 /// # Safety
 /// `err` is NULL or an error returned by layerdiff that was not freed before; it must not be

@@ -343,7 +343,9 @@ unsafe fn apply_options(
 ///
 /// - `lower`, `upper`: NUL-terminated paths (any bytes, not necessarily UTF-8); read only.
 /// - `out_fd`: borrowed, never closed; must be open for writing (a file, pipe or socket).
-///   Writing starts at its current offset, which advances.
+///   Writing starts at its current offset, which advances. As with any write(2), a pipe or
+///   socket whose reader is gone raises SIGPIPE unless the process ignores it; the call then
+///   fails with LAYERDIFF_ERROR_IO and errno EPIPE.
 /// - `options`: NULL = the zero value (gzip level 6).
 /// - `out`: must not be NULL; written only on success.
 ///
@@ -432,7 +434,7 @@ pub unsafe extern "C" fn layerdiff_apply(
 }
 
 /// Create a cancellation handle (not triggered). Release it with `layerdiff_cancel_free`.
-/// Returns NULL only on an internal failure.
+/// Returns NULL only on an internal failure. Thread-safe.
 #[no_mangle]
 pub extern "C" fn layerdiff_cancel_new() -> *mut layerdiff_cancel {
     guard_value(std::ptr::null_mut(), || {
@@ -459,7 +461,7 @@ pub unsafe extern "C" fn layerdiff_cancel_trigger(cancel: *const layerdiff_cance
 }
 
 /// Release a cancellation handle. NULL is accepted and ignored. Not while a call that was given
-/// the handle is still running.
+/// the handle is still running, nor while another thread may still trigger it.
 ///
 /// # Safety
 /// `cancel` is NULL or a handle from `layerdiff_cancel_new` not freed before.
@@ -472,6 +474,7 @@ pub unsafe extern "C" fn layerdiff_cancel_free(cancel: *mut layerdiff_cancel) {
 }
 
 /// The library version ("MAJOR.MINOR.PATCH"), a static NUL-terminated string; never free it.
+/// Thread-safe.
 #[no_mangle]
 pub extern "C" fn layerdiff_version() -> *const c_char {
     const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "\0");

@@ -3,6 +3,8 @@
  * leaves its out-parameter untouched and the caller's descriptor open. */
 #include "test_util.h"
 
+#include <signal.h>
+
 #ifndef EXPECTED_VERSION
 #error "build with -DEXPECTED_VERSION=\"x.y.z\" (the installed pkg-config version)"
 #endif
@@ -272,8 +274,43 @@ static void test_canceled_before_start(const char *dir, int out_fd)
     layerdiff_cancel_free(cancel);
 }
 
+/* The output failing mid-layer: the errno reaches the caller. */
+static void test_output_failures(const char *dir)
+{
+    printf("output failures\n");
+    char lower[4096], upper[4096];
+    path_join(lower, sizeof lower, dir, "out-lower");
+    path_join(upper, sizeof upper, dir, "out-upper");
+    make_dir(dir, "out-lower", 0755);
+    make_dir(dir, "out-upper", 0755);
+    build_lower(lower, 5);
+    build_upper(upper, 5);
+    layerdiff_compare_options options;
+    memset(&options, 0, sizeof options);
+    options.compression = LAYERDIFF_COMPRESSION_NONE;
+
+    int full = open("/dev/full", O_WRONLY | O_CLOEXEC);
+    if (full < 0)
+        DIE("open /dev/full: %s", strerror(errno));
+    expect_error("compare to /dev/full", compare_with(lower, upper, full, &options, "full"),
+                 LAYERDIFF_ERROR_IO, ENOSPC, "No space left");
+    close(full);
+
+    /* SIGPIPE is ignored in main, as a C program writing to pipes must. */
+    int pipe_fds[2];
+    if (pipe2(pipe_fds, O_CLOEXEC) != 0)
+        DIE("pipe: %s", strerror(errno));
+    close(pipe_fds[0]);
+    expect_error("compare to a pipe without reader",
+                 compare_with(lower, upper, pipe_fds[1], &options, "epipe"), LAYERDIFF_ERROR_IO,
+                 EPIPE, "Broken pipe");
+    CHECK(fd_is_open(pipe_fds[1]), "compare closed the pipe");
+    close(pipe_fds[1]);
+}
+
 int main(void)
 {
+    signal(SIGPIPE, SIG_IGN);
     char dir[4096], out_path[4096], in_path[4096];
     make_temp_dir(dir, sizeof dir, "errors");
     path_join(out_path, sizeof out_path, dir, "out.layer");
@@ -290,6 +327,7 @@ int main(void)
     test_missing_paths(dir, out_fd, in_fd);
     test_corrupt_layers(dir);
     test_canceled_before_start(dir, out_fd);
+    test_output_failures(dir);
 
     CHECK(fd_is_open(out_fd) && fd_is_open(in_fd), "a call closed the caller's fd");
     close(out_fd);

@@ -151,6 +151,34 @@ func craftedCases(t *testing.T) []parityCase {
 	add("whiteout-with-data", newTar(t).file("etc/.wh.shadow", "ignored data").file("next", "n").bytes())
 	add("uid-minus-one", newTar(t).add(&tar.Header{Typeflag: tar.TypeReg, Name: "m1", Uid: -1, Gid: -1, Format: tar.FormatGNU}, []byte("m")).bytes())
 
+	add("symlink-created-then-parent-removed", newTar(t).dir("a").symlink("a", "b").file("b/x", "1").file("a/y", "2").
+		file("a", "now a file").file("b/z", "3").bytes())
+	add("lexical-dotdot-after-symlink", newTar(t).dir("q/r").symlink("q/r", "s").symlink("s/../c", "l").file("l/f", "lex").bytes())
+	add("dir-merge-twice", newTar(t).add(&tar.Header{Typeflag: tar.TypeDir, Name: "m/", Mode: 0o700, Uid: 3}, nil).file("m/f", "f").
+		add(&tar.Header{Typeflag: tar.TypeDir, Name: "m", Mode: 0o751, Uid: 4, ModTime: now}, nil).bytes())
+	add("hardlink-then-source-replaced", newTar(t).file("src", "one").link("src", "dst").file("src", "two").link("dst", "dst2").bytes())
+	add("opaque-descends-into-unpacked", newTar(t).dir("etc/sub/").file("etc/sub/new", "n").file("etc/.wh..wh..opq", "").bytes())
+	add("opaque-twice-same-dir", newTar(t).file("etc/.wh..wh..opq", "").file("etc/later", "x").file("etc/.wh..wh..opq", "").bytes())
+	chain := newTar(t).dir("target")
+	for i := 0; i < 100; i++ {
+		chain.symlink(fmt.Sprintf("c%d", i+1), fmt.Sprintf("c%d", i))
+	}
+	add("symlink-chain-100", chain.symlink("target", "c100").file("c0/f", "deep").bytes())
+	long := newTar(t).dir("target")
+	for i := 0; i < 300; i++ {
+		long.symlink(fmt.Sprintf("k%d", i+1), fmt.Sprintf("k%d", i))
+	}
+	add("symlink-chain-300", long.symlink("target", "k300").file("k0/f", "deep").bytes())
+	add("odd-names", newTar(t).file("a//b/./c", "1").file("./x/../y", "2").dir("d/.").file("d/./e", "3").bytes())
+	add("symlink-to-self-parent", newTar(t).symlink(".", "self").file("self/self/self/f", "s").symlink("..", "up").file("up/up/g", "u").bytes())
+	add("whiteout-then-recreate", newTar(t).file(".wh.etc", "").dir("etc/").file("etc/passwd", "new").bytes())
+	add("dir-replaced-by-file-then-child", newTar(t).file("usr", "file").file("usr/lib/x", "x").bytes())
+	add("hardlink-chain-through-symlink-dir", newTar(t).file("lib/newlib", "nl").link("usr/lib/newlib", "hl-through").bytes())
+	add("overlay-lower-symlink-parent", newTar(t).file("opt/app/cfg/new/deeper/f", "z").bytes())
+	add("pax-uid-large", newTar(t).add(&tar.Header{Typeflag: tar.TypeReg, Name: "bigid", Uid: 1 << 30, Gid: 1<<32 + 5, Format: tar.FormatPAX}, []byte("b")).bytes())
+	add("pax-times-fractions", newTar(t).add(&tar.Header{Typeflag: tar.TypeReg, Name: "frac", ModTime: time.Unix(1500000000, 1), AccessTime: time.Unix(1400000000, 999999999), Format: tar.FormatPAX}, []byte("f")).
+		add(&tar.Header{Typeflag: tar.TypeDir, Name: "fracdir", ModTime: time.Unix(1500000000, 5), AccessTime: time.Unix(1600000000, 7), Format: tar.FormatPAX}, nil).bytes())
+
 	// Raw byte edits Go's writer will not make.
 	trailing := append(newTar(t).file("t", "t").bytes(), []byte("trailing garbage after the archive")...)
 	add("trailing-bytes", trailing)
@@ -159,6 +187,8 @@ func craftedCases(t *testing.T) []parityCase {
 	add("gzip", gz(t, newTar(t).file("z/f", "gzip").bytes()))
 	add("gzip-multimember", append(gz(t, newTar(t).file("m1", "one").bytes()[:1024]), gz(t, newTar(t).file("m2", "two").bytes()[1024-1024:])...))
 	add("zstd", zst(t, newTar(t).file("z/f", "zstd").bytes()))
+	add("zstd-skippable-first", append([]byte{0x5e, 0x2a, 0x4d, 0x18, 3, 0, 0, 0, 'a', 'b', 'c'}, zst(t, newTar(t).file("z/s", "skip").bytes())...))
+	add("gzip-then-zeros", append(gz(t, newTar(t).file("z/g", "g").bytes()), make([]byte, 64)...))
 	add("gzip-trailing-garbage", append(gz(t, newTar(t).file("g", "g").bytes()), "junk"...))
 	add("gzip-truncated", gz(t, newTar(t).file("g", strings.Repeat("x", 100000)).bytes())[:200])
 	add("zstd-truncated", zst(t, newTar(t).file("g", strings.Repeat("y", 100000)).bytes())[:40])
