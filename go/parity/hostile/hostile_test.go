@@ -735,14 +735,20 @@ func TestHostileLayersMatchContainerd(t *testing.T) {
 // broken promise.
 func runSeed(t *testing.T, bin string, seed int64, overlay bool, stats map[string]int) (string, bool) {
 	g := &gen{r: rand.New(rand.NewSource(seed))}
+	return runLayers(t, bin, seed, layersPerSeed, g.layer, overlay, stats)
+}
+
+// runLayers applies up to n layers from next to fresh twins (odd seeds: with a lowerdir in
+// overlay mode); it returns a report and false on a broken promise.
+func runLayers(t *testing.T, bin string, seed int64, n int, next func() []entry, overlay bool, stats map[string]int) (string, bool) {
 	base := t.TempDir()
 	twins := [2]string{filepath.Join(base, "containerd"), filepath.Join(base, "layerdiff")}
 	for _, top := range twins {
 		populate(t, top)
 	}
 	var report strings.Builder
-	for i := 0; i < layersPerSeed; i++ {
-		layer, entries := encode(g.layer())
+	for i := 0; i < n; i++ {
+		layer, entries := encode(next())
 		fmt.Fprintf(&report, "  layer %d:\n", i)
 		for j, e := range entries {
 			fmt.Fprintf(&report, "    %2d: %s\n", j, e)
@@ -758,8 +764,13 @@ func runSeed(t *testing.T, bin string, seed int64, overlay bool, stats map[strin
 		if seed%2 == 1 {
 			parents = [2][]string{{filepath.Join(twins[0], "outside", "lower")}, {filepath.Join(twins[1], "outside", "lower")}}
 		}
+		tc := time.Now()
 		want := applyContainerd(t, filepath.Join(twins[0], "root"), layer, overlay, parents[0])
+		tc2 := time.Now()
 		got := applyOurs(t, bin, filepath.Join(twins[1], "root"), layer, overlay, parents[1])
+		if os.Getenv("HOSTILE_VERBOSE") != "" {
+			t.Logf("containerd %v, layerdiff %v", tc2.Sub(tc), time.Since(tc2))
+		}
 		fmt.Fprintf(&report, "  containerd: %v\n  layerdiff:  %v\n", errOr(want), errOr(got))
 		if os.Getenv("HOSTILE_VERBOSE") != "" {
 			t.Logf("seed %d layer %d overlay %v: containerd: %s", seed, i, overlay, errOr(want))
@@ -823,4 +834,49 @@ func errOr(r result) string {
 		return "error: " + r.err.Error()
 	}
 	return "ok " + r.digest
+}
+
+// TestDeepNamesMatchContainerd: names of very many components (PAX paths may be long) apply
+// or fail as containerd's do, never crash, never write outside.
+func TestDeepNamesMatchContainerd(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("SKIPPING LOUDLY: hostile apply parity needs root (mknod, chown, trusted.* xattrs)")
+	}
+	bin := layerdiffBin(t)
+	// Odd indexes give overlay mode a lowerdir, whose lookups cost O(depth²) per entry in
+	// containerd and in layerdiff alike (1000 levels: ~10 s each), so those stay shallower.
+	names := []string{
+		strings.Repeat("a/", 2040) + "f", // past PATH_MAX with the root's own path
+		strings.Repeat("nx1/", 200) + "f",
+		strings.Repeat("a/", 200000) + "f",
+		strings.Repeat("self/", 1000) + "f",
+		strings.Repeat("../", 50000) + strings.Repeat("a/", 1500) + "f",
+	}
+	stats := map[string]int{}
+	for i, name := range names {
+		for _, overlay := range []bool{false, true} {
+			layer := []entry{
+				{hdr: tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: 0o644, Size: 1, ModTime: time.Unix(1600000000, 0)}, data: []byte("x")},
+				{hdr: tar.Header{Typeflag: tar.TypeDir, Name: name + "d/", Mode: 0o755, ModTime: time.Unix(1600000000, 0)}},
+			}
+			once := false
+			next := func() []entry {
+				if once {
+					return nil
+				}
+				once = true
+				return layer
+			}
+			t0 := time.Now()
+			msgs, ok := runLayers(t, bin, int64(i), 1, next, overlay, stats)
+			t.Logf("name #%d overlay %v: %v", i, overlay, time.Since(t0))
+			if !ok {
+				if len(msgs) > 3000 {
+					msgs = msgs[:1500] + " ... " + msgs[len(msgs)-1500:]
+				}
+				t.Errorf("name #%d (%d bytes), overlay %v:\n%s", i, len(name), overlay, msgs)
+			}
+		}
+	}
+	t.Logf("outcomes: %v", stats)
 }
