@@ -1491,3 +1491,42 @@ fn deeply_nested_names_fail_cleanly() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// A whiteout of a directory tree ~1800 levels deep (as deep as names under PATH_MAX allow)
+/// succeeds, as containerd's does, also for a CLI started with the common soft limit of 1024
+/// open files: Go raises its soft limit to the hard one at startup, and the removal holds one
+/// descriptor per level.
+#[test]
+fn whiteout_of_a_very_deep_tree_under_a_low_fd_limit() {
+    require_root();
+    let deep = "a/".repeat(1800) + "f";
+    let mut failures = Vec::new();
+    for (what, whiteout) in [("whiteout", ".wh.a"), ("opaque whiteout", ".wh..wh..opq")] {
+        let mut file = Entry::new(b'0', deep.as_bytes());
+        file.name_via = Carrier::Pax;
+        file.data = b"x".to_vec();
+        let layer = encode(&[file, Entry::new(b'0', whiteout.as_bytes())]);
+        let sb = Sandbox::new();
+        let scratch = tempfile::tempdir().unwrap();
+        let layer_path = scratch.path().join("layer.tar");
+        fs::write(&layer_path, &layer).unwrap();
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("ulimit -S -n 1024 && exec \"$0\" apply \"$1\" \"$2\"")
+            .arg(env!("CARGO_BIN_EXE_layerdiff"))
+            .arg(&layer_path)
+            .arg(sb.root())
+            .output()
+            .unwrap();
+        if !out.status.success() {
+            failures.push(format!(
+                "{what}: {} {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        } else if fs::symlink_metadata(sb.root().join("a")).is_ok() {
+            failures.push(format!("{what}: the tree is still there"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
