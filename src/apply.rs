@@ -83,7 +83,7 @@ impl Applied {
 ///
 /// The input is decompressed (gzip/zstd detected by magic bytes) on a worker thread that
 /// hands buffers to this one over a bounded channel, so inflating overlaps with writing files;
-/// this thread hashes them (inflating is the heavier half).
+/// a third thread hashes each buffer once this one is done with it.
 pub fn apply<R: Read + Send>(root: &Path, input: R, opts: &ApplyOptions) -> Result<Applied> {
     control::check(opts.cancel.as_ref())?;
     let root_dir = Root::open(root).map_err(|e| Error::path("open root", root, e))?;
@@ -104,23 +104,27 @@ pub fn apply<R: Read + Send>(root: &Path, input: R, opts: &ApplyOptions) -> Resu
         let (recycle_tx, recycle_rx) = mpsc::channel::<Vec<u8>>();
         let decoder =
             scope.spawn(move || decode(input, tx, recycle_rx, progress, cancel, decoder_count));
+        // Buffers the unpacker is done with are hashed on a third thread (sha256 is about a
+        // third of the unpacker's work), in stream order, then recycled. The channel is
+        // bounded so a slow hasher holds the unpacker back instead of piling up buffers.
+        let (hash_tx, hash_rx) = mpsc::sync_channel::<Vec<u8>>(CHANNEL_DEPTH);
+        let hasher = scope.spawn(move || hash_chunks(hash_rx, recycle_tx));
 
         let mut unpacker = Unpacker::new(root, &root_dir, lowers, opts)?;
         let mut reader = ChannelReader {
             rx: Some(rx),
-            recycle: recycle_tx,
+            done: Some(hash_tx),
             buf: Vec::new(),
             pos: 0,
-            hasher: Sha256::new(),
-            count: 0,
         };
         let result = unpacker.run(&mut reader);
-        let (digest, size) = (
-            format_sha256(&reader.hasher.clone().finalize()),
-            reader.count,
-        );
-        // Dropping the receiver stops the decoder if we are leaving early.
+        // Hands the last buffer to the hasher and closes its channel; dropping the receiver
+        // stops the decoder if we are leaving early.
+        reader.finish();
         drop(reader);
+        let (digest, size) = hasher
+            .join()
+            .map_err(|_| Error::Internal("hasher thread panicked".into()))?;
         let decoded = decoder
             .join()
             .map_err(|_| Error::Internal("decoder thread panicked".into()))?;
@@ -256,15 +260,40 @@ impl<R: Read> Read for CountingReader<R> {
     }
 }
 
+/// sha256 and size of every decompressed byte (the layer's diffID), buffer by buffer in
+/// stream order; each buffer then goes back to the decoder.
+fn hash_chunks(chunks: Receiver<Vec<u8>>, recycle: mpsc::Sender<Vec<u8>>) -> (String, u64) {
+    let mut hasher = Sha256::new();
+    let mut count = 0u64;
+    for chunk in chunks {
+        hasher.update(&chunk);
+        count += chunk.len() as u64;
+        // The decoder may be gone already; the buffer is then simply freed.
+        let _ = recycle.send(chunk);
+    }
+    (format_sha256(&hasher.finalize()), count)
+}
+
 /// The unpacker's end of the channel, as a `BufRead` whose buffers are the decoder's chunks.
+/// Every chunk received is passed on to the hasher once consumed (or at `finish`).
 struct ChannelReader {
     rx: Option<Receiver<io::Result<Vec<u8>>>>,
-    recycle: mpsc::Sender<Vec<u8>>,
-    /// sha256 and size of every decompressed byte received (the layer's diffID).
-    hasher: Sha256,
-    count: u64,
+    done: Option<SyncSender<Vec<u8>>>,
     buf: Vec<u8>,
     pos: usize,
+}
+
+impl ChannelReader {
+    /// Pass the current buffer to the hasher and close its channel.
+    fn finish(&mut self) {
+        if let Some(done) = self.done.take() {
+            let last = std::mem::take(&mut self.buf);
+            if !last.is_empty() {
+                let _ = done.send(last);
+            }
+        }
+        self.pos = 0;
+    }
 }
 
 impl Read for ChannelReader {
@@ -283,11 +312,15 @@ impl BufRead for ChannelReader {
             let Some(rx) = &self.rx else { return Ok(&[]) };
             match rx.recv() {
                 Ok(Ok(chunk)) => {
-                    self.hasher.update(&chunk);
-                    self.count += chunk.len() as u64;
                     let used = std::mem::replace(&mut self.buf, chunk);
-                    if used.capacity() > 0 {
-                        let _ = self.recycle.send(used);
+                    if !used.is_empty() {
+                        if let Some(done) = &self.done {
+                            // Fails only if the hasher is gone, which it is not before
+                            // `finish`; the digest would then be wrong, so say so.
+                            if done.send(used).is_err() {
+                                return Err(io::Error::other("hasher thread stopped"));
+                            }
+                        }
                     }
                     self.pos = 0;
                 }
