@@ -579,6 +579,28 @@ impl<'a> Unpacker<'a> {
         self.dir_fds.clear();
     }
 
+    /// Run `make` (a create at `base` in `pfd`); if the name exists, remove whatever is there
+    /// and make again. containerd looks first and removes; names are usually fresh, so trying
+    /// first saves a lookup per entry.
+    fn create_replacing<T>(
+        &mut self,
+        pfd: BorrowedFd<'_>,
+        base: &[u8],
+        what: &'static str,
+        show: &dyn Fn() -> PathBuf,
+        make: impl Fn() -> rustix::io::Result<T>,
+    ) -> Result<T> {
+        match make() {
+            Err(rustix::io::Errno::EXIST) => {
+                self.invalidate();
+                remove_all(pfd, base).map_err(|e| Error::path("remove", show(), e))?;
+                make()
+            }
+            other => other,
+        }
+        .map_err(|e| Error::path(what, show(), errno(e)))
+    }
+
     fn remember_fd(&mut self, comps: Comps, fd: Rc<OwnedFd>) {
         if self.dir_fds.len() >= FD_CACHE_MAX {
             self.dir_fds.clear();
@@ -1009,15 +1031,7 @@ impl<'a> Unpacker<'a> {
                         mode,
                     )
                 };
-                let fd = match create() {
-                    Err(rustix::io::Errno::EXIST) => {
-                        self.invalidate();
-                        remove_all(pfd, &base).map_err(|e| Error::path("remove", show(), e))?;
-                        create()
-                    }
-                    other => other,
-                }
-                .map_err(|e| Error::path("create", show(), errno(e)))?;
+                let fd = self.create_replacing(pfd, &base, "create", &show, create)?;
                 // containerd chmods right after creating too; the final chmod below sets the
                 // same bits, so that first one has no visible effect and is skipped.
                 self.copy_data(tr, &fd, &show)?;
@@ -1041,15 +1055,7 @@ impl<'a> Unpacker<'a> {
                 };
                 let dev = mknod_dev(hdr.devmajor as u32, hdr.devminor as u32);
                 let make = || rfs::mknodat(pfd, base.as_slice(), ft, mode, dev);
-                match make() {
-                    Err(rustix::io::Errno::EXIST) => {
-                        self.invalidate();
-                        remove_all(pfd, &base).map_err(|e| Error::path("remove", show(), e))?;
-                        make()
-                    }
-                    other => other,
-                }
-                .map_err(|e| Error::path("mknod", show(), errno(e)))?;
+                self.create_replacing(pfd, &base, "mknod", &show, make)?;
                 Node::Name
             }
             TYPE_LINK => {
@@ -1091,15 +1097,7 @@ impl<'a> Unpacker<'a> {
             }
             TYPE_SYMLINK => {
                 let make = || rfs::symlinkat(hdr.linkname.as_slice(), pfd, base.as_slice());
-                match make() {
-                    Err(rustix::io::Errno::EXIST) => {
-                        self.invalidate();
-                        remove_all(pfd, &base).map_err(|e| Error::path("remove", show(), e))?;
-                        make()
-                    }
-                    other => other,
-                }
-                .map_err(|e| Error::path("symlink", show(), errno(e)))?;
+                self.create_replacing(pfd, &base, "symlink", &show, make)?;
                 Node::Name
             }
             TYPE_XGLOBAL => {
