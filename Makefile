@@ -15,7 +15,7 @@ SOMAJOR := $(firstword $(subst ., ,$(VERSION)))
 # header, library and pkg-config file only.
 TEST_PREFIX := $(CURDIR)/build/prefix
 
-.PHONY: all build header header-check test rust-test c-test go-test demo bench install clean
+.PHONY: all build header header-check lint test rust-test c-test go-test demo bench install clean
 
 all: build
 
@@ -35,7 +35,13 @@ header-check:
 	  else diff -u include/layerdiff.h $$tmp | head -40; rm -f $$tmp; \
 	       echo "header-check: include/layerdiff.h is stale: run 'make header'"; exit 1; fi
 
-test: rust-test header-check c-test go-test
+test: lint rust-test header-check c-test go-test
+
+# Formatting and lints, as every commit should already satisfy them.
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --release --locked --all-targets -- -D warnings
+	@out=$$(cd go && gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
 
 rust-test:
 	$(CARGO) test --release --locked

@@ -26,6 +26,8 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sys/unix"
+
+	"github.com/layerdiff/layerdiff/go/internal/randtree"
 )
 
 // Benchmarks run ours and containerd's on the same input within each iteration (order
@@ -59,28 +61,6 @@ var (
 	benchTrees     []benchTree
 	benchTreesDir  string
 )
-
-// The vocabulary makes contents that gzip about 2-3x, like real rootfs files.
-var benchWords = func() [][]byte {
-	rng := rand.New(rand.NewPCG(1, 2))
-	ws := make([][]byte, 512)
-	for i := range ws {
-		w := make([]byte, 3+rng.IntN(10))
-		for j := range w {
-			w[j] = byte(rng.IntN(256))
-		}
-		ws[i] = w
-	}
-	return ws
-}()
-
-func benchData(rng *rand.Rand, size int) []byte {
-	b := make([]byte, 0, size+16)
-	for len(b) < size {
-		b = append(b, benchWords[rng.IntN(len(benchWords))]...)
-	}
-	return b[:size]
-}
 
 func writeBenchFile(b testing.TB, path string, data []byte) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
@@ -140,11 +120,11 @@ func makeBenchTrees(b testing.TB) []benchTree {
 				size = total - written
 			}
 			written += size
-			writeBenchFile(b, filepath.Join(rootfs, fmt.Sprintf("d%02d/p%03d/f%05d", i%20, i%600, i)), benchData(rng, size))
+			writeBenchFile(b, filepath.Join(rootfs, fmt.Sprintf("d%02d/p%03d/f%05d", i%20, i%600, i)), randtree.Compressible(rng, size))
 		}
 		bigfiles := filepath.Join(dir, "bigfiles")
 		for i := 0; i < 4; i++ {
-			writeBenchFile(b, filepath.Join(bigfiles, fmt.Sprintf("big%d.bin", i)), benchData(rng, 50<<20))
+			writeBenchFile(b, filepath.Join(bigfiles, fmt.Sprintf("big%d.bin", i)), randtree.Compressible(rng, 50<<20))
 		}
 		benchTrees = []benchTree{{"rootfs", empty, rootfs}, {"bigfiles", empty, bigfiles}}
 	})

@@ -83,7 +83,7 @@ impl Applied {
 ///
 /// The input is decompressed (gzip/zstd detected by magic bytes) on a worker thread that
 /// hands buffers to this one over a bounded channel, so inflating overlaps with writing files;
-/// this thread hashes them (inflating is the heavier half).
+/// a third thread hashes each buffer once this one is done with it.
 pub fn apply<R: Read + Send>(root: &Path, input: R, opts: &ApplyOptions) -> Result<Applied> {
     control::check(opts.cancel.as_ref())?;
     let root_dir = Root::open(root).map_err(|e| Error::path("open root", root, e))?;
@@ -99,31 +99,52 @@ pub fn apply<R: Read + Send>(root: &Path, input: R, opts: &ApplyOptions) -> Resu
     let consumed = Arc::new(AtomicU64::new(0));
     let decoder_count = consumed.clone();
     let result = std::thread::scope(|scope| -> Result<(String, u64, u64)> {
+        // Reading the input runs on its own thread too: the decoder is the busiest stage, and
+        // a read (a copy from the page cache, or a callback into the caller) is a tenth of it.
+        let (input_tx, input_rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(CHANNEL_DEPTH);
+        let (input_recycle_tx, input_recycle_rx) = mpsc::channel::<Vec<u8>>();
+        let reader_count = decoder_count.clone();
+        let input_reader = scope
+            .spawn(move || read_input(input, input_tx, input_recycle_rx, progress, reader_count));
+        let compressed = ChannelReader {
+            rx: Some(input_rx),
+            done: Some(Done::Recycle(input_recycle_tx)),
+            buf: Vec::new(),
+            pos: 0,
+        };
+
         let (tx, rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(CHANNEL_DEPTH);
         // Consumed buffers go back to the decoder, so chunks are not allocated and zeroed anew.
         let (recycle_tx, recycle_rx) = mpsc::channel::<Vec<u8>>();
         let decoder =
-            scope.spawn(move || decode(input, tx, recycle_rx, progress, cancel, decoder_count));
+            scope.spawn(move || decode(compressed, tx, recycle_rx, cancel, decoder_count));
+        // Buffers the unpacker is done with are hashed on a third thread (sha256 is about a
+        // third of the unpacker's work), in stream order, then recycled. The channel is
+        // bounded so a slow hasher holds the unpacker back instead of piling up buffers.
+        let (hash_tx, hash_rx) = mpsc::sync_channel::<Vec<u8>>(CHANNEL_DEPTH);
+        let hasher = scope.spawn(move || hash_chunks(hash_rx, recycle_tx));
 
         let mut unpacker = Unpacker::new(root, &root_dir, lowers, opts)?;
         let mut reader = ChannelReader {
             rx: Some(rx),
-            recycle: recycle_tx,
+            done: Some(Done::Hash(hash_tx)),
             buf: Vec::new(),
             pos: 0,
-            hasher: Sha256::new(),
-            count: 0,
         };
         let result = unpacker.run(&mut reader);
-        let (digest, size) = (
-            format_sha256(&reader.hasher.clone().finalize()),
-            reader.count,
-        );
-        // Dropping the receiver stops the decoder if we are leaving early.
+        // Hands the last buffer to the hasher and closes its channel; dropping the receiver
+        // stops the decoder if we are leaving early.
+        reader.finish();
         drop(reader);
+        let (digest, size) = hasher
+            .join()
+            .map_err(|_| Error::Internal("hasher thread panicked".into()))?;
         let decoded = decoder
             .join()
             .map_err(|_| Error::Internal("decoder thread panicked".into()))?;
+        input_reader
+            .join()
+            .map_err(|_| Error::Internal("input reader thread panicked".into()))?;
         match (result, decoded) {
             (Ok(()), Ok(consumed)) => Ok((digest, size, consumed)),
             // The decoder's own error explains a stream that ended early.
@@ -162,26 +183,74 @@ const CHANNEL_DEPTH: usize = 8;
 /// How much file data is copied between two looks at the cancel token.
 const CANCEL_EVERY: u64 = 8 << 20;
 
-/// The worker: read (reporting progress as containerd does, before each read), decompress
-/// and forward everything, trailing bytes included; returns the input bytes consumed.
-fn decode<R: Read>(
+/// The input thread: read (reporting progress as containerd does, before each read) and
+/// forward every buffer read, in order, until end of input or the first error.
+fn read_input<R: Read>(
     input: R,
     tx: SyncSender<io::Result<Vec<u8>>>,
     recycled: Receiver<Vec<u8>>,
     progress: Option<Progress>,
+    counter: Arc<AtomicU64>,
+) {
+    let mut counted = CountingReader {
+        inner: input,
+        count: counter,
+        progress,
+    };
+    loop {
+        let mut buf = recycled.try_recv().unwrap_or_default();
+        buf.resize(CHUNK, 0);
+        // Whole chunks: the decoder peeks its magic bytes in the first one.
+        let (mut n, mut end, mut failure) = (0, false, None);
+        while n < CHUNK {
+            match counted.read(&mut buf[n..]) {
+                Ok(0) => {
+                    end = true;
+                    break;
+                }
+                Ok(k) => n += k,
+                // Retried here as every reader above would retry it.
+                Err(e)
+                    if e.kind() == io::ErrorKind::Interrupted && !crate::error::is_canceled(&e) => {
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        if n > 0 {
+            buf.truncate(n);
+            if tx.send(Ok(buf)).is_err() {
+                // The decoder stopped (it or the unpacker reports why).
+                return;
+            }
+        }
+        if let Some(e) = failure {
+            // The decoder sees the very error the input returned, after the bytes before it.
+            let _ = tx.send(Err(e));
+            return;
+        }
+        if end {
+            return;
+        }
+    }
+}
+
+/// The worker: decompress and forward everything, trailing bytes included; returns the
+/// input bytes consumed.
+fn decode(
+    input: ChannelReader,
+    tx: SyncSender<io::Result<Vec<u8>>>,
+    recycled: Receiver<Vec<u8>>,
     cancel: Option<CancelToken>,
     counter: Arc<AtomicU64>,
 ) -> Result<u64> {
-    let counted = CountingReader {
-        inner: input,
-        count: counter.clone(),
-        progress,
-    };
     let fail = |e: Error, tx: &SyncSender<io::Result<Vec<u8>>>| {
         let _ = tx.send(Err(io::Error::other(e.to_string())));
         Err(e)
     };
-    let inner = match compression::decompress(counted) {
+    let inner = match compression::decompress_buffered(input) {
         Ok(r) => r,
         Err(e) => return fail(e, &tx),
     };
@@ -256,15 +325,61 @@ impl<R: Read> Read for CountingReader<R> {
     }
 }
 
-/// The unpacker's end of the channel, as a `BufRead` whose buffers are the decoder's chunks.
+/// sha256 and size of every decompressed byte (the layer's diffID), buffer by buffer in
+/// stream order; each buffer then goes back to the decoder.
+fn hash_chunks(chunks: Receiver<Vec<u8>>, recycle: mpsc::Sender<Vec<u8>>) -> (String, u64) {
+    let mut hasher = Sha256::new();
+    let mut count = 0u64;
+    for chunk in chunks {
+        hasher.update(&chunk);
+        count += chunk.len() as u64;
+        // The decoder may be gone already; the buffer is then simply freed.
+        let _ = recycle.send(chunk);
+    }
+    (format_sha256(&hasher.finalize()), count)
+}
+
+/// Where a [`ChannelReader`] passes each buffer once consumed (or at `finish`).
+enum Done {
+    /// To the hasher (which must see every buffer).
+    Hash(SyncSender<Vec<u8>>),
+    /// Back to the producer for reuse (which may be gone).
+    Recycle(mpsc::Sender<Vec<u8>>),
+}
+
+impl Done {
+    /// False if a buffer the hasher needed could not be delivered.
+    fn pass(&self, buf: Vec<u8>) -> bool {
+        match self {
+            Done::Hash(tx) => tx.send(buf).is_ok(),
+            Done::Recycle(tx) => {
+                let _ = tx.send(buf);
+                true
+            }
+        }
+    }
+}
+
+/// The receiving end of a channel of buffers, as a `BufRead` whose buffers are the
+/// producer's chunks (the decoder's input, the unpacker's tar stream).
 struct ChannelReader {
     rx: Option<Receiver<io::Result<Vec<u8>>>>,
-    recycle: mpsc::Sender<Vec<u8>>,
-    /// sha256 and size of every decompressed byte received (the layer's diffID).
-    hasher: Sha256,
-    count: u64,
+    done: Option<Done>,
     buf: Vec<u8>,
     pos: usize,
+}
+
+impl ChannelReader {
+    /// Pass the current buffer to the hasher and close its channel.
+    fn finish(&mut self) {
+        if let Some(done) = self.done.take() {
+            let last = std::mem::take(&mut self.buf);
+            if !last.is_empty() {
+                done.pass(last);
+            }
+        }
+        self.pos = 0;
+    }
 }
 
 impl Read for ChannelReader {
@@ -283,11 +398,15 @@ impl BufRead for ChannelReader {
             let Some(rx) = &self.rx else { return Ok(&[]) };
             match rx.recv() {
                 Ok(Ok(chunk)) => {
-                    self.hasher.update(&chunk);
-                    self.count += chunk.len() as u64;
                     let used = std::mem::replace(&mut self.buf, chunk);
-                    if used.capacity() > 0 {
-                        let _ = self.recycle.send(used);
+                    if !used.is_empty() {
+                        if let Some(done) = &self.done {
+                            // Fails only if the hasher is gone, which it is not before
+                            // `finish`; the digest would then be wrong, so say so.
+                            if !done.pass(used) {
+                                return Err(io::Error::other("hasher thread stopped"));
+                            }
+                        }
                     }
                     self.pos = 0;
                 }
@@ -458,6 +577,28 @@ impl<'a> Unpacker<'a> {
     fn invalidate(&mut self) {
         self.resolved.clear();
         self.dir_fds.clear();
+    }
+
+    /// Run `make` (a create at `base` in `pfd`); if the name exists, remove whatever is there
+    /// and make again. containerd looks first and removes; names are usually fresh, so trying
+    /// first saves a lookup per entry.
+    fn create_replacing<T>(
+        &mut self,
+        pfd: BorrowedFd<'_>,
+        base: &[u8],
+        what: &'static str,
+        show: &dyn Fn() -> PathBuf,
+        make: impl Fn() -> rustix::io::Result<T>,
+    ) -> Result<T> {
+        match make() {
+            Err(rustix::io::Errno::EXIST) => {
+                self.invalidate();
+                remove_all(pfd, base).map_err(|e| Error::path("remove", show(), e))?;
+                make()
+            }
+            other => other,
+        }
+        .map_err(|e| Error::path(what, show(), errno(e)))
     }
 
     fn remember_fd(&mut self, comps: Comps, fd: Rc<OwnedFd>) {
@@ -890,15 +1031,7 @@ impl<'a> Unpacker<'a> {
                         mode,
                     )
                 };
-                let fd = match create() {
-                    Err(rustix::io::Errno::EXIST) => {
-                        self.invalidate();
-                        remove_all(pfd, &base).map_err(|e| Error::path("remove", show(), e))?;
-                        create()
-                    }
-                    other => other,
-                }
-                .map_err(|e| Error::path("create", show(), errno(e)))?;
+                let fd = self.create_replacing(pfd, &base, "create", &show, create)?;
                 // containerd chmods right after creating too; the final chmod below sets the
                 // same bits, so that first one has no visible effect and is skipped.
                 self.copy_data(tr, &fd, &show)?;
@@ -922,15 +1055,7 @@ impl<'a> Unpacker<'a> {
                 };
                 let dev = mknod_dev(hdr.devmajor as u32, hdr.devminor as u32);
                 let make = || rfs::mknodat(pfd, base.as_slice(), ft, mode, dev);
-                match make() {
-                    Err(rustix::io::Errno::EXIST) => {
-                        self.invalidate();
-                        remove_all(pfd, &base).map_err(|e| Error::path("remove", show(), e))?;
-                        make()
-                    }
-                    other => other,
-                }
-                .map_err(|e| Error::path("mknod", show(), errno(e)))?;
+                self.create_replacing(pfd, &base, "mknod", &show, make)?;
                 Node::Name
             }
             TYPE_LINK => {
@@ -972,15 +1097,7 @@ impl<'a> Unpacker<'a> {
             }
             TYPE_SYMLINK => {
                 let make = || rfs::symlinkat(hdr.linkname.as_slice(), pfd, base.as_slice());
-                match make() {
-                    Err(rustix::io::Errno::EXIST) => {
-                        self.invalidate();
-                        remove_all(pfd, &base).map_err(|e| Error::path("remove", show(), e))?;
-                        make()
-                    }
-                    other => other,
-                }
-                .map_err(|e| Error::path("symlink", show(), errno(e)))?;
+                self.create_replacing(pfd, &base, "symlink", &show, make)?;
                 Node::Name
             }
             TYPE_XGLOBAL => {

@@ -118,6 +118,28 @@ pub fn decompress<'a, R: Read + 'a>(mut input: R) -> Result<Box<dyn Read + 'a>> 
     })
 }
 
+/// Like [`decompress`], for input that is already buffered: when its buffer holds the first
+/// 10 bytes, the decoders read straight from it (no second buffer, no extra copy).
+pub fn decompress_buffered<'a, R: BufRead + 'a>(mut input: R) -> Result<Box<dyn Read + 'a>> {
+    let kind = match input.fill_buf() {
+        Ok(head) if head.len() >= 10 => detect_bytes(head),
+        // A short first buffer (or an interrupted read) is peeked the general way.
+        Ok(_) => return decompress(input),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted && !crate::error::is_canceled(&e) => {
+            return decompress(input)
+        }
+        Err(e) => return Err(Error::io("read layer", e)),
+    };
+    Ok(match kind {
+        Detected::Tar => Box::new(input),
+        Detected::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(input)),
+        Detected::Zstd => Box::new(
+            zstd::stream::read::Decoder::with_buffer(input)
+                .map_err(|e| Error::io("start zstd decoder", e))?,
+        ),
+    })
+}
+
 /// A compressing writer; `finish` flushes the trailer and returns the inner writer.
 pub enum Encoder<W: Write> {
     None(W),

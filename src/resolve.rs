@@ -21,6 +21,9 @@ use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, ResolveFlags};
 
 /// Most symlinks one resolution may follow (continuity's limit).
 pub(crate) const MAX_LINKS: usize = 255;
+/// Most symlinks one kernel path lookup follows (Linux's MAXSYMLINKS), which the fallback of
+/// `RESOLVE_IN_ROOT` mimics.
+const KERNEL_MAX_LINKS: usize = 40;
 
 static FORCE_FALLBACK: AtomicBool = AtomicBool::new(false);
 
@@ -114,6 +117,13 @@ impl Root {
             )
             .map_err(errno);
         }
+        // openat2 refuses a name longer than PATH_MAX bytes with its NUL, which ends the
+        // resolution of a name of very many components early; so must the walk, or each of
+        // those components costs a walk over all the name before it.
+        let len = comps.iter().map(|c| c.len() + 1).sum::<usize>();
+        if len > libc::PATH_MAX as usize {
+            return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+        }
         self.walk_in_root(comps)
     }
 
@@ -147,7 +157,7 @@ impl Root {
                 FileType::Directory => stack.push(fd),
                 FileType::Symlink => {
                     links += 1;
-                    if links > MAX_LINKS {
+                    if links > KERNEL_MAX_LINKS {
                         return Err(io::Error::from_raw_os_error(libc::ELOOP));
                     }
                     let target = rfs::readlinkat(&fd, "", Vec::new())
@@ -207,23 +217,37 @@ impl Root {
         }
     }
 
+    /// continuity's recursive `walkLinks`, unrolled: a layer name may have hundreds of
+    /// thousands of components, and one stack frame per component overflows the stack (an
+    /// abort, not a panic). First peel the path down to its innermost case, keeping the
+    /// components peeled off, then replay the recursion's returns from the inside out.
     fn walk_links(&self, path: &[u8], links: &mut usize) -> io::Result<Vec<u8>> {
-        let (dir, file) = split(path);
-        if dir.is_empty() {
-            return Ok(self.walk_link(file, links)?.0);
-        }
-        if file.is_empty() {
-            if dir == b"/" {
-                return Ok(dir.to_vec());
+        let mut files: Vec<&[u8]> = Vec::new();
+        let mut rest = path;
+        let mut cur = loop {
+            let (dir, file) = split(rest);
+            if dir.is_empty() {
+                break self.walk_link(file, links)?.0;
             }
-            return self.walk_links(&dir[..dir.len() - 1], links);
+            if file.is_empty() {
+                if dir == b"/" {
+                    break dir.to_vec();
+                }
+                rest = &dir[..dir.len() - 1];
+                continue;
+            }
+            files.push(file);
+            rest = dir;
+        };
+        for file in files.into_iter().rev() {
+            let (newpath, islink) = self.walk_link(&join(&cur, file), links)?;
+            cur = if !islink || newpath.first() == Some(&b'/') {
+                newpath
+            } else {
+                join(&cur, &newpath)
+            };
         }
-        let newdir = self.walk_links(dir, links)?;
-        let (newpath, islink) = self.walk_link(&join(&newdir, file), links)?;
-        if !islink || newpath.first() == Some(&b'/') {
-            return Ok(newpath);
-        }
-        Ok(join(&newdir, &newpath))
+        Ok(cur)
     }
 
     /// continuity's `fs.RootPath(root, path)`, as components relative to the root, and how

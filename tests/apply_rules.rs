@@ -545,3 +545,29 @@ fn zstd_with_a_leading_skippable_frame_and_sync_fs() {
     assert_eq!(fs::read(sb.p("f")).unwrap(), b"skippable");
     assert_eq!(got.size, tar.len() as u64);
 }
+
+#[test]
+fn fallback_walk_handles_loops_and_dotdot() {
+    require_root();
+    layerdiff::resolve::force_walk_fallback(true);
+    let sb = Sandbox::new();
+    std::os::unix::fs::symlink("l2/x", sb.p("l1")).unwrap();
+    std::os::unix::fs::symlink("l1/x", sb.p("l2")).unwrap();
+    fs::create_dir_all(sb.p("a/b")).unwrap();
+    std::os::unix::fs::symlink("../../../../..", sb.p("a/b/up")).unwrap();
+    let looped = apply_bytes(
+        &sb.root(),
+        &Tar::new().file("l1/f", b"x").finish(),
+        &default_opts(),
+    );
+    let up = apply_bytes(
+        &sb.root(),
+        &Tar::new().file("a/b/up/a/b/up/top", b"t").finish(),
+        &default_opts(),
+    );
+    layerdiff::resolve::force_walk_fallback(false);
+    assert!(looped.is_err());
+    up.unwrap();
+    assert_eq!(fs::read(sb.p("top")).unwrap(), b"t");
+    sb.assert_outside_untouched();
+}

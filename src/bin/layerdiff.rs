@@ -81,6 +81,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    raise_open_file_limit();
     let cli = Cli::parse();
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
@@ -88,6 +89,19 @@ fn main() -> ExitCode {
             eprintln!("layerdiff: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Raise the soft limit on open files to the hard one, as every Go program (containerd
+/// included) does at startup: removing a tree holds one descriptor per level, and a layer may
+/// build trees some 2000 levels deep, past the common soft limit of 1024.
+fn raise_open_file_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut lim = getrlimit(Resource::Nofile);
+    if lim.current != lim.maximum {
+        lim.current = lim.maximum;
+        // Best effort, as in Go: on failure the old limit simply stays.
+        let _ = setrlimit(Resource::Nofile, lim);
     }
 }
 

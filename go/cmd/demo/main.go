@@ -39,6 +39,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	layerdiff "github.com/layerdiff/layerdiff/go"
+	"github.com/layerdiff/layerdiff/go/internal/randtree"
 )
 
 func main() {
@@ -287,28 +288,6 @@ func printDesc(who string, d ocispec.Descriptor, diffID string) {
 	fmt.Println()
 }
 
-// words make file contents that compress about as well as real binaries and text.
-var words = func() [][]byte {
-	rng := rand.New(rand.NewPCG(1, 2))
-	ws := make([][]byte, 512)
-	for i := range ws {
-		w := make([]byte, 3+rng.IntN(10))
-		for j := range w {
-			w[j] = byte(rng.IntN(256))
-		}
-		ws[i] = w
-	}
-	return ws
-}()
-
-func fileData(rng *rand.Rand, size int) []byte {
-	b := make([]byte, 0, size+16)
-	for len(b) < size {
-		b = append(b, words[rng.IntN(len(words))]...)
-	}
-	return b[:size]
-}
-
 func fileSize(rng *rand.Rand) int {
 	switch r := rng.IntN(100); {
 	case r < 70:
@@ -332,7 +311,7 @@ func generateLower(root string) (files int, total int64) {
 		d := filepath.Join(root, top, fmt.Sprintf("pkg%03d", rng.IntN(200)))
 		must(os.MkdirAll(d, 0o755))
 		p := filepath.Join(d, fmt.Sprintf("file%04d", i))
-		data := fileData(rng, fileSize(rng))
+		data := randtree.Compressible(rng, fileSize(rng))
 		must(os.WriteFile(p, data, []os.FileMode{0o644, 0o755, 0o600}[rng.IntN(3)]))
 		if rng.IntN(10) == 0 {
 			must(os.Lchown(p, rng.IntN(2000), rng.IntN(2000)))
@@ -365,7 +344,7 @@ func changeUpper(root string) (changes int) {
 		case 0:
 			must(os.Remove(p))
 		case 1:
-			must(os.WriteFile(p, fileData(rng, fileSize(rng)), 0o644))
+			must(os.WriteFile(p, randtree.Compressible(rng, fileSize(rng)), 0o644))
 		case 2:
 			must(os.Chmod(p, 0o700))
 		default:
@@ -376,7 +355,7 @@ func changeUpper(root string) (changes int) {
 	must(os.RemoveAll(filepath.Join(root, "usr/share/doc")))
 	must(os.MkdirAll(filepath.Join(root, "srv/new"), 0o750))
 	for i := 0; i < 300; i++ {
-		must(os.WriteFile(filepath.Join(root, "srv/new", fmt.Sprintf("added%03d", i)), fileData(rng, fileSize(rng)), 0o644))
+		must(os.WriteFile(filepath.Join(root, "srv/new", fmt.Sprintf("added%03d", i)), randtree.Compressible(rng, fileSize(rng)), 0o644))
 	}
 	must(unix.Mknod(filepath.Join(root, "srv/new/null"), unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))))
 	must(unix.Mkfifo(filepath.Join(root, "srv/new/fifo"), 0o600))

@@ -12,6 +12,7 @@ package randtree
 import (
 	"fmt"
 	"math/rand"
+	randv2 "math/rand/v2"
 	"os"
 	"path/filepath"
 	"sort"
@@ -402,4 +403,28 @@ func (g *gen) fixDirTimes(root string) error {
 		}
 	}
 	return nil
+}
+
+// words is a fixed vocabulary of short random byte strings: text made of them gzips about
+// 2-3x, like real rootfs files, so benchmarks and the demo compress realistic data.
+var words = func() [][]byte {
+	rng := randv2.New(randv2.NewPCG(1, 2))
+	ws := make([][]byte, 512)
+	for i := range ws {
+		w := make([]byte, 3+rng.IntN(10))
+		for j := range w {
+			w[j] = byte(rng.IntN(256))
+		}
+		ws[i] = w
+	}
+	return ws
+}()
+
+// Compressible returns size bytes drawn from rng that compress like real rootfs files.
+func Compressible(rng *randv2.Rand, size int) []byte {
+	b := make([]byte, 0, size+16)
+	for len(b) < size {
+		b = append(b, words[rng.IntN(len(words))]...)
+	}
+	return b[:size]
 }
