@@ -231,6 +231,8 @@ typedef struct layerdiff_apply_result {
   uint64_t size;
 } layerdiff_apply_result;
 
+
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus

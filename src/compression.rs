@@ -6,8 +6,10 @@ use crate::error::{Error, Result};
 use crate::{MEDIA_TYPE_TAR, MEDIA_TYPE_TAR_GZIP, MEDIA_TYPE_TAR_ZSTD};
 
 /// Go's compress/gzip default level, which containerd's walking differ uses.
+/// cbindgen:ignore
 pub const GZIP_DEFAULT_LEVEL: u32 = 6;
 /// zstd level matching klauspost's default ("SpeedDefault" ≈ zstd level 3).
+/// cbindgen:ignore
 pub const ZSTD_DEFAULT_LEVEL: i32 = 3;
 
 /// How a layer is compressed.
@@ -193,9 +195,9 @@ impl<W: Write> Write for Encoder<W> {
 /// Size of the chunks of the parallel gzip encoder. Twice pigz's 128 KiB block: each chunk
 /// pays for a fresh compressor, priming it with the 32 KiB dictionary and a sync flush, and
 /// at 256 KiB that overhead measured ~7% less deflate time with the same output size.
-pub const GZIP_CHUNK: usize = 256 * 1024;
+pub(crate) const GZIP_CHUNK: usize = 256 * 1024;
 /// Deflate's window: each chunk is compressed with the previous chunk's tail as dictionary.
-pub const DEFLATE_WINDOW: usize = 32 * 1024;
+pub(crate) const DEFLATE_WINDOW: usize = 32 * 1024;
 
 /// The 10-byte gzip header Go's `compress/gzip` writes (no name, no mtime, OS unknown).
 pub fn gzip_header(level: u32) -> [u8; 10] {

@@ -16,16 +16,16 @@ use crate::control::CancelToken;
 use crate::error::{Error, Result};
 use crate::walk::{self, ChangeKind};
 
-pub const BLOCK_SIZE: usize = 512;
+pub(crate) const BLOCK_SIZE: usize = 512;
 
-pub const TYPE_REG: u8 = b'0';
-pub const TYPE_LINK: u8 = b'1';
-pub const TYPE_SYMLINK: u8 = b'2';
-pub const TYPE_CHAR: u8 = b'3';
-pub const TYPE_BLOCK: u8 = b'4';
-pub const TYPE_DIR: u8 = b'5';
-pub const TYPE_FIFO: u8 = b'6';
-pub const TYPE_XHEADER: u8 = b'x';
+pub(crate) const TYPE_REG: u8 = b'0';
+pub(crate) const TYPE_LINK: u8 = b'1';
+pub(crate) const TYPE_SYMLINK: u8 = b'2';
+pub(crate) const TYPE_CHAR: u8 = b'3';
+pub(crate) const TYPE_BLOCK: u8 = b'4';
+pub(crate) const TYPE_DIR: u8 = b'5';
+pub(crate) const TYPE_FIFO: u8 = b'6';
+pub(crate) const TYPE_XHEADER: u8 = b'x';
 
 const NAME_SIZE: usize = 100;
 const PREFIX_SIZE: usize = 155;

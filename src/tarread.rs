@@ -10,19 +10,15 @@ use std::io::{self, BufRead};
 
 use crate::error::{Error, Result};
 
-const BLOCK: usize = 512;
+// The typeflags both the reader and the writer know live with the writer's header encoding.
+pub(crate) use crate::layer::{
+    BLOCK_SIZE as BLOCK, TYPE_BLOCK, TYPE_CHAR, TYPE_DIR, TYPE_FIFO, TYPE_LINK, TYPE_REG,
+    TYPE_SYMLINK, TYPE_XHEADER,
+};
 /// Go's `maxSpecialFileSize`: the largest PAX or GNU long-name payload accepted.
 const MAX_SPECIAL_FILE_SIZE: i64 = 1 << 20;
 
-pub(crate) const TYPE_REG: u8 = b'0';
 pub(crate) const TYPE_REGA: u8 = 0;
-pub(crate) const TYPE_LINK: u8 = b'1';
-pub(crate) const TYPE_SYMLINK: u8 = b'2';
-pub(crate) const TYPE_CHAR: u8 = b'3';
-pub(crate) const TYPE_BLOCK: u8 = b'4';
-pub(crate) const TYPE_DIR: u8 = b'5';
-pub(crate) const TYPE_FIFO: u8 = b'6';
-pub(crate) const TYPE_XHEADER: u8 = b'x';
 pub(crate) const TYPE_XGLOBAL: u8 = b'g';
 pub(crate) const TYPE_GNU_LONGNAME: u8 = b'L';
 pub(crate) const TYPE_GNU_LONGLINK: u8 = b'K';
