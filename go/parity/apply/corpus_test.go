@@ -17,6 +17,8 @@ import (
 	"github.com/containerd/containerd/v2/pkg/archive"
 	"github.com/klauspost/compress/zstd"
 	"golang.org/x/sys/unix"
+
+	"github.com/layerdiff/layerdiff/go/internal/testkit"
 )
 
 func gz(t *testing.T, b []byte) []byte {
@@ -429,7 +431,7 @@ func TestApplyParitySparse(t *testing.T) {
 	mk("holes", 1<<20, map[int64]string{0: "start", 300000: "middle", 1<<20 - 3: "end"})
 	mk("allhole", 1<<19, nil)
 	mk("tail", 100000, map[int64]string{8192: strings.Repeat("d", 10000)})
-	settle(t, src)
+	testkit.Settle(t, src)
 	for _, v := range []string{"0.0", "0.1", "1.0"} {
 		out, err := exec.Command("tar", "-C", src, "--format=posix", "--sparse", "--sparse-version="+v, "-cf", "-", ".").Output()
 		if err != nil {

@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -20,21 +19,9 @@ import (
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
 
+	"github.com/layerdiff/layerdiff/go/internal/testkit"
 	"github.com/layerdiff/layerdiff/go/internal/treecmp"
 )
-
-// layerdiffBin is the CLI under test: $LAYERDIFF_BIN or <repo>/target/release/layerdiff.
-func layerdiffBin(t *testing.T) string {
-	if b := os.Getenv("LAYERDIFF_BIN"); b != "" {
-		return b
-	}
-	_, file, _, _ := runtime.Caller(0)
-	b := filepath.Join(filepath.Dir(file), "..", "..", "..", "target", "release", "layerdiff")
-	if _, err := os.Stat(b); err != nil {
-		t.Fatalf("layerdiff binary not found at %s (build it with `make` or set LAYERDIFF_BIN): %v", b, err)
-	}
-	return b
-}
 
 func requireRoot(t *testing.T) {
 	if os.Geteuid() != 0 {
@@ -98,7 +85,7 @@ func applyOurs(t *testing.T, root string, layer []byte, overlay bool, parents []
 		}
 	}
 	args = append(args, f, root)
-	cmd := exec.Command(layerdiffBin(t), args...)
+	cmd := exec.Command(testkit.LayerdiffBin(t), args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
@@ -128,25 +115,6 @@ type parityCase struct {
 	lower func(t *testing.T, root string)
 }
 
-var fixedTime = time.Unix(1700000000, 123456789)
-
-// settle gives every path under dir fixed times so twins start out identical.
-func settle(t *testing.T, dir string) {
-	var paths []string
-	filepath.Walk(dir, func(p string, _ os.FileInfo, err error) error {
-		if err == nil {
-			paths = append(paths, p)
-		}
-		return nil
-	})
-	ts := []unix.Timespec{unix.NsecToTimespec(fixedTime.UnixNano()), unix.NsecToTimespec(fixedTime.UnixNano())}
-	for i := len(paths) - 1; i >= 0; i-- {
-		if err := unix.UtimesNanoAt(unix.AT_FDCWD, paths[i], ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
 // runParity applies c in remove mode and in overlay mode and compares everything.
 func runParity(t *testing.T, c parityCase) {
 	t.Run(c.name+"/remove", func(t *testing.T) { runMode(t, c, false) })
@@ -171,7 +139,7 @@ func runMode(t *testing.T, c parityCase, overlay bool) {
 		if overlay && c.lower != nil {
 			c.lower(t, lowers[i])
 		}
-		settle(t, top)
+		testkit.Settle(t, top)
 	}
 	var parents [2][]string
 	if overlay {

@@ -8,6 +8,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+
+	"github.com/layerdiff/layerdiff/go/internal/testkit"
 )
 
 // TestApplyParityMutated is differential fuzzing in miniature: seeded byte mutations of a
@@ -34,7 +36,7 @@ func TestApplyParityMutated(t *testing.T) {
 	f.WriteAt([]byte("in the middle"), 20000)
 	f.Close()
 	os.WriteFile(filepath.Join(src, "plain"), []byte("plain file"), 0o640)
-	settle(t, src)
+	testkit.Settle(t, src)
 	gnu, err := exec.Command("tar", "-C", src, "--format=posix", "--sparse", "--sparse-version=1.0", "-cf", "-", ".").Output()
 	if err != nil {
 		t.Fatal(err)

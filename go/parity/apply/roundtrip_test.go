@@ -15,6 +15,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/layerdiff/layerdiff/go/internal/randtree"
+	"github.com/layerdiff/layerdiff/go/internal/testkit"
 	"github.com/layerdiff/layerdiff/go/internal/treecmp"
 )
 
@@ -27,7 +28,7 @@ import (
 // containerd's result: our tree must equal containerd's round-trip tree in every case.
 func TestRoundTrip(t *testing.T) {
 	requireRoot(t)
-	bin := layerdiffBin(t)
+	bin := testkit.LayerdiffBin(t)
 	for seed := int64(1); seed <= 16; seed++ {
 		for _, comp := range []string{"gzip", "zstd", "none"} {
 			if comp != "gzip" && seed > 4 {

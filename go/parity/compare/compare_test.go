@@ -13,7 +13,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -26,6 +25,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/layerdiff/layerdiff/go/internal/randtree"
+	"github.com/layerdiff/layerdiff/go/internal/testkit"
 )
 
 func requireRoot(t *testing.T) {
@@ -33,20 +33,6 @@ func requireRoot(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("SKIPPED LOUDLY: compare parity tests need root (chown, mknod, security.capability)")
 	}
-}
-
-// layerdiffBin is the CLI under test: $LAYERDIFF_BIN, or the release build of this repository.
-func layerdiffBin(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("LAYERDIFF_BIN"); p != "" {
-		return p
-	}
-	_, file, _, _ := runtime.Caller(0)
-	p := filepath.Join(filepath.Dir(file), "..", "..", "..", "target", "release", "layerdiff")
-	if _, err := os.Stat(p); err != nil {
-		t.Fatalf("layerdiff CLI not found at %s (run `make build` or set LAYERDIFF_BIN): %v", p, err)
-	}
-	return p
 }
 
 func containerdDiff(t *testing.T, lower, upper string, sde *time.Time) []byte {
@@ -79,7 +65,7 @@ func ourDiff(t *testing.T, lower, upper string, sde *time.Time, compression stri
 		args = append(args, "--source-date-epoch", strconv.FormatInt(sde.Unix(), 10))
 	}
 	args = append(args, lower, upper, "-o", out)
-	cmd := exec.Command(layerdiffBin(t), args...)
+	cmd := exec.Command(testkit.LayerdiffBin(t), args...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	stdout, err := cmd.Output()

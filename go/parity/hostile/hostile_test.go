@@ -14,7 +14,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -25,6 +24,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
 
+	"github.com/layerdiff/layerdiff/go/internal/testkit"
 	"github.com/layerdiff/layerdiff/go/internal/treecmp"
 )
 
@@ -36,19 +36,6 @@ const (
 	// an apply slower than this is a hang (layers are a few KiB).
 	hangAfter = 60 * time.Second
 )
-
-// layerdiffBin is the CLI under test: $LAYERDIFF_BIN or <repo>/target/release/layerdiff.
-func layerdiffBin(t *testing.T) string {
-	if b := os.Getenv("LAYERDIFF_BIN"); b != "" {
-		return b
-	}
-	_, file, _, _ := runtime.Caller(0)
-	b := filepath.Join(filepath.Dir(file), "..", "..", "..", "target", "release", "layerdiff")
-	if _, err := os.Stat(b); err != nil {
-		t.Fatalf("layerdiff binary not found at %s (build it with `make` or set LAYERDIFF_BIN): %v", b, err)
-	}
-	return b
-}
 
 // ---------------------------------------------------------------------------------------------
 // The generator.
@@ -464,26 +451,7 @@ func populate(t *testing.T, top string) {
 		{"hx3", "flink"}, {"hx1/../../outside", "rel"}, {"../outside/hx1", "fout"}} {
 		must(os.Symlink(l[0], filepath.Join(r, l[1])))
 	}
-	settle(t, top)
-}
-
-var fixedTime = time.Unix(1700000000, 123456789)
-
-// settle gives every path under dir fixed times so twins start out identical.
-func settle(t *testing.T, dir string) {
-	var paths []string
-	filepath.Walk(dir, func(p string, _ os.FileInfo, err error) error {
-		if err == nil {
-			paths = append(paths, p)
-		}
-		return nil
-	})
-	ts := []unix.Timespec{unix.NsecToTimespec(fixedTime.UnixNano()), unix.NsecToTimespec(fixedTime.UnixNano())}
-	for i := len(paths) - 1; i >= 0; i-- {
-		if err := unix.UtimesNanoAt(unix.AT_FDCWD, paths[i], ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			t.Fatal(err)
-		}
-	}
+	testkit.Settle(t, top)
 }
 
 // snapshot records everything about a twin outside its root that a write would change:
@@ -697,7 +665,7 @@ func TestHostileLayersMatchContainerd(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("SKIPPING LOUDLY: hostile apply parity needs root (mknod, chown, trusted.* xattrs)")
 	}
-	bin := layerdiffBin(t)
+	bin := testkit.LayerdiffBin(t)
 	stats := map[string]int{}
 	failures := 0
 	n := int64(seeds)
@@ -842,7 +810,7 @@ func TestDeepNamesMatchContainerd(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("SKIPPING LOUDLY: hostile apply parity needs root (mknod, chown, trusted.* xattrs)")
 	}
-	bin := layerdiffBin(t)
+	bin := testkit.LayerdiffBin(t)
 	// Odd indexes give overlay mode a lowerdir, whose lookups cost O(depth²) per entry in
 	// containerd and in layerdiff alike (1000 levels: ~10 s each), so those stay shallower.
 	names := []string{
