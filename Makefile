@@ -15,7 +15,7 @@ SOMAJOR := $(firstword $(subst ., ,$(VERSION)))
 # header, library and pkg-config file only.
 TEST_PREFIX := $(CURDIR)/build/prefix
 
-.PHONY: all build header header-check lint test rust-test c-test go-test demo bench install clean
+.PHONY: all build deps header header-check lint test rust-test c-test go-test demo bench install clean
 
 all: build
 
@@ -26,17 +26,21 @@ build:
 # `cbindgen -c cbindgen.toml .` would). Public constants of the Rust core that are not part of
 # the C ABI carry a `/// cbindgen:ignore` line, or are crate-private, to stay out of it.
 CAPI_SRC := .
-header:
+header: deps
 	cbindgen --quiet -c cbindgen.toml -o include/layerdiff.h $(CAPI_SRC)
 
 # Fail when include/layerdiff.h is not what cbindgen generates from the sources.
-header-check:
+header-check: deps
 	@tmp=$$(mktemp) && cbindgen --quiet -c cbindgen.toml -o $$tmp $(CAPI_SRC) && \
 	  if cmp -s $$tmp include/layerdiff.h; then rm -f $$tmp; echo "header-check: include/layerdiff.h is current"; \
 	  else diff -u include/layerdiff.h $$tmp | head -40; rm -f $$tmp; \
 	       echo "header-check: include/layerdiff.h is stale: run 'make header'"; exit 1; fi
 
-test: lint rust-test header-check c-test go-test
+test: deps lint rust-test header-check c-test go-test
+
+# Debian packages, rustfmt/clippy and cbindgen, installed only when missing (fresh machine).
+deps:
+	@scripts/install-deps
 
 # Formatting and lints, as every commit should already satisfy them.
 lint:
