@@ -3,20 +3,14 @@ package apply
 import (
 	"archive/tar"
 	"bytes"
-	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/containerd/containerd/v2/pkg/archive"
-	"github.com/containerd/containerd/v2/pkg/archive/compression"
-	"github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
 
 	"github.com/layerdiff/layerdiff/go/internal/testkit"
@@ -29,81 +23,8 @@ func requireRoot(t *testing.T) {
 	}
 }
 
-type result struct {
-	digest string
-	size   int64
-	err    error
-}
-
-// applyContainerd runs what containerd's fs applier does: decompress (detecting gzip/zstd),
-// hash while archive.Apply reads, then read the trailing bytes.
-func applyContainerd(root string, layer []byte, overlay bool, parents []string) result {
-	ds, err := compression.DecompressStream(bytes.NewReader(layer))
-	if err != nil {
-		return result{err: err}
-	}
-	defer ds.Close()
-	dgst := digest.Canonical.Digester()
-	cr := &countingReader{r: io.TeeReader(ds, dgst.Hash())}
-	var opts []archive.ApplyOpt
-	if overlay {
-		opts = append(opts, archive.WithConvertWhiteout(archive.OverlayConvertWhiteout))
-		if len(parents) > 0 {
-			opts = append(opts, archive.WithParents(parents))
-		}
-	}
-	if _, err := archive.Apply(context.Background(), root, cr, opts...); err != nil {
-		return result{err: err}
-	}
-	if _, err := io.Copy(io.Discard, cr); err != nil {
-		return result{err: err}
-	}
-	return result{digest: dgst.Digest().String(), size: cr.n}
-}
-
-type countingReader struct {
-	r io.Reader
-	n int64
-}
-
-func (c *countingReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n += int64(n)
-	return n, err
-}
-
-func applyOurs(t *testing.T, root string, layer []byte, overlay bool, parents []string) result {
-	f := filepath.Join(t.TempDir(), "layer")
-	if err := os.WriteFile(f, layer, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	args := []string{"apply"}
-	if overlay {
-		args = append(args, "--whiteouts", "overlay")
-		for _, p := range parents {
-			args = append(args, "--parent", p)
-		}
-	}
-	args = append(args, f, root)
-	cmd := exec.Command(testkit.LayerdiffBin(t), args...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		return result{err: fmt.Errorf("%v: %s", err, strings.TrimSpace(stderr.String()))}
-	}
-	var out struct {
-		MediaType string `json:"mediaType"`
-		Digest    string `json:"digest"`
-		Size      int64  `json:"size"`
-	}
-	if err := json.Unmarshal(stdout.Bytes(), &out); err != nil {
-		t.Fatalf("bad CLI output %q: %v", stdout.String(), err)
-	}
-	if out.MediaType != "application/vnd.oci.image.layer.v1.tar" {
-		t.Errorf("media type %q", out.MediaType)
-	}
-	return result{digest: out.Digest, size: out.Size}
-}
+// hangAfter bounds one apply: far more than any corpus layer takes.
+const hangAfter = 2 * time.Minute
 
 // parityCase is one layer applied by both implementations onto twin trees.
 type parityCase struct {
@@ -146,13 +67,16 @@ func runMode(t *testing.T, c parityCase, overlay bool) {
 		parents = [2][]string{{lowers[0]}, {lowers[1]}}
 	}
 	start := time.Now()
-	want := applyContainerd(roots[0], c.layer, overlay, parents[0])
-	got := applyOurs(t, roots[1], c.layer, overlay, parents[1])
-	if (want.err == nil) != (got.err == nil) {
-		t.Fatalf("containerd error: %v\nlayerdiff error: %v", want.err, got.err)
+	want := testkit.ApplyContainerd(t, roots[0], c.layer, overlay, parents[0], hangAfter)
+	got := testkit.ApplyOurs(t, roots[1], c.layer, overlay, parents[1], hangAfter)
+	if errors.Is(got.Err, testkit.ErrCrash) || errors.Is(got.Err, testkit.ErrHang) {
+		t.Fatalf("layerdiff broke: %v", got.Err)
 	}
-	if want.err == nil && (want.digest != got.digest || want.size != got.size) {
-		t.Errorf("descriptor: containerd %s/%d, layerdiff %s/%d", want.digest, want.size, got.digest, got.size)
+	if (want.Err == nil) != (got.Err == nil) {
+		t.Fatalf("containerd error: %v\nlayerdiff error: %v", want.Err, got.Err)
+	}
+	if want.Err == nil && (want.Digest != got.Digest || want.Size != got.Size) {
+		t.Errorf("descriptor: containerd %s/%d, layerdiff %s/%d", want.Digest, want.Size, got.Digest, got.Size)
 	}
 	// Compare the whole twin (root and its siblings): a write outside the root shows too.
 	opts := treecmp.Options{FreshSince: start.Add(-time.Second)}
@@ -160,8 +84,8 @@ func runMode(t *testing.T, c parityCase, overlay bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want.err != nil {
-		t.Logf("both failed:\n  containerd: %v\n  layerdiff:  %v", want.err, got.err)
+	if want.Err != nil {
+		t.Logf("both failed:\n  containerd: %v\n  layerdiff:  %v", want.Err, got.Err)
 		// Both failed: only require that nothing outside the root changed.
 		var outside []string
 		for _, d := range diffs {
@@ -170,7 +94,7 @@ func runMode(t *testing.T, c parityCase, overlay bool) {
 			}
 		}
 		if len(outside) > 0 {
-			t.Errorf("both failed (containerd: %v) but trees differ outside the root:\n%s", want.err, strings.Join(outside, "\n"))
+			t.Errorf("both failed (containerd: %v) but trees differ outside the root:\n%s", want.Err, strings.Join(outside, "\n"))
 		}
 		return
 	}

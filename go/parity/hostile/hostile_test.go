@@ -3,16 +3,13 @@ package hostile
 import (
 	"archive/tar"
 	"bytes"
-	"context"
 	"crypto/sha256"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"math/rand"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -20,8 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/containerd/containerd/v2/pkg/archive"
-	"github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
 
 	"github.com/layerdiff/layerdiff/go/internal/testkit"
@@ -563,109 +558,12 @@ func strays(dir string) []string {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The two appliers.
-
-type result struct {
-	digest string
-	size   int64
-	err    error
-}
-
-type countingReader struct {
-	r io.Reader
-	n int64
-}
-
-func (c *countingReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n += int64(n)
-	return n, err
-}
-
-// applyContainerd runs archive.Apply as containerd's applier does (the layers are plain tar),
-// hashing what it reads, trailing bytes included. A hang fails the test.
-func applyContainerd(t *testing.T, root string, layer []byte, overlay bool, parents []string) result {
-	done := make(chan result, 1)
-	go func() {
-		dgst := digest.Canonical.Digester()
-		cr := &countingReader{r: io.TeeReader(bytes.NewReader(layer), dgst.Hash())}
-		var opts []archive.ApplyOpt
-		if overlay {
-			opts = append(opts, archive.WithConvertWhiteout(archive.OverlayConvertWhiteout))
-			if len(parents) > 0 {
-				opts = append(opts, archive.WithParents(parents))
-			}
-		}
-		if _, err := archive.Apply(context.Background(), root, cr, opts...); err != nil {
-			done <- result{err: err}
-			return
-		}
-		if _, err := io.Copy(io.Discard, cr); err != nil {
-			done <- result{err: err}
-			return
-		}
-		done <- result{digest: dgst.Digest().String(), size: cr.n}
-	}()
-	select {
-	case r := <-done:
-		return r
-	case <-time.After(hangAfter):
-		t.Fatalf("containerd's archive.Apply hung on %s", root)
-		return result{}
-	}
-}
-
-// errHang marks a CLI run that had to be killed.
-var errHang = errors.New("layerdiff apply hung (killed)")
-
-func applyOurs(t *testing.T, bin, root string, layer []byte, overlay bool, parents []string) result {
-	ctx, cancel := context.WithTimeout(context.Background(), hangAfter)
-	defer cancel()
-	args := []string{"apply"}
-	if overlay {
-		args = append(args, "--whiteouts", "overlay")
-		for _, p := range parents {
-			args = append(args, "--parent", p)
-		}
-	}
-	args = append(args, "-", root)
-	cmd := exec.CommandContext(ctx, bin, args...)
-	cmd.Stdin = bytes.NewReader(layer)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	if ctx.Err() != nil {
-		return result{err: errHang}
-	}
-	if err != nil {
-		msg := strings.TrimSpace(stderr.String())
-		if ee := (*exec.ExitError)(nil); errors.As(err, &ee) && ee.ExitCode() < 0 {
-			// Killed by a signal: a crash, never an acceptable refusal.
-			return result{err: fmt.Errorf("CRASH (%v): %s", err, msg)}
-		}
-		if msg == "" {
-			return result{err: fmt.Errorf("%v with nothing on stderr (an error must say why)", err)}
-		}
-		return result{err: fmt.Errorf("%v: %s", err, msg)}
-	}
-	var out struct {
-		Digest string `json:"digest"`
-		Size   int64  `json:"size"`
-	}
-	if err := json.Unmarshal(stdout.Bytes(), &out); err != nil {
-		t.Fatalf("bad CLI output %q: %v", stdout.String(), err)
-	}
-	return result{digest: out.Digest, size: out.Size}
-}
-
-// ---------------------------------------------------------------------------------------------
 // The test.
 
 func TestHostileLayersMatchContainerd(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("SKIPPING LOUDLY: hostile apply parity needs root (mknod, chown, trusted.* xattrs)")
 	}
-	bin := testkit.LayerdiffBin(t)
 	stats := map[string]int{}
 	failures := 0
 	n := int64(seeds)
@@ -678,7 +576,7 @@ func TestHostileLayersMatchContainerd(t *testing.T) {
 			if overlay {
 				mode = "overlay"
 			}
-			msgs, ok := runSeed(t, bin, seed, overlay, stats)
+			msgs, ok := runSeed(t, seed, overlay, stats)
 			if !ok {
 				failures++
 				t.Errorf("seed %d, %s whiteouts:\n%s", seed, mode, msgs)
@@ -701,14 +599,14 @@ func TestHostileLayersMatchContainerd(t *testing.T) {
 
 // runSeed applies the seed's layers to fresh twins; it returns a report and false on a
 // broken promise.
-func runSeed(t *testing.T, bin string, seed int64, overlay bool, stats map[string]int) (string, bool) {
+func runSeed(t *testing.T, seed int64, overlay bool, stats map[string]int) (string, bool) {
 	g := &gen{r: rand.New(rand.NewSource(seed))}
-	return runLayers(t, bin, seed, layersPerSeed, g.layer, overlay, stats)
+	return runLayers(t, seed, layersPerSeed, g.layer, overlay, stats)
 }
 
 // runLayers applies up to n layers from next to fresh twins (odd seeds: with a lowerdir in
 // overlay mode); it returns a report and false on a broken promise.
-func runLayers(t *testing.T, bin string, seed int64, n int, next func() []entry, overlay bool, stats map[string]int) (string, bool) {
+func runLayers(t *testing.T, seed int64, n int, next func() []entry, overlay bool, stats map[string]int) (string, bool) {
 	base := t.TempDir()
 	twins := [2]string{filepath.Join(base, "containerd"), filepath.Join(base, "layerdiff")}
 	for _, top := range twins {
@@ -733,9 +631,9 @@ func runLayers(t *testing.T, bin string, seed int64, n int, next func() []entry,
 			parents = [2][]string{{filepath.Join(twins[0], "outside", "lower")}, {filepath.Join(twins[1], "outside", "lower")}}
 		}
 		tc := time.Now()
-		want := applyContainerd(t, filepath.Join(twins[0], "root"), layer, overlay, parents[0])
+		want := testkit.ApplyContainerd(t, filepath.Join(twins[0], "root"), layer, overlay, parents[0], hangAfter)
 		tc2 := time.Now()
-		got := applyOurs(t, bin, filepath.Join(twins[1], "root"), layer, overlay, parents[1])
+		got := testkit.ApplyOurs(t, filepath.Join(twins[1], "root"), layer, overlay, parents[1], hangAfter)
 		if os.Getenv("HOSTILE_VERBOSE") != "" {
 			t.Logf("containerd %v, layerdiff %v", tc2.Sub(tc), time.Since(tc2))
 		}
@@ -755,19 +653,19 @@ func runLayers(t *testing.T, bin string, seed int64, n int, next func() []entry,
 		if s := strays(base); fmt.Sprint(s) != fmt.Sprint(strayBefore) {
 			problems = append(problems, fmt.Sprintf("written outside the sandbox: %v", s))
 		}
-		if got.err != nil && (errors.Is(got.err, errHang) || strings.HasPrefix(got.err.Error(), "CRASH") ||
-			strings.Contains(got.err.Error(), "nothing on stderr") || strings.Contains(got.err.Error(), "internal error")) {
-			problems = append(problems, "layerdiff broke: "+got.err.Error())
+		if got.Err != nil && (errors.Is(got.Err, testkit.ErrHang) || errors.Is(got.Err, testkit.ErrCrash) ||
+			strings.Contains(got.Err.Error(), "nothing on stderr") || strings.Contains(got.Err.Error(), "internal error")) {
+			problems = append(problems, "layerdiff broke: "+got.Err.Error())
 		}
 		agree := false
 		switch {
-		case want.err == nil && got.err != nil:
+		case want.Err == nil && got.Err != nil:
 			stats["containerd ok, layerdiff failed"]++
 			problems = append(problems, "containerd applied the layer, layerdiff refused it")
-		case want.err == nil:
+		case want.Err == nil:
 			stats["both ok"]++
-			if want.digest != got.digest || want.size != got.size {
-				problems = append(problems, fmt.Sprintf("descriptor: containerd %s/%d, layerdiff %s/%d", want.digest, want.size, got.digest, got.size))
+			if want.Digest != got.Digest || want.Size != got.Size {
+				problems = append(problems, fmt.Sprintf("descriptor: containerd %s/%d, layerdiff %s/%d", want.Digest, want.Size, got.Digest, got.Size))
 			}
 			diffs, err := treecmp.Compare(twins[0], twins[1], treecmp.Options{FreshSince: start.Add(-time.Second)})
 			if err != nil {
@@ -777,10 +675,10 @@ func runLayers(t *testing.T, bin string, seed int64, n int, next func() []entry,
 				problems = append(problems, "trees differ: "+d)
 			}
 			agree = len(diffs) == 0
-		case got.err == nil:
+		case got.Err == nil:
 			// Allowed: containerd refused, we applied, nothing outside changed (checked above).
 			stats["containerd failed, layerdiff ok"]++
-			t.Logf("seed %d layer %d overlay %v: containerd refused (%v), layerdiff applied it (inside the root)", seed, i, overlay, want.err)
+			t.Logf("seed %d layer %d overlay %v: containerd refused (%v), layerdiff applied it (inside the root)", seed, i, overlay, want.Err)
 			if os.Getenv("HOSTILE_VERBOSE") != "" {
 				t.Log(report.String())
 			}
@@ -797,11 +695,11 @@ func runLayers(t *testing.T, bin string, seed int64, n int, next func() []entry,
 	return "", true
 }
 
-func errOr(r result) string {
-	if r.err != nil {
-		return "error: " + r.err.Error()
+func errOr(r testkit.Result) string {
+	if r.Err != nil {
+		return "error: " + r.Err.Error()
 	}
-	return "ok " + r.digest
+	return "ok " + r.Digest
 }
 
 // TestDeepNamesMatchContainerd: names of very many components (PAX paths may be long) apply
@@ -810,7 +708,6 @@ func TestDeepNamesMatchContainerd(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("SKIPPING LOUDLY: hostile apply parity needs root (mknod, chown, trusted.* xattrs)")
 	}
-	bin := testkit.LayerdiffBin(t)
 	// Odd indexes give overlay mode a lowerdir, whose lookups cost O(depth²) per entry in
 	// containerd and in layerdiff alike (1000 levels: ~10 s each), so those stay shallower.
 	names := []string{
@@ -836,7 +733,7 @@ func TestDeepNamesMatchContainerd(t *testing.T) {
 				return layer
 			}
 			t0 := time.Now()
-			msgs, ok := runLayers(t, bin, int64(i), 1, next, overlay, stats)
+			msgs, ok := runLayers(t, int64(i), 1, next, overlay, stats)
 			t.Logf("name #%d overlay %v: %v", i, overlay, time.Since(t0))
 			if !ok {
 				if len(msgs) > 3000 {
