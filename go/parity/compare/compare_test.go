@@ -94,11 +94,11 @@ type entry struct {
 }
 
 func headers(b []byte) ([]entry, error) {
-	cr := &countingReader{r: bytes.NewReader(b)}
+	cr := &testkit.CountingReader{R: bytes.NewReader(b)}
 	tr := tar.NewReader(cr)
 	var out []entry
 	for {
-		off := cr.n
+		off := cr.N
 		h, err := tr.Next()
 		if err == io.EOF {
 			return out, nil
@@ -108,17 +108,6 @@ func headers(b []byte) ([]entry, error) {
 		}
 		out = append(out, entry{off, *h})
 	}
-}
-
-type countingReader struct {
-	r io.Reader
-	n int64
-}
-
-func (c *countingReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n += int64(n)
-	return n, err
 }
 
 // describeDifference names the first differing header (or byte) of two tar streams.
