@@ -74,23 +74,31 @@ impl Root {
         self.fd.as_fd()
     }
 
+    /// The root itself, or `comps` opened by one `openat2` with `resolve`; `None` when the
+    /// kernel has no openat2 and the caller must walk the components.
+    fn open_dir_directly(
+        &self,
+        comps: &[Vec<u8>],
+        resolve: ResolveFlags,
+    ) -> Option<io::Result<OwnedFd>> {
+        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        if comps.is_empty() {
+            return Some(rfs::openat(&self.fd, ".", flags, Mode::empty()).map_err(errno));
+        }
+        self.openat2.then(|| {
+            rfs::openat2(&self.fd, join_comps(comps), flags, Mode::empty(), resolve).map_err(errno)
+        })
+    }
+
     /// Open the directory at `comps`, every component an existing directory that is not a
     /// symlink (the output of [`Root::root_path`] after its parents were created).
     pub fn open_dir(&self, comps: &[Vec<u8>]) -> io::Result<OwnedFd> {
+        let resolve =
+            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+        if let Some(opened) = self.open_dir_directly(comps, resolve) {
+            return opened;
+        }
         let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
-        if comps.is_empty() {
-            return rfs::openat(&self.fd, ".", flags, Mode::empty()).map_err(errno);
-        }
-        if self.openat2 {
-            return rfs::openat2(
-                &self.fd,
-                join_comps(comps),
-                flags,
-                Mode::empty(),
-                ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
-            )
-            .map_err(errno);
-        }
         let mut cur = rfs::openat(&self.fd, ".", flags, Mode::empty()).map_err(errno)?;
         for c in comps {
             // O_NOFOLLOW with O_PATH yields the link itself, which O_DIRECTORY then rejects.
@@ -103,19 +111,10 @@ impl Root {
     /// Open the directory at `comps`, following symlinks inside the root (kernel semantics of
     /// `RESOLVE_IN_ROOT`): used only to look at things, never to decide where to write.
     fn open_dir_in_root(&self, comps: &[Vec<u8>]) -> io::Result<OwnedFd> {
-        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
-        if comps.is_empty() {
-            return rfs::openat(&self.fd, ".", flags, Mode::empty()).map_err(errno);
-        }
-        if self.openat2 {
-            return rfs::openat2(
-                &self.fd,
-                join_comps(comps),
-                flags,
-                Mode::empty(),
-                ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-            )
-            .map_err(errno);
+        if let Some(opened) =
+            self.open_dir_directly(comps, ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS)
+        {
+            return opened;
         }
         // openat2 refuses a name longer than PATH_MAX bytes with its NUL, which ends the
         // resolution of a name of very many components early; so must the walk, or each of
