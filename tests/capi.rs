@@ -523,39 +523,58 @@ fn compare_result_matches_what_was_written() {
             "application/vnd.oci.image.layer.v1.tar+zstd",
         ),
     ] {
-        let mut out = tempfile::tempfile().unwrap();
         let options = layerdiff_compare_options {
             compression,
             ..zero_compare_options()
         };
-        let (err, result) = compare_call(&lower, &upper, out.as_raw_fd(), Some(&options));
-        expect_success(err);
-        assert!(fd_is_open(out.as_raw_fd()));
-        let mut written = Vec::new();
-        std::io::Seek::rewind(&mut out).unwrap();
-        out.read_to_end(&mut written).unwrap();
+        let (written, result) = compare_bytes(&lower, &upper, Some(&options));
         assert_eq!(c_string(&result.media_type), media_type);
         assert_eq!(result.size, written.len() as u64);
-        assert_eq!(
-            c_string(&result.digest),
-            layerdiff::digest::format_sha256(&sha256(&written))
-        );
-        let mut tar = Vec::new();
-        layerdiff::compression::decompress(&written[..])
-            .unwrap()
-            .read_to_end(&mut tar)
-            .unwrap();
+        assert_eq!(c_string(&result.digest), sha256_digest(&written));
+        let tar = decompressed(compression, &written);
         assert_eq!(result.uncompressed_size, tar.len() as u64);
-        assert_eq!(
-            c_string(&result.diff_id),
-            layerdiff::digest::format_sha256(&sha256(&tar))
-        );
+        assert_eq!(c_string(&result.diff_id), sha256_digest(&tar));
     }
 }
 
-fn sha256(bytes: &[u8]) -> Vec<u8> {
+/// The layer bytes a successful compare wrote to a fresh file, and its result.
+fn compare_bytes(
+    lower: &CString,
+    upper: &CString,
+    options: Option<&layerdiff_compare_options>,
+) -> (Vec<u8>, layerdiff_compare_result) {
+    let mut out = tempfile::tempfile().unwrap();
+    let (err, result) = compare_call(lower, upper, out.as_raw_fd(), options);
+    expect_success(err);
+    assert!(fd_is_open(out.as_raw_fd()));
+    let mut written = Vec::new();
+    std::io::Seek::rewind(&mut out).unwrap();
+    out.read_to_end(&mut written).unwrap();
+    (written, result)
+}
+
+/// The tar inside `layer`, decoded as the compression that was asked for (not detected).
+fn decompressed(compression: u32, layer: &[u8]) -> Vec<u8> {
+    let mut tar = Vec::new();
+    match compression {
+        LAYERDIFF_COMPRESSION_GZIP => flate2::read::MultiGzDecoder::new(layer)
+            .read_to_end(&mut tar)
+            .unwrap(),
+        LAYERDIFF_COMPRESSION_ZSTD => zstd::stream::read::Decoder::new(layer)
+            .unwrap()
+            .read_to_end(&mut tar)
+            .unwrap(),
+        _ => {
+            tar.extend_from_slice(layer);
+            layer.len()
+        }
+    };
+    tar
+}
+
+fn sha256_digest(bytes: &[u8]) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(bytes).to_vec()
+    format!("sha256:{:x}", sha2::Sha256::digest(bytes))
 }
 
 #[test]
