@@ -75,13 +75,16 @@ fn c_string(bytes: &[c_char]) -> String {
         .into_owned()
 }
 
+const POISON: u64 = 0x5a5a_5a5a_5a5a_5a5a;
+
 fn poisoned_compare_result() -> layerdiff_compare_result {
     layerdiff_compare_result {
         media_type: [0x5a; 64],
         digest: [0x5a; 72],
-        size: 0x5a5a,
+        size: POISON,
         diff_id: [0x5a; 72],
-        uncompressed_size: 0x5a5a,
+        uncompressed_size: POISON,
+        reserved: [POISON; 8],
     }
 }
 
@@ -91,45 +94,38 @@ fn untouched_compare(r: &layerdiff_compare_result) -> bool {
         .chain(&r.digest)
         .chain(&r.diff_id)
         .all(|&b| b == 0x5a)
-        && r.size == 0x5a5a
-        && r.uncompressed_size == 0x5a5a
+        && [r.size, r.uncompressed_size]
+            .iter()
+            .chain(&r.reserved)
+            .all(|&w| w == POISON)
 }
 
 fn poisoned_apply_result() -> layerdiff_apply_result {
     layerdiff_apply_result {
         media_type: [0x5a; 64],
         digest: [0x5a; 72],
-        size: 0x5a5a,
+        size: POISON,
+        reserved: [POISON; 8],
     }
 }
 
 fn untouched_apply(r: &layerdiff_apply_result) -> bool {
-    r.media_type.iter().chain(&r.digest).all(|&b| b == 0x5a) && r.size == 0x5a5a
+    r.media_type.iter().chain(&r.digest).all(|&b| b == 0x5a)
+        && std::iter::once(&r.size)
+            .chain(&r.reserved)
+            .all(|&w| w == POISON)
 }
 
+/// The options a C caller gets from memset(0): all-zero bytes, not the library's `Default`.
 fn zero_compare_options() -> layerdiff_compare_options {
-    layerdiff_compare_options {
-        compression: 0,
-        level: 0,
-        has_source_date_epoch: false,
-        source_date_epoch: 0,
-        cancel: ptr::null(),
-        progress: None,
-        progress_ctx: ptr::null_mut(),
-    }
+    // SAFETY: all-zero is a valid value of every field (0, false, NULL pointers, no callback).
+    unsafe { std::mem::zeroed() }
 }
 
+/// As [`zero_compare_options`].
 fn zero_apply_options() -> layerdiff_apply_options {
-    layerdiff_apply_options {
-        whiteouts: 0,
-        parents: ptr::null(),
-        parents_len: 0,
-        no_same_owner: false,
-        sync_fs: false,
-        cancel: ptr::null(),
-        progress: None,
-        progress_ctx: ptr::null_mut(),
-    }
+    // SAFETY: as above.
+    unsafe { std::mem::zeroed() }
 }
 
 fn compare_call(
@@ -534,6 +530,7 @@ fn compare_result_matches_what_was_written() {
         let tar = decompressed(compression, &written);
         assert_eq!(result.uncompressed_size, tar.len() as u64);
         assert_eq!(c_string(&result.diff_id), sha256_digest(&tar));
+        assert_eq!(result.reserved, [0; 8], "reserved result space not zeroed");
     }
 }
 
@@ -590,50 +587,77 @@ fn null_options_mean_gzip() {
     );
 }
 
+#[derive(Default)]
 struct ProgressLog {
     calls: AtomicU64,
     last: AtomicU64,
     went_backwards: AtomicBool,
+    inside: AtomicBool,
+    overlapped: AtomicBool,
+}
+
+impl ProgressLog {
+    fn ctx(&self) -> *mut c_void {
+        self as *const ProgressLog as *mut c_void
+    }
+
+    #[track_caller]
+    fn assert_sane(&self, total: u64) {
+        assert!(
+            self.calls.load(Ordering::SeqCst) > 0,
+            "progress never called"
+        );
+        assert!(!self.went_backwards.load(Ordering::SeqCst));
+        assert!(
+            !self.overlapped.load(Ordering::SeqCst),
+            "two progress calls of one layerdiff call overlapped"
+        );
+        let last = self.last.load(Ordering::SeqCst);
+        assert!(last > 0 && last <= total, "{last} of {total}");
+    }
 }
 
 unsafe extern "C" fn log_progress(ctx: *mut c_void, bytes: u64) {
     // SAFETY: ctx is the &ProgressLog given as progress_ctx, alive for the call.
     let log = unsafe { &*(ctx as *const ProgressLog) };
+    if log.inside.swap(true, Ordering::SeqCst) {
+        log.overlapped.store(true, Ordering::SeqCst);
+    }
     if log.last.swap(bytes, Ordering::SeqCst) > bytes {
         log.went_backwards.store(true, Ordering::SeqCst);
     }
     log.calls.fetch_add(1, Ordering::SeqCst);
+    log.inside.store(false, Ordering::SeqCst);
 }
 
 #[test]
-fn progress_gets_its_context_and_increasing_counts() {
+fn progress_gets_its_context_and_increasing_counts_one_call_at_a_time() {
     let dir = tempfile::tempdir().unwrap();
     let (lower, upper) = sample_trees(dir.path());
-    let log = ProgressLog {
-        calls: AtomicU64::new(0),
-        last: AtomicU64::new(0),
-        went_backwards: AtomicBool::new(false),
-    };
+    let compare_log = ProgressLog::default();
     let options = layerdiff_compare_options {
         compression: LAYERDIFF_COMPRESSION_NONE,
         progress: Some(log_progress),
-        progress_ctx: &log as *const ProgressLog as *mut c_void,
+        progress_ctx: compare_log.ctx(),
         ..zero_compare_options()
     };
-    let out = tempfile::tempfile().unwrap();
-    let (err, result) = compare_call(&lower, &upper, out.as_raw_fd(), Some(&options));
+    let (layer, result) = compare_bytes(&lower, &upper, Some(&options));
+    compare_log.assert_sane(result.uncompressed_size);
+
+    let root = dir.path().join("root");
+    fs::create_dir(&root).unwrap();
+    let layer_path = dir.path().join("layer.tar");
+    fs::write(&layer_path, &layer).unwrap();
+    let apply_log = ProgressLog::default();
+    let options = layerdiff_apply_options {
+        progress: Some(log_progress),
+        progress_ctx: apply_log.ctx(),
+        ..zero_apply_options()
+    };
+    let input = File::open(&layer_path).unwrap();
+    let (err, _) = apply_call(&c_path(&root), input.as_raw_fd(), Some(&options));
     expect_success(err);
-    assert!(
-        log.calls.load(Ordering::SeqCst) > 0,
-        "progress never called"
-    );
-    assert!(!log.went_backwards.load(Ordering::SeqCst));
-    let last = log.last.load(Ordering::SeqCst);
-    assert!(
-        last > 0 && last <= result.uncompressed_size,
-        "{last} of {}",
-        result.uncompressed_size
-    );
+    apply_log.assert_sane(layer.len() as u64);
 }
 
 /// A cancel handle owned by the test, freed on drop.
@@ -779,6 +803,7 @@ fn round_trip_through_the_abi() {
     );
     assert_eq!(c_string(&applied.digest), c_string(&diff.diff_id));
     assert_eq!(applied.size, diff.uncompressed_size);
+    assert_eq!(applied.reserved, [0; 8], "reserved result space not zeroed");
     assert!(!root.join("a/gone").exists());
     assert_eq!(fs::read(root.join("a/new")).unwrap(), vec![7u8; 100_000]);
     assert_eq!(fs::read(root.join("a/keep")).unwrap(), b"keep");
@@ -856,4 +881,106 @@ fn cancel_from_another_thread_stops_a_running_apply() {
         !stream_completed,
         "the whole 4 GiB stream was read: not cancelled"
     );
+}
+
+#[test]
+fn nonzero_reserved_option_space_is_rejected_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = c_path(dir.path());
+    let out = tempfile::tempfile().unwrap();
+    let mut compare_cases = Vec::new();
+    for i in 0..7 {
+        let mut options = zero_compare_options();
+        options.reserved_bytes[i] = 0xa5;
+        compare_cases.push((options, format!("reserved_bytes[{i}] is 0xa5, not 0")));
+    }
+    for i in 0..16 {
+        let mut options = zero_compare_options();
+        options.reserved[i] = 1 << (4 * i);
+        let needle = format!("reserved[{i}] is {:#x}, not 0", 1u64 << (4 * i));
+        compare_cases.push((options, needle));
+    }
+    for (options, needle) in &compare_cases {
+        let (err, _) = compare_call(&path, &path, out.as_raw_fd(), Some(options));
+        let needle = format!("invalid argument: layerdiff_compare_options.{needle}");
+        expect_failure(err, LAYERDIFF_ERROR_INVALID_ARGUMENT, Some(0), &needle);
+    }
+    assert_eq!(out.metadata().unwrap().len(), 0, "a rejected compare wrote");
+
+    let mut input = tempfile::tempfile().unwrap();
+    std::io::Write::write_all(&mut input, &[0u8; 1024]).unwrap();
+    std::io::Seek::rewind(&mut input).unwrap();
+    let mut apply_cases = Vec::new();
+    for i in 0..2 {
+        let mut options = zero_apply_options();
+        options.reserved_bytes[i] = 0x01;
+        apply_cases.push((options, format!("reserved_bytes[{i}] is 0x1, not 0")));
+    }
+    for i in 0..16 {
+        let mut options = zero_apply_options();
+        options.reserved[i] = u64::MAX;
+        apply_cases.push((
+            options,
+            format!("reserved[{i}] is 0xffffffffffffffff, not 0"),
+        ));
+    }
+    for (options, needle) in &apply_cases {
+        let (err, _) = apply_call(&path, input.as_raw_fd(), Some(options));
+        let needle = format!("invalid argument: layerdiff_apply_options.{needle}");
+        expect_failure(err, LAYERDIFF_ERROR_INVALID_ARGUMENT, Some(0), &needle);
+    }
+    let offset = std::io::Seek::stream_position(&mut input).unwrap();
+    assert_eq!(offset, 0, "a rejected apply read its input");
+    assert_eq!(
+        fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "a rejected apply wrote"
+    );
+}
+
+#[test]
+fn zeroed_options_are_the_default_and_null_means_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let (lower, upper) = sample_trees(dir.path());
+    let (with_null, null_result) = compare_bytes(&lower, &upper, None);
+    let (with_zeroed, _) = compare_bytes(&lower, &upper, Some(&zero_compare_options()));
+    let (with_default, _) = compare_bytes(&lower, &upper, Some(&Default::default()));
+    assert!(
+        with_null == with_zeroed,
+        "zeroed compare options differ from NULL"
+    );
+    assert!(
+        with_null == with_default,
+        "Default compare options differ from NULL"
+    );
+    let mut rust_api = Vec::new();
+    let lower_path = Path::new(std::ffi::OsStr::from_bytes(lower.as_bytes()));
+    let upper_path = Path::new(std::ffi::OsStr::from_bytes(upper.as_bytes()));
+    let options = layerdiff::CompareOptions::default();
+    layerdiff::compare(lower_path, upper_path, &mut rust_api, &options).unwrap();
+    assert!(
+        with_null == rust_api,
+        "NULL compare options differ from the Rust default"
+    );
+
+    let layer = dir.path().join("layer");
+    fs::write(&layer, &with_null).unwrap();
+    for (name, options) in [
+        ("null", None),
+        ("zeroed", Some(zero_apply_options())),
+        ("default", Some(Default::default())),
+    ] {
+        let root = dir.path().join(format!("root-{name}"));
+        fs::create_dir_all(root.join("a")).unwrap();
+        fs::write(root.join("a/gone"), b"gone").unwrap();
+        let input = File::open(&layer).unwrap();
+        let (err, applied) = apply_call(&c_path(&root), input.as_raw_fd(), options.as_ref());
+        expect_success(err);
+        assert_eq!(c_string(&applied.digest), c_string(&null_result.diff_id));
+        assert!(
+            !root.join("a/gone").exists(),
+            "{name}: whiteout not applied"
+        );
+        assert_eq!(fs::read(root.join("a/new")).unwrap(), vec![7u8; 100_000]);
+    }
 }

@@ -1,0 +1,175 @@
+/* The option and result structs as the installed header lays them out: sizes and offsets fixed
+ * for .so.0, the all-zero struct (memset or `= {0}`) equal to NULL options, every nonzero
+ * reserved field rejected by name before any I/O, and the reserved space of results zeroed on
+ * success. */
+#include "test_util.h"
+
+#include <stddef.h>
+
+/* The layout of .so.0 on 64-bit targets; a field is only ever added by taking reserved space. */
+#if UINTPTR_MAX == UINT64_MAX
+_Static_assert(sizeof(layerdiff_compare_options) == 176, "compare options size");
+_Static_assert(offsetof(layerdiff_compare_options, has_source_date_epoch) == 8, "compare options");
+_Static_assert(offsetof(layerdiff_compare_options, reserved_bytes) == 9, "compare options");
+_Static_assert(offsetof(layerdiff_compare_options, source_date_epoch) == 16, "compare options");
+_Static_assert(offsetof(layerdiff_compare_options, progress_ctx) == 40, "compare options");
+_Static_assert(offsetof(layerdiff_compare_options, reserved) == 48, "compare options");
+_Static_assert(sizeof(layerdiff_apply_options) == 176, "apply options size");
+_Static_assert(offsetof(layerdiff_apply_options, reserved_bytes) == 6, "apply options");
+_Static_assert(offsetof(layerdiff_apply_options, parents) == 8, "apply options");
+_Static_assert(offsetof(layerdiff_apply_options, progress_ctx) == 40, "apply options");
+_Static_assert(offsetof(layerdiff_apply_options, reserved) == 48, "apply options");
+_Static_assert(sizeof(layerdiff_compare_result) == 288, "compare result size");
+_Static_assert(offsetof(layerdiff_compare_result, reserved) == 224, "compare result");
+_Static_assert(sizeof(layerdiff_apply_result) == 208, "apply result size");
+_Static_assert(offsetof(layerdiff_apply_result, reserved) == 144, "apply result");
+#endif
+
+#define COUNT(array) (sizeof(array) / sizeof *(array))
+
+/* The layer a successful compare writes with `options` (NULL allowed); the caller frees it. */
+static unsigned char *layer_bytes(const char *dir, const char *lower, const char *upper,
+                                  const layerdiff_compare_options *options, size_t *len,
+                                  layerdiff_compare_result *result)
+{
+    char path[4096];
+    path_join(path, sizeof path, dir, "layer");
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        DIE("create %s: %s", path, strerror(errno));
+    int ok = expect_ok("compare", layerdiff_compare(lower, upper, fd, options, result));
+    close(fd);
+    unsigned char *data = NULL;
+    if (!ok || read_whole(path, &data, len) != 0)
+        DIE("no layer from compare");
+    return data;
+}
+
+static int same_bytes(const unsigned char *a, size_t a_len, const unsigned char *b, size_t b_len)
+{
+    return a_len == b_len && memcmp(a, b, a_len) == 0;
+}
+
+static int all_zero(const uint64_t *words, size_t count)
+{
+    for (size_t i = 0; i < count; i++)
+        if (words[i] != 0)
+            return 0;
+    return 1;
+}
+
+static void test_zero_is_the_default(const char *dir, const char *lower, const char *upper)
+{
+    printf("the all-zero options are the default, as NULL\n");
+    layerdiff_compare_result result;
+    memset(&result, 0xA5, sizeof result);
+    size_t null_len, memset_len, init_len;
+    unsigned char *with_null = layer_bytes(dir, lower, upper, NULL, &null_len, &result);
+    CHECK(all_zero(result.reserved, COUNT(result.reserved)), "compare result reserved not zeroed");
+
+    layerdiff_compare_options zeroed;
+    memset(&zeroed, 0, sizeof zeroed);
+    unsigned char *with_memset = layer_bytes(dir, lower, upper, &zeroed, &memset_len, &result);
+    layerdiff_compare_options initialized = {0};
+    unsigned char *with_init = layer_bytes(dir, lower, upper, &initialized, &init_len, &result);
+    CHECK(same_bytes(with_null, null_len, with_memset, memset_len),
+          "memset(0) options give another layer than NULL");
+    CHECK(same_bytes(with_null, null_len, with_init, init_len),
+          "= {0} options give another layer than NULL");
+    CHECK(strcmp(result.media_type, "application/vnd.oci.image.layer.v1.tar+gzip") == 0,
+          "zeroed options give %s", result.media_type);
+
+    /* Apply with zeroed options, reading the layer just written. */
+    char layer[4096], root[4096];
+    path_join(layer, sizeof layer, dir, "zero.layer");
+    write_file(dir, "zero.layer", with_null, null_len, 0644);
+    path_join(root, sizeof root, dir, "zero-root");
+    make_dir(dir, "zero-root", 0755);
+    build_lower(root, 1);
+    int in_fd = open(layer, O_RDONLY | O_CLOEXEC);
+    layerdiff_apply_options apply_zeroed = {0};
+    layerdiff_apply_result applied;
+    memset(&applied, 0xA5, sizeof applied);
+    if (expect_ok("apply with zeroed options",
+                  layerdiff_apply(root, in_fd, &apply_zeroed, &applied))) {
+        CHECK(strcmp(applied.digest, result.diff_id) == 0, "apply digest %s, diffID %s",
+              applied.digest, result.diff_id);
+        CHECK(all_zero(applied.reserved, COUNT(applied.reserved)),
+              "apply result reserved not zeroed");
+        CHECK(tree_diff(upper, root, 1) == 0, "zeroed apply options did not give upper");
+    }
+    close(in_fd);
+    free(with_null);
+    free(with_memset);
+    free(with_init);
+}
+
+static void test_reserved_rejected(const char *dir, int out_fd, int in_fd)
+{
+    printf("nonzero reserved fields are rejected by name\n");
+    char needle[128];
+    for (size_t i = 0; i < sizeof(((layerdiff_compare_options *)0)->reserved_bytes); i++) {
+        layerdiff_compare_options options = {0};
+        options.reserved_bytes[i] = 0xA5;
+        snprintf(needle, sizeof needle, "layerdiff_compare_options.reserved_bytes[%zu] is 0xa5", i);
+        layerdiff_compare_result result;
+        expect_error(needle, layerdiff_compare(dir, dir, out_fd, &options, &result),
+                     LAYERDIFF_ERROR_INVALID_ARGUMENT, 0, needle);
+    }
+    for (size_t i = 0; i < COUNT(((layerdiff_compare_options *)0)->reserved); i++) {
+        layerdiff_compare_options options = {0};
+        options.reserved[i] = 1;
+        snprintf(needle, sizeof needle, "layerdiff_compare_options.reserved[%zu] is 0x1", i);
+        layerdiff_compare_result result;
+        expect_error(needle, layerdiff_compare(dir, dir, out_fd, &options, &result),
+                     LAYERDIFF_ERROR_INVALID_ARGUMENT, 0, needle);
+    }
+    CHECK(lseek(out_fd, 0, SEEK_END) == 0, "a rejected compare wrote to out_fd");
+
+    for (size_t i = 0; i < sizeof(((layerdiff_apply_options *)0)->reserved_bytes); i++) {
+        layerdiff_apply_options options = {0};
+        options.reserved_bytes[i] = 0x80;
+        snprintf(needle, sizeof needle, "layerdiff_apply_options.reserved_bytes[%zu] is 0x80", i);
+        layerdiff_apply_result result;
+        expect_error(needle, layerdiff_apply(dir, in_fd, &options, &result),
+                     LAYERDIFF_ERROR_INVALID_ARGUMENT, 0, needle);
+    }
+    for (size_t i = 0; i < COUNT(((layerdiff_apply_options *)0)->reserved); i++) {
+        layerdiff_apply_options options = {0};
+        options.reserved[i] = UINT64_C(1) << 63;
+        snprintf(needle, sizeof needle,
+                 "layerdiff_apply_options.reserved[%zu] is 0x8000000000000000", i);
+        layerdiff_apply_result result;
+        expect_error(needle, layerdiff_apply(dir, in_fd, &options, &result),
+                     LAYERDIFF_ERROR_INVALID_ARGUMENT, 0, needle);
+    }
+    CHECK(lseek(in_fd, 0, SEEK_CUR) == 0, "a rejected apply read in_fd");
+}
+
+int main(void)
+{
+    char dir[4096], lower[4096], upper[4096], out_path[4096], in_path[4096];
+    make_temp_dir(dir, sizeof dir, "options");
+    path_join(lower, sizeof lower, dir, "lower");
+    path_join(upper, sizeof upper, dir, "upper");
+    make_dir(dir, "lower", 0755);
+    make_dir(dir, "upper", 0755);
+    build_lower(lower, 1);
+    build_upper(upper, 1);
+
+    test_zero_is_the_default(dir, lower, upper);
+
+    path_join(out_path, sizeof out_path, dir, "rejected.out");
+    int out_fd = open(out_path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    write_file(dir, "rejected.in", "not a layer, and never read", 27, 0644);
+    path_join(in_path, sizeof in_path, dir, "rejected.in");
+    int in_fd = open(in_path, O_RDONLY | O_CLOEXEC);
+    if (out_fd < 0 || in_fd < 0)
+        DIE("open test files: %s", strerror(errno));
+    test_reserved_rejected(dir, out_fd, in_fd);
+    close(out_fd);
+    close(in_fd);
+
+    remove_tree(dir);
+    return test_finish("test_options");
+}
