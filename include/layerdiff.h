@@ -142,8 +142,10 @@ typedef struct layerdiff_compare_options {
    */
   uint32_t compression;
   /**
-   * Compression level; 0 = the algorithm's default (gzip 6, zstd 3). gzip takes 1..=9, zstd
-   * its own range (negative levels are the fast modes); uncompressed output takes only 0.
+   * Compression level; 0 = the compression's default: gzip 6 (Go's default, as containerd),
+   * zstd 3 (libzstd's default). gzip takes 1 to 9 (level 0, stored, is not offered: use
+   * LAYERDIFF_COMPRESSION_NONE); zstd takes its own range, negative levels being the fast
+   * modes; uncompressed output takes only 0.
    */
   int32_t level;
   /**

@@ -984,3 +984,112 @@ fn zeroed_options_are_the_default_and_null_means_the_same() {
         assert_eq!(fs::read(root.join("a/new")).unwrap(), vec![7u8; 100_000]);
     }
 }
+
+/// A tree whose layer compresses differently at different levels (unlike a run of one byte).
+fn compressible_trees(dir: &Path) -> (CString, CString) {
+    let lower = dir.join("lower");
+    let upper = dir.join("upper");
+    fs::create_dir_all(&lower).unwrap();
+    fs::create_dir_all(&upper).unwrap();
+    let text: String = (0..40_000u64)
+        .map(|i| format!("line {i} {}\n", i * i % 9973))
+        .collect();
+    fs::write(upper.join("text"), text).unwrap();
+    (c_path(&lower), c_path(&upper))
+}
+
+fn compare_at(lower: &CString, upper: &CString, compression: u32, level: i32) -> Vec<u8> {
+    let options = layerdiff_compare_options {
+        compression,
+        level,
+        ..zero_compare_options()
+    };
+    compare_bytes(lower, upper, Some(&options)).0
+}
+
+/// The CLI's `diff` output for `args`, written to a file.
+fn cli_diff(dir: &Path, lower: &CString, upper: &CString, args: &[&str]) -> Vec<u8> {
+    let out = dir.join("cli-layer");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_layerdiff"))
+        .arg("diff")
+        .args(args)
+        .arg(std::ffi::OsStr::from_bytes(lower.as_bytes()))
+        .arg(std::ffi::OsStr::from_bytes(upper.as_bytes()))
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "layerdiff diff {args:?}: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    fs::read(&out).unwrap()
+}
+
+/// One meaning of level 0 in every front door: the compression's default level (gzip 6, zstd
+/// 3), never gzip's stored mode.
+#[test]
+fn level_zero_is_the_default_level_in_the_c_abi_and_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let (lower, upper) = compressible_trees(dir.path());
+    for (compression, name, default_level, other_level) in [
+        (LAYERDIFF_COMPRESSION_GZIP, "gzip", 6, 1),
+        (LAYERDIFF_COMPRESSION_ZSTD, "zstd", 3, 19),
+    ] {
+        let at_zero = compare_at(&lower, &upper, compression, 0);
+        let at_default = compare_at(&lower, &upper, compression, default_level);
+        let at_other = compare_at(&lower, &upper, compression, other_level);
+        assert!(
+            at_other != at_default,
+            "{name}: levels make no difference here"
+        );
+        assert!(
+            at_zero == at_default,
+            "{name}: C level 0 is not level {default_level}"
+        );
+
+        let level = default_level.to_string();
+        let cli_zero = cli_diff(
+            dir.path(),
+            &lower,
+            &upper,
+            &["--compression", name, "--level", "0"],
+        );
+        let cli_unset = cli_diff(dir.path(), &lower, &upper, &["--compression", name]);
+        let cli_default = cli_diff(
+            dir.path(),
+            &lower,
+            &upper,
+            &["--compression", name, "--level", &level],
+        );
+        assert!(
+            cli_zero == cli_default,
+            "{name}: CLI --level 0 is not --level {level}"
+        );
+        assert!(
+            cli_unset == cli_default,
+            "{name}: CLI default is not --level {level}"
+        );
+        assert!(
+            cli_zero == at_zero,
+            "{name}: CLI and C ABI disagree on level 0"
+        );
+    }
+    let tar = compare_at(&lower, &upper, LAYERDIFF_COMPRESSION_NONE, 0);
+    let cli_tar = cli_diff(
+        dir.path(),
+        &lower,
+        &upper,
+        &["--compression", "none", "--level", "0"],
+    );
+    assert!(
+        tar == cli_tar,
+        "uncompressed: CLI --level 0 differs from the C ABI"
+    );
+    let gzip_at_zero = compare_at(&lower, &upper, LAYERDIFF_COMPRESSION_GZIP, 0);
+    assert!(
+        gzip_at_zero.len() < tar.len() / 2,
+        "gzip level 0 did not compress (stored mode?)"
+    );
+}

@@ -41,7 +41,6 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use crate::compression::{GZIP_DEFAULT_LEVEL, ZSTD_DEFAULT_LEVEL};
 use crate::{ApplyOptions, CancelToken, CompareOptions, Compression, Progress, WhiteoutMode};
 
 /// Compress the layer with gzip (the zero value, as containerd's walking differ).
@@ -86,8 +85,10 @@ pub type layerdiff_progress_fn = Option<unsafe extern "C" fn(ctx: *mut c_void, b
 pub struct layerdiff_compare_options {
     /// LAYERDIFF_COMPRESSION_*; 0 = gzip.
     pub compression: u32,
-    /// Compression level; 0 = the algorithm's default (gzip 6, zstd 3). gzip takes 1..=9, zstd
-    /// its own range (negative levels are the fast modes); uncompressed output takes only 0.
+    /// Compression level; 0 = the compression's default: gzip 6 (Go's default, as containerd),
+    /// zstd 3 (libzstd's default). gzip takes 1 to 9 (level 0, stored, is not offered: use
+    /// LAYERDIFF_COMPRESSION_NONE); zstd takes its own range, negative levels being the fast
+    /// modes; uncompressed output takes only 0.
     pub level: i32,
     /// Whether `source_date_epoch` is set; false = no epoch.
     pub has_source_date_epoch: bool,
@@ -377,34 +378,32 @@ fn copy_c_string<const N: usize>(field: &str, text: &str) -> Result<[c_char; N],
     Ok(buf)
 }
 
+/// The compression of `compression` at `level`, where level 0 is that compression's default
+/// for every kind: the zero-default rule of the option structs (libzstd reads 0 the same way).
+/// The CLI's `--level` follows the same rule.
 fn compression_option(compression: u32, level: i32) -> Result<Compression, layerdiff_error> {
-    let chosen = match compression {
-        LAYERDIFF_COMPRESSION_GZIP => match level {
-            0 => Compression::Gzip {
-                level: GZIP_DEFAULT_LEVEL,
-            },
-            1..=9 => Compression::Gzip {
-                level: level as u32,
-            },
-            _ => {
-                return Err(layerdiff_error::invalid_argument(format!(
-                    "gzip level {level} is not in 1..=9 (0 = default 6)"
-                )))
-            }
+    let chosen = match (compression, level) {
+        // The core's default: gzip at Go's default level (6), as containerd's walking differ.
+        (LAYERDIFF_COMPRESSION_GZIP, 0) => Compression::default(),
+        (LAYERDIFF_COMPRESSION_GZIP, 1..=9) => Compression::Gzip {
+            level: level as u32,
         },
-        LAYERDIFF_COMPRESSION_ZSTD => match level {
-            0 => Compression::Zstd {
-                level: ZSTD_DEFAULT_LEVEL,
-            },
-            _ => Compression::Zstd { level },
+        (LAYERDIFF_COMPRESSION_GZIP, _) => {
+            return Err(layerdiff_error::invalid_argument(format!(
+                "gzip level {level} is not in 1..=9 (0 = the default, 6)"
+            )))
+        }
+        (LAYERDIFF_COMPRESSION_ZSTD, 0) => Compression::Zstd {
+            level: zstd::DEFAULT_COMPRESSION_LEVEL,
         },
-        LAYERDIFF_COMPRESSION_NONE if level == 0 => Compression::None,
-        LAYERDIFF_COMPRESSION_NONE => {
+        (LAYERDIFF_COMPRESSION_ZSTD, _) => Compression::Zstd { level },
+        (LAYERDIFF_COMPRESSION_NONE, 0) => Compression::None,
+        (LAYERDIFF_COMPRESSION_NONE, _) => {
             return Err(layerdiff_error::invalid_argument(format!(
                 "level {level} given for uncompressed output (must be 0)"
             )))
         }
-        other => {
+        (other, _) => {
             return Err(layerdiff_error::invalid_argument(format!(
                 "unknown compression {other} (LAYERDIFF_COMPRESSION_GZIP, _NONE or _ZSTD)"
             )))
@@ -630,6 +629,26 @@ pub extern "C" fn layerdiff_version() -> *const c_char {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn level_zero_is_the_default_of_each_compression() {
+        assert!(matches!(
+            Compression::default(),
+            Compression::Gzip { level: 6 }
+        ));
+        assert_eq!(
+            compression_option(LAYERDIFF_COMPRESSION_GZIP, 0).unwrap(),
+            Compression::default()
+        );
+        assert_eq!(
+            compression_option(LAYERDIFF_COMPRESSION_ZSTD, 0).unwrap(),
+            Compression::Zstd { level: 3 }
+        );
+        assert_eq!(
+            compression_option(LAYERDIFF_COMPRESSION_NONE, 0).unwrap(),
+            Compression::None
+        );
+    }
 
     #[test]
     fn reserved_fields_are_named_with_the_first_nonzero_index() {

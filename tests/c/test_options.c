@@ -1,7 +1,7 @@
 /* The option and result structs as the installed header lays them out: sizes and offsets fixed
- * for .so.0, the all-zero struct (memset or `= {0}`) equal to NULL options, every nonzero
- * reserved field rejected by name before any I/O, and the reserved space of results zeroed on
- * success. */
+ * for .so.0, the all-zero struct (memset or `= {0}`) equal to NULL options, level 0 the
+ * compression's default, every nonzero reserved field rejected by name before any I/O, and
+ * the reserved space of results zeroed on success. */
 #include "test_util.h"
 
 #include <stddef.h>
@@ -104,6 +104,46 @@ static void test_zero_is_the_default(const char *dir, const char *lower, const c
     free(with_init);
 }
 
+static unsigned char *at_level(const char *dir, const char *lower, const char *upper,
+                               uint32_t compression, int32_t level, size_t *len)
+{
+    layerdiff_compare_options options = {0};
+    options.compression = compression;
+    options.level = level;
+    layerdiff_compare_result result;
+    return layer_bytes(dir, lower, upper, &options, len, &result);
+}
+
+static void test_level_zero(const char *dir, const char *lower, const char *upper)
+{
+    printf("level 0 is the compression's default level\n");
+    static const struct {
+        const char *name;
+        uint32_t compression;
+        int32_t default_level;
+        int32_t other_level;
+    } cases[] = {
+        {"gzip", LAYERDIFF_COMPRESSION_GZIP, 6, 1},
+        {"zstd", LAYERDIFF_COMPRESSION_ZSTD, 3, 19},
+    };
+    for (size_t i = 0; i < COUNT(cases); i++) {
+        size_t zero_len, default_len, other_len;
+        unsigned char *zero = at_level(dir, lower, upper, cases[i].compression, 0, &zero_len);
+        unsigned char *def =
+            at_level(dir, lower, upper, cases[i].compression, cases[i].default_level, &default_len);
+        unsigned char *other =
+            at_level(dir, lower, upper, cases[i].compression, cases[i].other_level, &other_len);
+        CHECK(!same_bytes(other, other_len, def, default_len),
+              "%s: levels %d and %d give the same bytes, the check below means nothing",
+              cases[i].name, cases[i].other_level, cases[i].default_level);
+        CHECK(same_bytes(zero, zero_len, def, default_len), "%s: level 0 is not level %d",
+              cases[i].name, cases[i].default_level);
+        free(zero);
+        free(def);
+        free(other);
+    }
+}
+
 static void test_reserved_rejected(const char *dir, int out_fd, int in_fd)
 {
     printf("nonzero reserved fields are rejected by name\n");
@@ -158,6 +198,7 @@ int main(void)
     build_upper(upper, 1);
 
     test_zero_is_the_default(dir, lower, upper);
+    test_level_zero(dir, lower, upper);
 
     path_join(out_path, sizeof out_path, dir, "rejected.out");
     int out_fd = open(out_path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
