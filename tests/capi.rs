@@ -883,23 +883,38 @@ fn cancel_from_another_thread_stops_a_running_apply() {
     );
 }
 
+/// Copies of the zeroed options with one reserved byte or word set (to a value whose bits move
+/// across the word), each with the message it must be rejected with.
+fn poisoned_reserved<T>(
+    zero: fn() -> T,
+    (bytes, set_byte): (usize, fn(&mut T, usize, u8)),
+    (words, set_word): (usize, fn(&mut T, usize, u64)),
+) -> Vec<(T, String)> {
+    let mut cases = Vec::new();
+    for i in 0..bytes {
+        let mut options = zero();
+        set_byte(&mut options, i, 0xa5);
+        cases.push((options, format!("reserved_bytes[{i}] is 0xa5, not 0")));
+    }
+    for i in 0..words {
+        let value = 1u64 << (4 * i % 64);
+        let mut options = zero();
+        set_word(&mut options, i, value);
+        cases.push((options, format!("reserved[{i}] is {value:#x}, not 0")));
+    }
+    cases
+}
+
 #[test]
 fn nonzero_reserved_option_space_is_rejected_naming_the_field() {
     let dir = tempfile::tempdir().unwrap();
     let path = c_path(dir.path());
     let out = tempfile::tempfile().unwrap();
-    let mut compare_cases = Vec::new();
-    for i in 0..7 {
-        let mut options = zero_compare_options();
-        options.reserved_bytes[i] = 0xa5;
-        compare_cases.push((options, format!("reserved_bytes[{i}] is 0xa5, not 0")));
-    }
-    for i in 0..16 {
-        let mut options = zero_compare_options();
-        options.reserved[i] = 1 << (4 * i);
-        let needle = format!("reserved[{i}] is {:#x}, not 0", 1u64 << (4 * i));
-        compare_cases.push((options, needle));
-    }
+    let compare_cases = poisoned_reserved(
+        zero_compare_options,
+        (7, |o, i, v| o.reserved_bytes[i] = v),
+        (16, |o, i, v| o.reserved[i] = v),
+    );
     for (options, needle) in &compare_cases {
         let (err, _) = compare_call(&path, &path, out.as_raw_fd(), Some(options));
         let needle = format!("invalid argument: layerdiff_compare_options.{needle}");
@@ -910,20 +925,11 @@ fn nonzero_reserved_option_space_is_rejected_naming_the_field() {
     let mut input = tempfile::tempfile().unwrap();
     std::io::Write::write_all(&mut input, &[0u8; 1024]).unwrap();
     std::io::Seek::rewind(&mut input).unwrap();
-    let mut apply_cases = Vec::new();
-    for i in 0..2 {
-        let mut options = zero_apply_options();
-        options.reserved_bytes[i] = 0x01;
-        apply_cases.push((options, format!("reserved_bytes[{i}] is 0x1, not 0")));
-    }
-    for i in 0..16 {
-        let mut options = zero_apply_options();
-        options.reserved[i] = u64::MAX;
-        apply_cases.push((
-            options,
-            format!("reserved[{i}] is 0xffffffffffffffff, not 0"),
-        ));
-    }
+    let apply_cases = poisoned_reserved(
+        zero_apply_options,
+        (2, |o, i, v| o.reserved_bytes[i] = v),
+        (16, |o, i, v| o.reserved[i] = v),
+    );
     for (options, needle) in &apply_cases {
         let (err, _) = apply_call(&path, input.as_raw_fd(), Some(options));
         let needle = format!("invalid argument: layerdiff_apply_options.{needle}");

@@ -144,69 +144,60 @@ static void test_level_zero(const char *dir, const char *lower, const char *uppe
     }
 }
 
+/* A call given options with a nonzero reserved field: rejected naming it, before any I/O. */
+static void reject_compare(const char *dir, int out_fd, const layerdiff_compare_options *options,
+                           const char *needle)
+{
+    layerdiff_compare_result result;
+    expect_error(needle, layerdiff_compare(dir, dir, out_fd, options, &result),
+                 LAYERDIFF_ERROR_INVALID_ARGUMENT, 0, needle);
+}
+
+static void reject_apply(const char *dir, int in_fd, const layerdiff_apply_options *options,
+                         const char *needle)
+{
+    layerdiff_apply_result result;
+    expect_error(needle, layerdiff_apply(dir, in_fd, options, &result),
+                 LAYERDIFF_ERROR_INVALID_ARGUMENT, 0, needle);
+}
+
+/* Set each element of options.field to `value` in turn, the rest of the struct zero: every call
+ * must be rejected with a message naming that element (`shown` is how it prints the value). */
+#define REJECT_EACH(reject, fd, type, options, field, value, shown)                        \
+    for (size_t i = 0; i < COUNT((options).field); i++) {                                  \
+        char needle[128];                                                                  \
+        memset(&(options), 0, sizeof(options));                                            \
+        (options).field[i] = (value);                                                      \
+        snprintf(needle, sizeof needle, #type "." #field "[%zu] is " shown, i);            \
+        reject(dir, fd, &(options), needle);                                               \
+    }
+
 static void test_reserved_rejected(const char *dir, int out_fd, int in_fd)
 {
     printf("nonzero reserved fields are rejected by name\n");
-    char needle[128];
-    for (size_t i = 0; i < sizeof(((layerdiff_compare_options *)0)->reserved_bytes); i++) {
-        layerdiff_compare_options options = {0};
-        options.reserved_bytes[i] = 0xA5;
-        snprintf(needle, sizeof needle, "layerdiff_compare_options.reserved_bytes[%zu] is 0xa5", i);
-        layerdiff_compare_result result;
-        expect_error(needle, layerdiff_compare(dir, dir, out_fd, &options, &result),
-                     LAYERDIFF_ERROR_INVALID_ARGUMENT, 0, needle);
-    }
-    for (size_t i = 0; i < COUNT(((layerdiff_compare_options *)0)->reserved); i++) {
-        layerdiff_compare_options options = {0};
-        options.reserved[i] = 1;
-        snprintf(needle, sizeof needle, "layerdiff_compare_options.reserved[%zu] is 0x1", i);
-        layerdiff_compare_result result;
-        expect_error(needle, layerdiff_compare(dir, dir, out_fd, &options, &result),
-                     LAYERDIFF_ERROR_INVALID_ARGUMENT, 0, needle);
-    }
+    layerdiff_compare_options compare;
+    REJECT_EACH(reject_compare, out_fd, layerdiff_compare_options, compare, reserved_bytes, 0xA5,
+                "0xa5");
+    REJECT_EACH(reject_compare, out_fd, layerdiff_compare_options, compare, reserved, 1, "0x1");
     CHECK(lseek(out_fd, 0, SEEK_END) == 0, "a rejected compare wrote to out_fd");
-
-    for (size_t i = 0; i < sizeof(((layerdiff_apply_options *)0)->reserved_bytes); i++) {
-        layerdiff_apply_options options = {0};
-        options.reserved_bytes[i] = 0x80;
-        snprintf(needle, sizeof needle, "layerdiff_apply_options.reserved_bytes[%zu] is 0x80", i);
-        layerdiff_apply_result result;
-        expect_error(needle, layerdiff_apply(dir, in_fd, &options, &result),
-                     LAYERDIFF_ERROR_INVALID_ARGUMENT, 0, needle);
-    }
-    for (size_t i = 0; i < COUNT(((layerdiff_apply_options *)0)->reserved); i++) {
-        layerdiff_apply_options options = {0};
-        options.reserved[i] = UINT64_C(1) << 63;
-        snprintf(needle, sizeof needle,
-                 "layerdiff_apply_options.reserved[%zu] is 0x8000000000000000", i);
-        layerdiff_apply_result result;
-        expect_error(needle, layerdiff_apply(dir, in_fd, &options, &result),
-                     LAYERDIFF_ERROR_INVALID_ARGUMENT, 0, needle);
-    }
+    layerdiff_apply_options apply;
+    REJECT_EACH(reject_apply, in_fd, layerdiff_apply_options, apply, reserved_bytes, 0x80, "0x80");
+    REJECT_EACH(reject_apply, in_fd, layerdiff_apply_options, apply, reserved, UINT64_C(1) << 63,
+                "0x8000000000000000");
     CHECK(lseek(in_fd, 0, SEEK_CUR) == 0, "a rejected apply read in_fd");
 }
 
 int main(void)
 {
-    char dir[4096], lower[4096], upper[4096], out_path[4096], in_path[4096];
+    char dir[4096], lower[4096], upper[4096];
     make_temp_dir(dir, sizeof dir, "options");
-    path_join(lower, sizeof lower, dir, "lower");
-    path_join(upper, sizeof upper, dir, "upper");
-    make_dir(dir, "lower", 0755);
-    make_dir(dir, "upper", 0755);
-    build_lower(lower, 1);
-    build_upper(upper, 1);
+    make_tree_pair(dir, "", 1, lower, upper);
 
     test_zero_is_the_default(dir, lower, upper);
     test_level_zero(dir, lower, upper);
 
-    path_join(out_path, sizeof out_path, dir, "rejected.out");
-    int out_fd = open(out_path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    write_file(dir, "rejected.in", "not a layer, and never read", 27, 0644);
-    path_join(in_path, sizeof in_path, dir, "rejected.in");
-    int in_fd = open(in_path, O_RDONLY | O_CLOEXEC);
-    if (out_fd < 0 || in_fd < 0)
-        DIE("open test files: %s", strerror(errno));
+    int out_fd = file_fd(dir, "rejected.out", "", 0, O_RDWR);
+    int in_fd = file_fd(dir, "rejected.in", "not a layer, and never read", 27, O_RDONLY);
     test_reserved_rejected(dir, out_fd, in_fd);
     close(out_fd);
     close(in_fd);
