@@ -2,13 +2,28 @@
  * layerdiff - compute and apply OCI image layer diffs, byte-identical to containerd.
  *
  * Conventions of every function:
- *  - Paths are NUL-terminated byte strings, not necessarily UTF-8.
- *  - File descriptors are borrowed: layerdiff never closes them.
+ *  - Paths are NUL-terminated byte strings, not necessarily UTF-8, read only during the call;
+ *    a NULL or empty path fails with LAYERDIFF_ERROR_INVALID_ARGUMENT.
+ *  - File descriptors stay the caller's: layerdiff never closes them.
  *  - A fallible call returns NULL on success, or a layerdiff_error * that the caller releases
  *    with layerdiff_error_free(). Out-parameters are written only on success.
- *  - Panics never cross into C: they become LAYERDIFF_ERROR_INTERNAL errors.
+ *  - A bug inside layerdiff never unwinds into the caller: it becomes a LAYERDIFF_ERROR_INTERNAL
+ *    error.
  *  - Every function is thread-safe; any number of calls may run at once from any threads.
- *  - Option structs have a documented all-zero default; a NULL options pointer means that default.
+ *    An error or cancel handle may be used from any thread, but freeing it must not race with
+ *    its other uses.
+ *
+ * Option structs (layerdiff_*_options), and how they grow:
+ *  - Zero the whole struct (memset, or `= {0}`), then set the fields you need. The all-zero
+ *    struct is the documented default; a NULL options pointer means the same.
+ *  - Fields named reserved* must be zero. The library checks them and fails with
+ *    LAYERDIFF_ERROR_INVALID_ARGUMENT naming the first nonzero one, so a program built against
+ *    a newer header that sets an option this library does not know gets an error, never an
+ *    option silently ignored.
+ *  - A new option only ever takes reserved space, and its zero value keeps the old behaviour:
+ *    the size of every struct and the offset of every field never change in liblayerdiff.so.0.
+ *  - Result structs (layerdiff_*_result) are written whole, only on success; their reserved
+ *    fields are set to zero (later versions may return more there).
  *
  * Link with `pkg-config --cflags --libs layerdiff`; for a static program:
  *   cc -static ... $(pkg-config --static --cflags --libs layerdiff)
@@ -70,47 +85,56 @@
 #define LAYERDIFF_ERROR_INVALID_ARCHIVE 4
 
 /**
- * The call was cancelled through its `layerdiff_cancel` handle.
+ * The call was cancelled through its layerdiff_cancel handle.
  */
 #define LAYERDIFF_ERROR_CANCELED 5
 
 /**
- * An I/O or system call failed (see `layerdiff_error_errno`).
+ * An I/O or system call failed (see layerdiff_error_errno()).
  */
 #define LAYERDIFF_ERROR_IO 6
 
 /**
- * A bug in layerdiff: a caught panic or a broken invariant.
+ * A bug in layerdiff (a broken invariant), caught and reported instead of crashing.
  */
 #define LAYERDIFF_ERROR_INTERNAL 7
 
 /**
- * A cancellation handle. Create it with `layerdiff_cancel_new`, pass it in the options of any
- * number of calls, trigger it from any thread with `layerdiff_cancel_trigger` (those calls then
- * return a LAYERDIFF_ERROR_CANCELED error promptly), release it with `layerdiff_cancel_free`.
- * A triggered handle stays triggered.
+ * An opaque cancellation handle. Create it with layerdiff_cancel_new(), put it in the options
+ * of any number of calls, trigger it from any thread with layerdiff_cancel_trigger() (those
+ * calls then fail promptly with LAYERDIFF_ERROR_CANCELED), release it with
+ * layerdiff_cancel_free(). A triggered handle stays triggered.
  */
 typedef struct layerdiff_cancel layerdiff_cancel;
 
 /**
- * An error returned by a layerdiff call: a kind (`LAYERDIFF_ERROR_*`), an errno (0 when no
- * system call failed) and a message holding the whole cause chain. Owned by the caller, who
- * releases it with `layerdiff_error_free`. Immutable, so it may be read from any thread.
+ * An opaque error returned by a failed layerdiff call: a kind (LAYERDIFF_ERROR_*), an errno
+ * (0 when no system call failed) and a message holding the whole cause chain. The caller owns
+ * it and releases it with layerdiff_error_free(). It never changes, so any number of threads
+ * may read it at once.
  */
 typedef struct layerdiff_error layerdiff_error;
 
 /**
- * A progress callback: called with a running byte count, possibly from a worker thread, never
- * after the call that was given it has returned. For compare the count is the uncompressed tar
- * bytes produced so far, for apply the input bytes consumed so far. `ctx` is the
- * `progress_ctx` of the options, passed through untouched. The callback must not unwind
- * (C++ exceptions, longjmp) through layerdiff.
+ * A progress callback, set in the `progress` field of the options with its `progress_ctx`.
+ *
+ * layerdiff calls it only while the layerdiff_compare() or layerdiff_apply() call that was
+ * given it runs, never after that call has returned, from the calling thread or from a thread
+ * of layerdiff's own. The calls made for one layerdiff call never overlap: each returns before
+ * the next starts, so a context used by one call at a time needs no lock (a context shared by
+ * concurrent layerdiff calls does). `ctx` is `progress_ctx`, passed through untouched; `bytes`
+ * never decreases: for compare the uncompressed tar bytes produced so far, for apply the input
+ * bytes consumed so far.
+ *
+ * The callback must return normally: no longjmp() out of it, no C++ exception through it. It
+ * may call layerdiff_cancel_trigger().
  */
 typedef void (*layerdiff_progress_fn)(void *ctx, uint64_t bytes);
 
 /**
- * Options of `layerdiff_compare`. The all-zero value (or a NULL pointer) means: gzip at level
- * 6, no source-date-epoch, no cancellation, no progress.
+ * Options of layerdiff_compare(). Zero the whole struct (memset, or `= {0}`), then set the
+ * fields you need: the all-zero struct, like a NULL options pointer, means gzip at level 6, no
+ * source-date-epoch, no cancellation, no progress. The `reserved*` fields must stay zero.
  */
 typedef struct layerdiff_compare_options {
   /**
@@ -118,20 +142,26 @@ typedef struct layerdiff_compare_options {
    */
   uint32_t compression;
   /**
-   * Compression level; 0 = the algorithm's default (gzip 6, zstd 3). gzip takes 1..=9, zstd
-   * its own range (negative levels are the fast modes); uncompressed output takes only 0.
+   * Compression level; 0 = the compression's default: gzip 6 (Go's default, as containerd),
+   * zstd 3 (libzstd's default). gzip takes 1 to 9 (level 0, stored, is not offered: use
+   * LAYERDIFF_COMPRESSION_NONE); zstd takes its own range, negative levels being the fast
+   * modes; uncompressed output takes only 0.
    */
   int32_t level;
   /**
-   * Whether `source_date_epoch` is set; false (zero) = no epoch.
+   * Whether `source_date_epoch` is set; false = no epoch.
    */
   bool has_source_date_epoch;
+  /**
+   * Must be zero (room for future options).
+   */
+  uint8_t reserved_bytes[7];
   /**
    * SOURCE_DATE_EPOCH in seconds: mtimes later than this are clamped to it.
    */
   int64_t source_date_epoch;
   /**
-   * Cancellation handle, or NULL.
+   * Cancellation handle, or NULL. It must not be freed before the call returns.
    */
   const struct layerdiff_cancel *cancel;
   /**
@@ -139,13 +169,17 @@ typedef struct layerdiff_compare_options {
    */
   layerdiff_progress_fn progress;
   /**
-   * Passed to `progress` as its first argument.
+   * Passed to `progress` as its first argument; layerdiff never dereferences it.
    */
   void *progress_ctx;
+  /**
+   * Must be zero (room for future options).
+   */
+  uint64_t reserved[16];
 } layerdiff_compare_options;
 
 /**
- * What `layerdiff_compare` wrote.
+ * What layerdiff_compare() wrote. The library writes the whole struct, only on success.
  */
 typedef struct layerdiff_compare_result {
   /**
@@ -154,11 +188,11 @@ typedef struct layerdiff_compare_result {
    */
   char media_type[64];
   /**
-   * "sha256:<64 hex>" of the bytes written to the fd, NUL-terminated.
+   * "sha256:<64 hex>" of the bytes written to the descriptor, NUL-terminated.
    */
   char digest[72];
   /**
-   * Number of bytes written to the fd.
+   * Number of bytes written to the descriptor.
    */
   uint64_t size;
   /**
@@ -169,12 +203,17 @@ typedef struct layerdiff_compare_result {
    * Size of the uncompressed tar.
    */
   uint64_t uncompressed_size;
+  /**
+   * Set to zero; later versions may return more here.
+   */
+  uint64_t reserved[8];
 } layerdiff_compare_result;
 
 /**
- * Options of `layerdiff_apply`. The all-zero value (or a NULL pointer) means: remove
- * whiteouts, no parents, lchown entries to the layer's uid/gid (like containerd), no syncfs,
- * no cancellation, no progress.
+ * Options of layerdiff_apply(). Zero the whole struct (memset, or `= {0}`), then set the
+ * fields you need: the all-zero struct, like a NULL options pointer, means remove whiteouts,
+ * no parents, lchown entries to the layer's uid/gid (like containerd), no syncfs, no
+ * cancellation, no progress. The `reserved*` fields must stay zero.
  */
 typedef struct layerdiff_apply_options {
   /**
@@ -182,17 +221,7 @@ typedef struct layerdiff_apply_options {
    */
   uint32_t whiteouts;
   /**
-   * Overlay lowerdirs, top first: a parent directory the layer needs but the root lacks takes
-   * its owner, mode, times and xattrs from the first of these that has it. NUL-terminated
-   * paths; may be NULL when `parents_len` is 0. Read only during the call.
-   */
-  const char *const *parents;
-  /**
-   * Number of entries in `parents`.
-   */
-  size_t parents_len;
-  /**
-   * true = do not lchown entries to the layer's uid/gid; false (zero) = do, like containerd.
+   * true = do not lchown entries to the layer's uid/gid; false = do, like containerd.
    */
   bool no_same_owner;
   /**
@@ -200,7 +229,22 @@ typedef struct layerdiff_apply_options {
    */
   bool sync_fs;
   /**
-   * Cancellation handle, or NULL.
+   * Must be zero (room for future options).
+   */
+  uint8_t reserved_bytes[2];
+  /**
+   * Overlay lowerdirs, top first: a parent directory the layer needs but the root lacks takes
+   * its owner, mode, times and xattrs from the first of these that has it. An array of
+   * `parents_len` NUL-terminated paths, read only during the call; may be NULL when
+   * `parents_len` is 0.
+   */
+  const char *const *parents;
+  /**
+   * Number of entries in `parents`.
+   */
+  size_t parents_len;
+  /**
+   * Cancellation handle, or NULL. It must not be freed before the call returns.
    */
   const struct layerdiff_cancel *cancel;
   /**
@@ -208,13 +252,17 @@ typedef struct layerdiff_apply_options {
    */
   layerdiff_progress_fn progress;
   /**
-   * Passed to `progress` as its first argument.
+   * Passed to `progress` as its first argument; layerdiff never dereferences it.
    */
   void *progress_ctx;
+  /**
+   * Must be zero (room for future options).
+   */
+  uint64_t reserved[16];
 } layerdiff_apply_options;
 
 /**
- * What `layerdiff_apply` read.
+ * What layerdiff_apply() read. The library writes the whole struct, only on success.
  */
 typedef struct layerdiff_apply_result {
   /**
@@ -229,6 +277,10 @@ typedef struct layerdiff_apply_result {
    * Size of the uncompressed stream.
    */
   uint64_t size;
+  /**
+   * Set to zero; later versions may return more here.
+   */
+  uint64_t reserved[8];
 } layerdiff_apply_result;
 
 
@@ -242,20 +294,18 @@ extern "C" {
  * semantics of containerd's walking differ (`archive.WriteDiff`: the uncompressed stream is
  * byte-identical), and write it, compressed as `options` asks, to `out_fd`.
  *
- * - `lower`, `upper`: NUL-terminated paths (any bytes, not necessarily UTF-8); read only.
- * - `out_fd`: borrowed, never closed; must be open for writing (a file, pipe or socket).
- *   Writing starts at its current offset, which advances. As with any write(2), a pipe or
- *   socket whose reader is gone raises SIGPIPE unless the process ignores it; the call then
- *   fails with LAYERDIFF_ERROR_IO and errno EPIPE.
- * - `options`: NULL = the zero value (gzip level 6).
+ * - `lower`, `upper`: paths of directories, only read.
+ * - `out_fd`: open for writing (a file, pipe or socket); layerdiff writes from its current
+ *   offset, which advances, and never closes it. It must stay open until the call returns.
+ *   As with any write(2), a pipe or socket whose reader is gone raises SIGPIPE unless the
+ *   process ignores it; the call then fails with LAYERDIFF_ERROR_IO and errno EPIPE.
+ * - `options`: NULL, or a struct as documented at layerdiff_compare_options, read during the
+ *   call only. NULL means the all-zero options (gzip level 6).
  * - `out`: must not be NULL; written only on success.
  *
- * Returns NULL on success, otherwise an error the caller frees with `layerdiff_error_free`
+ * Returns NULL on success, otherwise an error the caller frees with layerdiff_error_free()
  * (`out` untouched; `out_fd` may have received part of a layer). Thread-safe: any number of
  * calls may run at once from any threads.
- *
- * # Safety
- * Pointers are NULL or valid as documented; `out_fd` stays open during the call.
  */
 struct layerdiff_error *layerdiff_compare(const char *lower,
                                           const char *upper,
@@ -268,19 +318,17 @@ struct layerdiff_error *layerdiff_compare(const char *lower,
  * the directory `root`, with the semantics of containerd's fs applier (`archive.Apply`),
  * never creating or changing anything outside `root`.
  *
- * - `root`: NUL-terminated path of an existing directory.
- * - `in_fd`: borrowed, never closed; must be open for reading. Reading starts at its current
- *   offset, which advances.
- * - `options`: NULL = the zero value (remove whiteouts, same owner).
+ * - `root`: path of an existing directory.
+ * - `in_fd`: open for reading; layerdiff reads from its current offset, which advances, and
+ *   never closes it. It must stay open until the call returns.
+ * - `options`: NULL, or a struct as documented at layerdiff_apply_options, read during the
+ *   call only. NULL means the all-zero options (remove whiteouts, same owner).
  * - `out`: must not be NULL; written only on success, with the digest and size of the
  *   uncompressed stream.
  *
- * Returns NULL on success, otherwise an error the caller frees with `layerdiff_error_free`
+ * Returns NULL on success, otherwise an error the caller frees with layerdiff_error_free()
  * (`out` untouched; `root` may hold part of the layer). Thread-safe: any number of calls may
  * run at once from any threads (on different roots).
- *
- * # Safety
- * Pointers are NULL or valid as documented; `in_fd` stays open during the call.
  */
 struct layerdiff_error *layerdiff_apply(const char *root,
                                         int in_fd,
@@ -288,27 +336,22 @@ struct layerdiff_error *layerdiff_apply(const char *root,
                                         struct layerdiff_apply_result *out);
 
 /**
- * Create a cancellation handle (not triggered). Release it with `layerdiff_cancel_free`.
+ * Create a cancellation handle (not triggered). Release it with layerdiff_cancel_free().
  * Returns NULL only on an internal failure. Thread-safe.
  */
 struct layerdiff_cancel *layerdiff_cancel_new(void);
 
 /**
- * Trigger `cancel`: every running and future call given this handle returns a
- * LAYERDIFF_ERROR_CANCELED error promptly. Safe to call from any thread at any time, any
- * number of times. NULL is ignored.
- *
- * # Safety
- * `cancel` is NULL or a live handle from `layerdiff_cancel_new`.
+ * Trigger `cancel`: every running and future call given this handle fails promptly with
+ * LAYERDIFF_ERROR_CANCELED. May be called from any thread at any time (also from a progress
+ * callback), any number of times, until the handle is freed. NULL is ignored.
  */
 void layerdiff_cancel_trigger(const struct layerdiff_cancel *cancel);
 
 /**
- * Release a cancellation handle. NULL is accepted and ignored. Not while a call that was given
- * the handle is still running, nor while another thread may still trigger it.
- *
- * # Safety
- * `cancel` is NULL or a handle from `layerdiff_cancel_new` not freed before.
+ * Release a cancellation handle from layerdiff_cancel_new(), once. NULL is ignored. Only when
+ * no call that was given the handle is still running and no other thread may still trigger
+ * it; the handle must not be used afterwards.
  */
 void layerdiff_cancel_free(struct layerdiff_cancel *cancel);
 
@@ -319,40 +362,29 @@ void layerdiff_cancel_free(struct layerdiff_cancel *cancel);
 const char *layerdiff_version(void);
 
 /**
- * The kind of `err` (one of `LAYERDIFF_ERROR_*`), or 0 when `err` is NULL.
- * Thread-safe: an error may be read from several threads at once (not while it is freed).
- *
- * # Safety
- * `err` is NULL or an error returned by layerdiff and not yet freed.
+ * The kind of `err` (one of LAYERDIFF_ERROR_*), or 0 when `err` is NULL. `err` is NULL or an
+ * error returned by layerdiff and not yet freed. Thread-safe: several threads may read one
+ * error at once, but not while another frees it.
  */
 uint32_t layerdiff_error_kind(const struct layerdiff_error *err);
 
 /**
  * The errno of the failed system call behind `err`, or 0 when there is none or `err` is NULL.
- * Thread-safe like `layerdiff_error_kind`.
- *
- * # Safety
- * `err` is NULL or an error returned by layerdiff and not yet freed.
+ * `err` as for layerdiff_error_kind(); thread-safe like it.
  */
 int32_t layerdiff_error_errno(const struct layerdiff_error *err);
 
 /**
- * The message of `err`: the whole cause chain, `outer: inner: ...`, NUL-terminated. The string
- * belongs to `err` and stays valid until `layerdiff_error_free(err)`. Returns "" when `err` is
- * NULL. Thread-safe like `layerdiff_error_kind`.
- *
- * # Safety
- * `err` is NULL or an error returned by layerdiff and not yet freed.
+ * The message of `err`: the whole cause chain, `outer: inner: ...`, NUL-terminated, never
+ * NULL ("" when `err` is NULL). The string belongs to `err`: do not free it; it stays valid
+ * until layerdiff_error_free(err). `err` as for layerdiff_error_kind(); thread-safe like it.
  */
 const char *layerdiff_error_message(const struct layerdiff_error *err);
 
 /**
- * Release an error returned by layerdiff. NULL is accepted and ignored. Call it once per error,
- * when no other thread still reads it.
- *
- * # Safety
- * `err` is NULL or an error returned by layerdiff that was not freed before; it must not be
- * used afterwards (nor the string from `layerdiff_error_message`).
+ * Release an error returned by layerdiff, once, when no other thread still reads it. NULL is
+ * ignored. Neither the error nor the string from layerdiff_error_message() may be used
+ * afterwards.
  */
 void layerdiff_error_free(struct layerdiff_error *err);
 

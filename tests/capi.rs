@@ -75,13 +75,16 @@ fn c_string(bytes: &[c_char]) -> String {
         .into_owned()
 }
 
+const POISON: u64 = 0x5a5a_5a5a_5a5a_5a5a;
+
 fn poisoned_compare_result() -> layerdiff_compare_result {
     layerdiff_compare_result {
         media_type: [0x5a; 64],
         digest: [0x5a; 72],
-        size: 0x5a5a,
+        size: POISON,
         diff_id: [0x5a; 72],
-        uncompressed_size: 0x5a5a,
+        uncompressed_size: POISON,
+        reserved: [POISON; 8],
     }
 }
 
@@ -91,45 +94,38 @@ fn untouched_compare(r: &layerdiff_compare_result) -> bool {
         .chain(&r.digest)
         .chain(&r.diff_id)
         .all(|&b| b == 0x5a)
-        && r.size == 0x5a5a
-        && r.uncompressed_size == 0x5a5a
+        && [r.size, r.uncompressed_size]
+            .iter()
+            .chain(&r.reserved)
+            .all(|&w| w == POISON)
 }
 
 fn poisoned_apply_result() -> layerdiff_apply_result {
     layerdiff_apply_result {
         media_type: [0x5a; 64],
         digest: [0x5a; 72],
-        size: 0x5a5a,
+        size: POISON,
+        reserved: [POISON; 8],
     }
 }
 
 fn untouched_apply(r: &layerdiff_apply_result) -> bool {
-    r.media_type.iter().chain(&r.digest).all(|&b| b == 0x5a) && r.size == 0x5a5a
+    r.media_type.iter().chain(&r.digest).all(|&b| b == 0x5a)
+        && std::iter::once(&r.size)
+            .chain(&r.reserved)
+            .all(|&w| w == POISON)
 }
 
+/// The options a C caller gets from memset(0): all-zero bytes, not the library's `Default`.
 fn zero_compare_options() -> layerdiff_compare_options {
-    layerdiff_compare_options {
-        compression: 0,
-        level: 0,
-        has_source_date_epoch: false,
-        source_date_epoch: 0,
-        cancel: ptr::null(),
-        progress: None,
-        progress_ctx: ptr::null_mut(),
-    }
+    // SAFETY: all-zero is a valid value of every field (0, false, NULL pointers, no callback).
+    unsafe { std::mem::zeroed() }
 }
 
+/// As [`zero_compare_options`].
 fn zero_apply_options() -> layerdiff_apply_options {
-    layerdiff_apply_options {
-        whiteouts: 0,
-        parents: ptr::null(),
-        parents_len: 0,
-        no_same_owner: false,
-        sync_fs: false,
-        cancel: ptr::null(),
-        progress: None,
-        progress_ctx: ptr::null_mut(),
-    }
+    // SAFETY: as above.
+    unsafe { std::mem::zeroed() }
 }
 
 fn compare_call(
@@ -523,39 +519,59 @@ fn compare_result_matches_what_was_written() {
             "application/vnd.oci.image.layer.v1.tar+zstd",
         ),
     ] {
-        let mut out = tempfile::tempfile().unwrap();
         let options = layerdiff_compare_options {
             compression,
             ..zero_compare_options()
         };
-        let (err, result) = compare_call(&lower, &upper, out.as_raw_fd(), Some(&options));
-        expect_success(err);
-        assert!(fd_is_open(out.as_raw_fd()));
-        let mut written = Vec::new();
-        std::io::Seek::rewind(&mut out).unwrap();
-        out.read_to_end(&mut written).unwrap();
+        let (written, result) = compare_bytes(&lower, &upper, Some(&options));
         assert_eq!(c_string(&result.media_type), media_type);
         assert_eq!(result.size, written.len() as u64);
-        assert_eq!(
-            c_string(&result.digest),
-            layerdiff::digest::format_sha256(&sha256(&written))
-        );
-        let mut tar = Vec::new();
-        layerdiff::compression::decompress(&written[..])
-            .unwrap()
-            .read_to_end(&mut tar)
-            .unwrap();
+        assert_eq!(c_string(&result.digest), sha256_digest(&written));
+        let tar = decompressed(compression, &written);
         assert_eq!(result.uncompressed_size, tar.len() as u64);
-        assert_eq!(
-            c_string(&result.diff_id),
-            layerdiff::digest::format_sha256(&sha256(&tar))
-        );
+        assert_eq!(c_string(&result.diff_id), sha256_digest(&tar));
+        assert_eq!(result.reserved, [0; 8], "reserved result space not zeroed");
     }
 }
 
-fn sha256(bytes: &[u8]) -> Vec<u8> {
+/// The layer bytes a successful compare wrote to a fresh file, and its result.
+fn compare_bytes(
+    lower: &CString,
+    upper: &CString,
+    options: Option<&layerdiff_compare_options>,
+) -> (Vec<u8>, layerdiff_compare_result) {
+    let mut out = tempfile::tempfile().unwrap();
+    let (err, result) = compare_call(lower, upper, out.as_raw_fd(), options);
+    expect_success(err);
+    assert!(fd_is_open(out.as_raw_fd()));
+    let mut written = Vec::new();
+    std::io::Seek::rewind(&mut out).unwrap();
+    out.read_to_end(&mut written).unwrap();
+    (written, result)
+}
+
+/// The tar inside `layer`, decoded as the compression that was asked for (not detected).
+fn decompressed(compression: u32, layer: &[u8]) -> Vec<u8> {
+    let mut tar = Vec::new();
+    match compression {
+        LAYERDIFF_COMPRESSION_GZIP => flate2::read::MultiGzDecoder::new(layer)
+            .read_to_end(&mut tar)
+            .unwrap(),
+        LAYERDIFF_COMPRESSION_ZSTD => zstd::stream::read::Decoder::new(layer)
+            .unwrap()
+            .read_to_end(&mut tar)
+            .unwrap(),
+        _ => {
+            tar.extend_from_slice(layer);
+            layer.len()
+        }
+    };
+    tar
+}
+
+fn sha256_digest(bytes: &[u8]) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(bytes).to_vec()
+    format!("sha256:{:x}", sha2::Sha256::digest(bytes))
 }
 
 #[test]
@@ -571,50 +587,77 @@ fn null_options_mean_gzip() {
     );
 }
 
+#[derive(Default)]
 struct ProgressLog {
     calls: AtomicU64,
     last: AtomicU64,
     went_backwards: AtomicBool,
+    inside: AtomicBool,
+    overlapped: AtomicBool,
+}
+
+impl ProgressLog {
+    fn ctx(&self) -> *mut c_void {
+        self as *const ProgressLog as *mut c_void
+    }
+
+    #[track_caller]
+    fn assert_sane(&self, total: u64) {
+        assert!(
+            self.calls.load(Ordering::SeqCst) > 0,
+            "progress never called"
+        );
+        assert!(!self.went_backwards.load(Ordering::SeqCst));
+        assert!(
+            !self.overlapped.load(Ordering::SeqCst),
+            "two progress calls of one layerdiff call overlapped"
+        );
+        let last = self.last.load(Ordering::SeqCst);
+        assert!(last > 0 && last <= total, "{last} of {total}");
+    }
 }
 
 unsafe extern "C" fn log_progress(ctx: *mut c_void, bytes: u64) {
     // SAFETY: ctx is the &ProgressLog given as progress_ctx, alive for the call.
     let log = unsafe { &*(ctx as *const ProgressLog) };
+    if log.inside.swap(true, Ordering::SeqCst) {
+        log.overlapped.store(true, Ordering::SeqCst);
+    }
     if log.last.swap(bytes, Ordering::SeqCst) > bytes {
         log.went_backwards.store(true, Ordering::SeqCst);
     }
     log.calls.fetch_add(1, Ordering::SeqCst);
+    log.inside.store(false, Ordering::SeqCst);
 }
 
 #[test]
-fn progress_gets_its_context_and_increasing_counts() {
+fn progress_gets_its_context_and_increasing_counts_one_call_at_a_time() {
     let dir = tempfile::tempdir().unwrap();
     let (lower, upper) = sample_trees(dir.path());
-    let log = ProgressLog {
-        calls: AtomicU64::new(0),
-        last: AtomicU64::new(0),
-        went_backwards: AtomicBool::new(false),
-    };
+    let compare_log = ProgressLog::default();
     let options = layerdiff_compare_options {
         compression: LAYERDIFF_COMPRESSION_NONE,
         progress: Some(log_progress),
-        progress_ctx: &log as *const ProgressLog as *mut c_void,
+        progress_ctx: compare_log.ctx(),
         ..zero_compare_options()
     };
-    let out = tempfile::tempfile().unwrap();
-    let (err, result) = compare_call(&lower, &upper, out.as_raw_fd(), Some(&options));
+    let (layer, result) = compare_bytes(&lower, &upper, Some(&options));
+    compare_log.assert_sane(result.uncompressed_size);
+
+    let root = dir.path().join("root");
+    fs::create_dir(&root).unwrap();
+    let layer_path = dir.path().join("layer.tar");
+    fs::write(&layer_path, &layer).unwrap();
+    let apply_log = ProgressLog::default();
+    let options = layerdiff_apply_options {
+        progress: Some(log_progress),
+        progress_ctx: apply_log.ctx(),
+        ..zero_apply_options()
+    };
+    let input = File::open(&layer_path).unwrap();
+    let (err, _) = apply_call(&c_path(&root), input.as_raw_fd(), Some(&options));
     expect_success(err);
-    assert!(
-        log.calls.load(Ordering::SeqCst) > 0,
-        "progress never called"
-    );
-    assert!(!log.went_backwards.load(Ordering::SeqCst));
-    let last = log.last.load(Ordering::SeqCst);
-    assert!(
-        last > 0 && last <= result.uncompressed_size,
-        "{last} of {}",
-        result.uncompressed_size
-    );
+    apply_log.assert_sane(layer.len() as u64);
 }
 
 /// A cancel handle owned by the test, freed on drop.
@@ -760,6 +803,7 @@ fn round_trip_through_the_abi() {
     );
     assert_eq!(c_string(&applied.digest), c_string(&diff.diff_id));
     assert_eq!(applied.size, diff.uncompressed_size);
+    assert_eq!(applied.reserved, [0; 8], "reserved result space not zeroed");
     assert!(!root.join("a/gone").exists());
     assert_eq!(fs::read(root.join("a/new")).unwrap(), vec![7u8; 100_000]);
     assert_eq!(fs::read(root.join("a/keep")).unwrap(), b"keep");
@@ -836,5 +880,222 @@ fn cancel_from_another_thread_stops_a_running_apply() {
     assert!(
         !stream_completed,
         "the whole 4 GiB stream was read: not cancelled"
+    );
+}
+
+/// Copies of the zeroed options with one reserved byte or word set (to a value whose bits move
+/// across the word), each with the message it must be rejected with.
+fn poisoned_reserved<T>(
+    zero: fn() -> T,
+    (bytes, set_byte): (usize, fn(&mut T, usize, u8)),
+    (words, set_word): (usize, fn(&mut T, usize, u64)),
+) -> Vec<(T, String)> {
+    let mut cases = Vec::new();
+    for i in 0..bytes {
+        let mut options = zero();
+        set_byte(&mut options, i, 0xa5);
+        cases.push((options, format!("reserved_bytes[{i}] is 0xa5, not 0")));
+    }
+    for i in 0..words {
+        let value = 1u64 << (4 * i % 64);
+        let mut options = zero();
+        set_word(&mut options, i, value);
+        cases.push((options, format!("reserved[{i}] is {value:#x}, not 0")));
+    }
+    cases
+}
+
+#[test]
+fn nonzero_reserved_option_space_is_rejected_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = c_path(dir.path());
+    let out = tempfile::tempfile().unwrap();
+    let compare_cases = poisoned_reserved(
+        zero_compare_options,
+        (7, |o, i, v| o.reserved_bytes[i] = v),
+        (16, |o, i, v| o.reserved[i] = v),
+    );
+    for (options, needle) in &compare_cases {
+        let (err, _) = compare_call(&path, &path, out.as_raw_fd(), Some(options));
+        let needle = format!("invalid argument: layerdiff_compare_options.{needle}");
+        expect_failure(err, LAYERDIFF_ERROR_INVALID_ARGUMENT, Some(0), &needle);
+    }
+    assert_eq!(out.metadata().unwrap().len(), 0, "a rejected compare wrote");
+
+    let mut input = tempfile::tempfile().unwrap();
+    std::io::Write::write_all(&mut input, &[0u8; 1024]).unwrap();
+    std::io::Seek::rewind(&mut input).unwrap();
+    let apply_cases = poisoned_reserved(
+        zero_apply_options,
+        (2, |o, i, v| o.reserved_bytes[i] = v),
+        (16, |o, i, v| o.reserved[i] = v),
+    );
+    for (options, needle) in &apply_cases {
+        let (err, _) = apply_call(&path, input.as_raw_fd(), Some(options));
+        let needle = format!("invalid argument: layerdiff_apply_options.{needle}");
+        expect_failure(err, LAYERDIFF_ERROR_INVALID_ARGUMENT, Some(0), &needle);
+    }
+    let offset = std::io::Seek::stream_position(&mut input).unwrap();
+    assert_eq!(offset, 0, "a rejected apply read its input");
+    assert_eq!(
+        fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "a rejected apply wrote"
+    );
+}
+
+#[test]
+fn zeroed_options_are_the_default_and_null_means_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let (lower, upper) = sample_trees(dir.path());
+    let (with_null, null_result) = compare_bytes(&lower, &upper, None);
+    let (with_zeroed, _) = compare_bytes(&lower, &upper, Some(&zero_compare_options()));
+    let (with_default, _) = compare_bytes(&lower, &upper, Some(&Default::default()));
+    assert!(
+        with_null == with_zeroed,
+        "zeroed compare options differ from NULL"
+    );
+    assert!(
+        with_null == with_default,
+        "Default compare options differ from NULL"
+    );
+    let mut rust_api = Vec::new();
+    let lower_path = Path::new(std::ffi::OsStr::from_bytes(lower.as_bytes()));
+    let upper_path = Path::new(std::ffi::OsStr::from_bytes(upper.as_bytes()));
+    let options = layerdiff::CompareOptions::default();
+    layerdiff::compare(lower_path, upper_path, &mut rust_api, &options).unwrap();
+    assert!(
+        with_null == rust_api,
+        "NULL compare options differ from the Rust default"
+    );
+
+    let layer = dir.path().join("layer");
+    fs::write(&layer, &with_null).unwrap();
+    for (name, options) in [
+        ("null", None),
+        ("zeroed", Some(zero_apply_options())),
+        ("default", Some(Default::default())),
+    ] {
+        let root = dir.path().join(format!("root-{name}"));
+        fs::create_dir_all(root.join("a")).unwrap();
+        fs::write(root.join("a/gone"), b"gone").unwrap();
+        let input = File::open(&layer).unwrap();
+        let (err, applied) = apply_call(&c_path(&root), input.as_raw_fd(), options.as_ref());
+        expect_success(err);
+        assert_eq!(c_string(&applied.digest), c_string(&null_result.diff_id));
+        assert!(
+            !root.join("a/gone").exists(),
+            "{name}: whiteout not applied"
+        );
+        assert_eq!(fs::read(root.join("a/new")).unwrap(), vec![7u8; 100_000]);
+    }
+}
+
+/// A tree whose layer compresses differently at different levels (unlike a run of one byte).
+fn compressible_trees(dir: &Path) -> (CString, CString) {
+    let lower = dir.join("lower");
+    let upper = dir.join("upper");
+    fs::create_dir_all(&lower).unwrap();
+    fs::create_dir_all(&upper).unwrap();
+    let text: String = (0..40_000u64)
+        .map(|i| format!("line {i} {}\n", i * i % 9973))
+        .collect();
+    fs::write(upper.join("text"), text).unwrap();
+    (c_path(&lower), c_path(&upper))
+}
+
+fn compare_at(lower: &CString, upper: &CString, compression: u32, level: i32) -> Vec<u8> {
+    let options = layerdiff_compare_options {
+        compression,
+        level,
+        ..zero_compare_options()
+    };
+    compare_bytes(lower, upper, Some(&options)).0
+}
+
+/// The CLI's `diff` output for `args`, written to a file.
+fn cli_diff(dir: &Path, lower: &CString, upper: &CString, args: &[&str]) -> Vec<u8> {
+    let out = dir.join("cli-layer");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_layerdiff"))
+        .arg("diff")
+        .args(args)
+        .arg(std::ffi::OsStr::from_bytes(lower.as_bytes()))
+        .arg(std::ffi::OsStr::from_bytes(upper.as_bytes()))
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "layerdiff diff {args:?}: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    fs::read(&out).unwrap()
+}
+
+/// One meaning of level 0 in every front door: the compression's default level (gzip 6, zstd
+/// 3), never gzip's stored mode.
+#[test]
+fn level_zero_is_the_default_level_in_the_c_abi_and_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let (lower, upper) = compressible_trees(dir.path());
+    for (compression, name, default_level, other_level) in [
+        (LAYERDIFF_COMPRESSION_GZIP, "gzip", 6, 1),
+        (LAYERDIFF_COMPRESSION_ZSTD, "zstd", 3, 19),
+    ] {
+        let at_zero = compare_at(&lower, &upper, compression, 0);
+        let at_default = compare_at(&lower, &upper, compression, default_level);
+        let at_other = compare_at(&lower, &upper, compression, other_level);
+        assert!(
+            at_other != at_default,
+            "{name}: levels make no difference here"
+        );
+        assert!(
+            at_zero == at_default,
+            "{name}: C level 0 is not level {default_level}"
+        );
+
+        let level = default_level.to_string();
+        let cli_zero = cli_diff(
+            dir.path(),
+            &lower,
+            &upper,
+            &["--compression", name, "--level", "0"],
+        );
+        let cli_unset = cli_diff(dir.path(), &lower, &upper, &["--compression", name]);
+        let cli_default = cli_diff(
+            dir.path(),
+            &lower,
+            &upper,
+            &["--compression", name, "--level", &level],
+        );
+        assert!(
+            cli_zero == cli_default,
+            "{name}: CLI --level 0 is not --level {level}"
+        );
+        assert!(
+            cli_unset == cli_default,
+            "{name}: CLI default is not --level {level}"
+        );
+        assert!(
+            cli_zero == at_zero,
+            "{name}: CLI and C ABI disagree on level 0"
+        );
+    }
+    let tar = compare_at(&lower, &upper, LAYERDIFF_COMPRESSION_NONE, 0);
+    let cli_tar = cli_diff(
+        dir.path(),
+        &lower,
+        &upper,
+        &["--compression", "none", "--level", "0"],
+    );
+    assert!(
+        tar == cli_tar,
+        "uncompressed: CLI --level 0 differs from the C ABI"
+    );
+    let gzip_at_zero = compare_at(&lower, &upper, LAYERDIFF_COMPRESSION_GZIP, 0);
+    assert!(
+        gzip_at_zero.len() < tar.len() / 2,
+        "gzip level 0 did not compress (stored mode?)"
     );
 }

@@ -48,8 +48,9 @@ enum Command {
         /// Compression of the written layer.
         #[arg(long, value_enum, default_value = "gzip")]
         compression: CompressionArg,
-        /// Compression level (gzip 0-9, default 6; zstd 1-22, default 3).
-        #[arg(long)]
+        /// Compression level; 0 (or none given) = the compression's default: gzip 6, zstd 3.
+        /// gzip takes 1-9, zstd 1-22 (negative: its fast modes); `none` takes only 0.
+        #[arg(long, allow_negative_numbers = true)]
         level: Option<i32>,
         /// Clamp mtimes later than this (seconds since 1970) to it, for reproducible layers.
         #[arg(long, value_name = "SECONDS")]
@@ -115,21 +116,7 @@ fn run(command: Command) -> Result<(), String> {
             upper,
             output,
         } => {
-            let compression = match (compression, level) {
-                (CompressionArg::None, None) => Compression::None,
-                (CompressionArg::None, Some(_)) => {
-                    return Err("--level makes no sense with --compression none".into())
-                }
-                (CompressionArg::Gzip, l) => Compression::Gzip {
-                    level: match l {
-                        None => layerdiff::compression::GZIP_DEFAULT_LEVEL,
-                        Some(l) => u32::try_from(l).map_err(|_| format!("bad gzip level {l}"))?,
-                    },
-                },
-                (CompressionArg::Zstd, l) => Compression::Zstd {
-                    level: l.unwrap_or(layerdiff::compression::ZSTD_DEFAULT_LEVEL),
-                },
-            };
+            let compression = compression_at(compression, level.unwrap_or(0))?;
             let opts = CompareOptions {
                 compression,
                 source_date_epoch,
@@ -197,6 +184,35 @@ fn run(command: Command) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+/// `--level`: 0 is the compression's default for every compression, as in the C ABI and the
+/// Go package (so gzip level 0, stored, is not offered: use `--compression none`).
+fn compression_at(compression: CompressionArg, level: i32) -> Result<Compression, String> {
+    let chosen = match (compression, level) {
+        // The library's default: gzip at Go's default level (6), as containerd.
+        (CompressionArg::Gzip, 0) => Compression::default(),
+        (CompressionArg::Gzip, 1..=9) => Compression::Gzip {
+            level: level as u32,
+        },
+        (CompressionArg::Gzip, _) => {
+            return Err(format!(
+                "invalid argument: gzip level {level} is not in 1..=9 (0 = the default, 6)"
+            ))
+        }
+        (CompressionArg::Zstd, 0) => Compression::Zstd {
+            level: zstd::DEFAULT_COMPRESSION_LEVEL,
+        },
+        (CompressionArg::Zstd, _) => Compression::Zstd { level },
+        (CompressionArg::None, 0) => Compression::None,
+        (CompressionArg::None, _) => {
+            return Err(format!(
+                "invalid argument: --level {level} makes no sense with --compression none (only 0)"
+            ))
+        }
+    };
+    chosen.validate().map_err(|e| e.chain_message())?;
+    Ok(chosen)
 }
 
 fn print_json(v: &serde_json::Value) {

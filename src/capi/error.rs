@@ -3,7 +3,7 @@
 use std::ffi::{c_char, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use crate::error::{Error, ErrorKind};
+use crate::{Error, ErrorKind};
 
 // The C constants are literals so that cbindgen can print them; these assertions keep them
 // equal to the core's stable `ErrorKind` numbers.
@@ -25,17 +25,19 @@ pub const LAYERDIFF_ERROR_NOT_FOUND: u32 = 2;
 pub const LAYERDIFF_ERROR_NOT_IMPLEMENTED: u32 = 3;
 /// The layer stream is malformed or hostile.
 pub const LAYERDIFF_ERROR_INVALID_ARCHIVE: u32 = 4;
-/// The call was cancelled through its `layerdiff_cancel` handle.
+/// The call was cancelled through its layerdiff_cancel handle.
 pub const LAYERDIFF_ERROR_CANCELED: u32 = 5;
-/// An I/O or system call failed (see `layerdiff_error_errno`).
+/// An I/O or system call failed (see layerdiff_error_errno()).
 pub const LAYERDIFF_ERROR_IO: u32 = 6;
-/// A bug in layerdiff: a caught panic or a broken invariant.
+/// A bug in layerdiff (a broken invariant), caught and reported instead of crashing.
 pub const LAYERDIFF_ERROR_INTERNAL: u32 = 7;
 
-/// An error returned by a layerdiff call: a kind (`LAYERDIFF_ERROR_*`), an errno (0 when no
-/// system call failed) and a message holding the whole cause chain. Owned by the caller, who
-/// releases it with `layerdiff_error_free`. Immutable, so it may be read from any thread.
+/// An opaque error returned by a failed layerdiff call: a kind (LAYERDIFF_ERROR_*), an errno
+/// (0 when no system call failed) and a message holding the whole cause chain. The caller owns
+/// it and releases it with layerdiff_error_free(). It never changes, so any number of threads
+/// may read it at once.
 #[allow(non_camel_case_types)]
+#[derive(Debug)]
 pub struct layerdiff_error {
     pub(crate) kind: ErrorKind,
     pub(crate) errno: i32,
@@ -108,11 +110,10 @@ pub(crate) fn guard_value<T>(fallback: T, body: impl FnOnce() -> T) -> T {
     catch_unwind(AssertUnwindSafe(body)).unwrap_or(fallback)
 }
 
-/// The kind of `err` (one of `LAYERDIFF_ERROR_*`), or 0 when `err` is NULL.
-/// Thread-safe: an error may be read from several threads at once (not while it is freed).
-///
-/// # Safety
-/// `err` is NULL or an error returned by layerdiff and not yet freed.
+/// The kind of `err` (one of LAYERDIFF_ERROR_*), or 0 when `err` is NULL. `err` is NULL or an
+/// error returned by layerdiff and not yet freed. Thread-safe: several threads may read one
+/// error at once, but not while another frees it.
+#[doc = c_contract!()]
 #[no_mangle]
 pub unsafe extern "C" fn layerdiff_error_kind(err: *const layerdiff_error) -> u32 {
     // SAFETY: the caller passes NULL or a live error object.
@@ -120,22 +121,18 @@ pub unsafe extern "C" fn layerdiff_error_kind(err: *const layerdiff_error) -> u3
 }
 
 /// The errno of the failed system call behind `err`, or 0 when there is none or `err` is NULL.
-/// Thread-safe like `layerdiff_error_kind`.
-///
-/// # Safety
-/// `err` is NULL or an error returned by layerdiff and not yet freed.
+/// `err` as for layerdiff_error_kind(); thread-safe like it.
+#[doc = c_contract!()]
 #[no_mangle]
 pub unsafe extern "C" fn layerdiff_error_errno(err: *const layerdiff_error) -> i32 {
     // SAFETY: the caller passes NULL or a live error object.
     guard_value(0, || unsafe { err.as_ref() }.map_or(0, |e| e.errno))
 }
 
-/// The message of `err`: the whole cause chain, `outer: inner: ...`, NUL-terminated. The string
-/// belongs to `err` and stays valid until `layerdiff_error_free(err)`. Returns "" when `err` is
-/// NULL. Thread-safe like `layerdiff_error_kind`.
-///
-/// # Safety
-/// `err` is NULL or an error returned by layerdiff and not yet freed.
+/// The message of `err`: the whole cause chain, `outer: inner: ...`, NUL-terminated, never
+/// NULL ("" when `err` is NULL). The string belongs to `err`: do not free it; it stays valid
+/// until layerdiff_error_free(err). `err` as for layerdiff_error_kind(); thread-safe like it.
+#[doc = c_contract!()]
 #[no_mangle]
 pub unsafe extern "C" fn layerdiff_error_message(err: *const layerdiff_error) -> *const c_char {
     const EMPTY: &std::ffi::CStr = c"";
@@ -145,12 +142,10 @@ pub unsafe extern "C" fn layerdiff_error_message(err: *const layerdiff_error) ->
     })
 }
 
-/// Release an error returned by layerdiff. NULL is accepted and ignored. Call it once per error,
-/// when no other thread still reads it.
-///
-/// # Safety
-/// `err` is NULL or an error returned by layerdiff that was not freed before; it must not be
-/// used afterwards (nor the string from `layerdiff_error_message`).
+/// Release an error returned by layerdiff, once, when no other thread still reads it. NULL is
+/// ignored. Neither the error nor the string from layerdiff_error_message() may be used
+/// afterwards.
+#[doc = c_contract!()]
 #[no_mangle]
 pub unsafe extern "C" fn layerdiff_error_free(err: *mut layerdiff_error) {
     if !err.is_null() {
@@ -200,15 +195,16 @@ mod tests {
 
     #[test]
     fn core_errors_keep_kind_errno_and_the_whole_chain() {
-        let inner = std::io::Error::from_raw_os_error(libc::ENOENT);
-        let core = Error::path("lstat", "/some/where", inner);
+        let missing = std::path::Path::new("/nonexistent-layerdiff-capi-test/root");
+        let core = crate::apply(missing, std::io::empty(), &crate::ApplyOptions::default())
+            .expect_err("applied onto a missing root");
         let expected = core.chain_message();
         let err = guard_call("layerdiff_test", || Err(core.into()));
         let (kind, errno, message) = take(err);
         assert_eq!(kind, LAYERDIFF_ERROR_NOT_FOUND);
         assert_eq!(errno, libc::ENOENT);
         assert_eq!(message, expected);
-        assert!(message.starts_with("lstat /some/where: "), "{message}");
+        assert!(message.contains(&*missing.to_string_lossy()), "{message}");
     }
 
     #[test]

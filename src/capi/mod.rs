@@ -6,8 +6,29 @@
 //! duplicate is what the core reads or writes, so the caller's descriptor is never closed and
 //! its file offset advances as the layer is read or written.
 //!
+//! The `///` docs of the C items are copied into include/layerdiff.h by cbindgen, so they are
+//! written for C readers. The `# Safety` section each `pub unsafe fn` needs for Rust readers
+//! comes from [`c_contract!`], which cbindgen does not expand: it stays out of the header.
+//!
+//! The option and result structs are the ABI of liblayerdiff.so.0: see "Growing the structs"
+//! in the header (cbindgen.toml) for the rules, and the layout assertions below.
+//!
 //! The C names (`layerdiff_*`, lower case) are kept in Rust so the header reads the same.
 #![allow(non_camel_case_types)]
+
+/// The `# Safety` section of an entry point: the caller keeps the C contract stated in the
+/// docs above it. A macro, not a `///` comment, so that cbindgen leaves it out of the header.
+macro_rules! c_contract {
+    () => {
+        concat!(
+            "# Safety\n\n",
+            "The caller keeps the C contract documented above: every pointer argument is NULL ",
+            "only where that is allowed, and otherwise points to what is described, valid for ",
+            "the whole call; handles and errors passed in were returned by layerdiff and not ",
+            "yet freed."
+        )
+    };
+}
 
 mod error;
 
@@ -18,8 +39,8 @@ use std::fs::File;
 use std::os::fd::BorrowedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 
-use crate::compression::{GZIP_DEFAULT_LEVEL, ZSTD_DEFAULT_LEVEL};
 use crate::{ApplyOptions, CancelToken, CompareOptions, Compression, Progress, WhiteoutMode};
 
 /// Compress the layer with gzip (the zero value, as containerd's walking differ).
@@ -35,84 +56,106 @@ pub const LAYERDIFF_WHITEOUTS_REMOVE: u32 = 0;
 /// the root is an overlay upperdir.
 pub const LAYERDIFF_WHITEOUTS_OVERLAY: u32 = 1;
 
-/// A cancellation handle. Create it with `layerdiff_cancel_new`, pass it in the options of any
-/// number of calls, trigger it from any thread with `layerdiff_cancel_trigger` (those calls then
-/// return a LAYERDIFF_ERROR_CANCELED error promptly), release it with `layerdiff_cancel_free`.
-/// A triggered handle stays triggered.
+/// An opaque cancellation handle. Create it with layerdiff_cancel_new(), put it in the options
+/// of any number of calls, trigger it from any thread with layerdiff_cancel_trigger() (those
+/// calls then fail promptly with LAYERDIFF_ERROR_CANCELED), release it with
+/// layerdiff_cancel_free(). A triggered handle stays triggered.
 pub struct layerdiff_cancel {
     token: CancelToken,
 }
 
-/// A progress callback: called with a running byte count, possibly from a worker thread, never
-/// after the call that was given it has returned. For compare the count is the uncompressed tar
-/// bytes produced so far, for apply the input bytes consumed so far. `ctx` is the
-/// `progress_ctx` of the options, passed through untouched. The callback must not unwind
-/// (C++ exceptions, longjmp) through layerdiff.
+/// A progress callback, set in the `progress` field of the options with its `progress_ctx`.
+///
+/// layerdiff calls it only while the layerdiff_compare() or layerdiff_apply() call that was
+/// given it runs, never after that call has returned, from the calling thread or from a thread
+/// of layerdiff's own. The calls made for one layerdiff call never overlap: each returns before
+/// the next starts, so a context used by one call at a time needs no lock (a context shared by
+/// concurrent layerdiff calls does). `ctx` is `progress_ctx`, passed through untouched; `bytes`
+/// never decreases: for compare the uncompressed tar bytes produced so far, for apply the input
+/// bytes consumed so far.
+///
+/// The callback must return normally: no longjmp() out of it, no C++ exception through it. It
+/// may call layerdiff_cancel_trigger().
 pub type layerdiff_progress_fn = Option<unsafe extern "C" fn(ctx: *mut c_void, bytes: u64)>;
 
-/// Options of `layerdiff_compare`. The all-zero value (or a NULL pointer) means: gzip at level
-/// 6, no source-date-epoch, no cancellation, no progress.
+/// Options of layerdiff_compare(). Zero the whole struct (memset, or `= {0}`), then set the
+/// fields you need: the all-zero struct, like a NULL options pointer, means gzip at level 6, no
+/// source-date-epoch, no cancellation, no progress. The `reserved*` fields must stay zero.
 #[repr(C)]
 pub struct layerdiff_compare_options {
     /// LAYERDIFF_COMPRESSION_*; 0 = gzip.
     pub compression: u32,
-    /// Compression level; 0 = the algorithm's default (gzip 6, zstd 3). gzip takes 1..=9, zstd
-    /// its own range (negative levels are the fast modes); uncompressed output takes only 0.
+    /// Compression level; 0 = the compression's default: gzip 6 (Go's default, as containerd),
+    /// zstd 3 (libzstd's default). gzip takes 1 to 9 (level 0, stored, is not offered: use
+    /// LAYERDIFF_COMPRESSION_NONE); zstd takes its own range, negative levels being the fast
+    /// modes; uncompressed output takes only 0.
     pub level: i32,
-    /// Whether `source_date_epoch` is set; false (zero) = no epoch.
+    /// Whether `source_date_epoch` is set; false = no epoch.
     pub has_source_date_epoch: bool,
+    /// Must be zero (room for future options).
+    pub reserved_bytes: [u8; 7],
     /// SOURCE_DATE_EPOCH in seconds: mtimes later than this are clamped to it.
     pub source_date_epoch: i64,
-    /// Cancellation handle, or NULL.
+    /// Cancellation handle, or NULL. It must not be freed before the call returns.
     pub cancel: *const layerdiff_cancel,
     /// Progress callback (uncompressed tar bytes produced), or NULL.
     pub progress: layerdiff_progress_fn,
-    /// Passed to `progress` as its first argument.
+    /// Passed to `progress` as its first argument; layerdiff never dereferences it.
     pub progress_ctx: *mut c_void,
+    /// Must be zero (room for future options).
+    pub reserved: [u64; 16],
 }
 
-/// What `layerdiff_compare` wrote.
+/// What layerdiff_compare() wrote. The library writes the whole struct, only on success.
 #[repr(C)]
 pub struct layerdiff_compare_result {
     /// OCI media type of the written layer, NUL-terminated
     /// (application/vnd.oci.image.layer.v1.tar, ...tar+gzip or ...tar+zstd).
     pub media_type: [c_char; 64],
-    /// "sha256:<64 hex>" of the bytes written to the fd, NUL-terminated.
+    /// "sha256:<64 hex>" of the bytes written to the descriptor, NUL-terminated.
     pub digest: [c_char; 72],
-    /// Number of bytes written to the fd.
+    /// Number of bytes written to the descriptor.
     pub size: u64,
     /// "sha256:<64 hex>" of the uncompressed tar (the diffID), NUL-terminated.
     pub diff_id: [c_char; 72],
     /// Size of the uncompressed tar.
     pub uncompressed_size: u64,
+    /// Set to zero; later versions may return more here.
+    pub reserved: [u64; 8],
 }
 
-/// Options of `layerdiff_apply`. The all-zero value (or a NULL pointer) means: remove
-/// whiteouts, no parents, lchown entries to the layer's uid/gid (like containerd), no syncfs,
-/// no cancellation, no progress.
+/// Options of layerdiff_apply(). Zero the whole struct (memset, or `= {0}`), then set the
+/// fields you need: the all-zero struct, like a NULL options pointer, means remove whiteouts,
+/// no parents, lchown entries to the layer's uid/gid (like containerd), no syncfs, no
+/// cancellation, no progress. The `reserved*` fields must stay zero.
 #[repr(C)]
 pub struct layerdiff_apply_options {
     /// LAYERDIFF_WHITEOUTS_*; 0 = remove.
     pub whiteouts: u32,
-    /// Overlay lowerdirs, top first: a parent directory the layer needs but the root lacks takes
-    /// its owner, mode, times and xattrs from the first of these that has it. NUL-terminated
-    /// paths; may be NULL when `parents_len` is 0. Read only during the call.
-    pub parents: *const *const c_char,
-    /// Number of entries in `parents`.
-    pub parents_len: usize,
-    /// true = do not lchown entries to the layer's uid/gid; false (zero) = do, like containerd.
+    /// true = do not lchown entries to the layer's uid/gid; false = do, like containerd.
     pub no_same_owner: bool,
     /// true = syncfs the root's filesystem at the end.
     pub sync_fs: bool,
-    /// Cancellation handle, or NULL.
+    /// Must be zero (room for future options).
+    pub reserved_bytes: [u8; 2],
+    /// Overlay lowerdirs, top first: a parent directory the layer needs but the root lacks takes
+    /// its owner, mode, times and xattrs from the first of these that has it. An array of
+    /// `parents_len` NUL-terminated paths, read only during the call; may be NULL when
+    /// `parents_len` is 0.
+    pub parents: *const *const c_char,
+    /// Number of entries in `parents`.
+    pub parents_len: usize,
+    /// Cancellation handle, or NULL. It must not be freed before the call returns.
     pub cancel: *const layerdiff_cancel,
     /// Progress callback (input bytes consumed), or NULL.
     pub progress: layerdiff_progress_fn,
-    /// Passed to `progress` as its first argument.
+    /// Passed to `progress` as its first argument; layerdiff never dereferences it.
     pub progress_ctx: *mut c_void,
+    /// Must be zero (room for future options).
+    pub reserved: [u64; 16],
 }
 
-/// What `layerdiff_apply` read.
+/// What layerdiff_apply() read. The library writes the whole struct, only on success.
 #[repr(C)]
 pub struct layerdiff_apply_result {
     /// Always "application/vnd.oci.image.layer.v1.tar", NUL-terminated.
@@ -121,36 +164,133 @@ pub struct layerdiff_apply_result {
     pub digest: [c_char; 72],
     /// Size of the uncompressed stream.
     pub size: u64,
+    /// Set to zero; later versions may return more here.
+    pub reserved: [u64; 8],
 }
+
+impl Default for layerdiff_compare_options {
+    /// The all-zero struct.
+    fn default() -> Self {
+        layerdiff_compare_options {
+            compression: 0,
+            level: 0,
+            has_source_date_epoch: false,
+            reserved_bytes: [0; 7],
+            source_date_epoch: 0,
+            cancel: std::ptr::null(),
+            progress: None,
+            progress_ctx: std::ptr::null_mut(),
+            reserved: [0; 16],
+        }
+    }
+}
+
+impl Default for layerdiff_apply_options {
+    /// The all-zero struct.
+    fn default() -> Self {
+        layerdiff_apply_options {
+            whiteouts: 0,
+            no_same_owner: false,
+            sync_fs: false,
+            reserved_bytes: [0; 2],
+            parents: std::ptr::null(),
+            parents_len: 0,
+            cancel: std::ptr::null(),
+            progress: None,
+            progress_ctx: std::ptr::null_mut(),
+            reserved: [0; 16],
+        }
+    }
+}
+
+// The layouts are the ABI of .so.0: a field is only ever added by taking reserved space, so
+// sizes and offsets never change. No padding anywhere on 64-bit targets, so every byte is a
+// field the library checks or writes.
+#[cfg(target_pointer_width = "64")]
+const _: () = {
+    use std::mem::{offset_of, size_of};
+    type Co = layerdiff_compare_options;
+    assert!(offset_of!(Co, compression) == 0 && offset_of!(Co, level) == 4);
+    assert!(offset_of!(Co, has_source_date_epoch) == 8 && offset_of!(Co, reserved_bytes) == 9);
+    assert!(offset_of!(Co, source_date_epoch) == 16 && offset_of!(Co, cancel) == 24);
+    assert!(offset_of!(Co, progress) == 32 && offset_of!(Co, progress_ctx) == 40);
+    assert!(offset_of!(Co, reserved) == 48 && size_of::<Co>() == 176);
+
+    type Ao = layerdiff_apply_options;
+    assert!(offset_of!(Ao, whiteouts) == 0 && offset_of!(Ao, no_same_owner) == 4);
+    assert!(offset_of!(Ao, sync_fs) == 5 && offset_of!(Ao, reserved_bytes) == 6);
+    assert!(offset_of!(Ao, parents) == 8 && offset_of!(Ao, parents_len) == 16);
+    assert!(offset_of!(Ao, cancel) == 24 && offset_of!(Ao, progress) == 32);
+    assert!(offset_of!(Ao, progress_ctx) == 40 && offset_of!(Ao, reserved) == 48);
+    assert!(size_of::<Ao>() == 176);
+
+    type Cr = layerdiff_compare_result;
+    assert!(offset_of!(Cr, media_type) == 0 && offset_of!(Cr, digest) == 64);
+    assert!(offset_of!(Cr, size) == 136 && offset_of!(Cr, diff_id) == 144);
+    assert!(offset_of!(Cr, uncompressed_size) == 216 && offset_of!(Cr, reserved) == 224);
+    assert!(size_of::<Cr>() == 288);
+
+    type Ar = layerdiff_apply_result;
+    assert!(offset_of!(Ar, media_type) == 0 && offset_of!(Ar, digest) == 64);
+    assert!(offset_of!(Ar, size) == 136 && offset_of!(Ar, reserved) == 144);
+    assert!(size_of::<Ar>() == 208);
+};
 
 type CallResult = Result<(), layerdiff_error>;
 
-/// A C callback and its context, callable from any thread.
+/// Reject a nonzero reserved field, naming it: a program built against a newer header that sets
+/// an option this library does not know gets an error instead of having it silently ignored.
+fn check_reserved<T: Copy + Into<u64>>(field: &str, values: &[T]) -> CallResult {
+    match values.iter().position(|&v| v.into() != 0) {
+        None => Ok(()),
+        Some(i) => Err(layerdiff_error::invalid_argument(format!(
+            "{field}[{i}] is {:#x}, not 0 (reserved for options newer than layerdiff {}; zero \
+             the whole struct before setting fields)",
+            values[i].into(),
+            env!("CARGO_PKG_VERSION")
+        ))),
+    }
+}
+
+/// A C callback and its context.
 struct CProgress {
     callback: unsafe extern "C" fn(*mut c_void, u64),
     ctx: *mut c_void,
 }
 
-// SAFETY: the C contract (see `layerdiff_progress_fn`) makes the callback and its context
-// callable from any thread while the call runs; layerdiff does not touch `ctx` itself.
+// SAFETY: the header (`layerdiff_progress_fn`) tells the caller that the callback runs on
+// layerdiff's threads with its context; layerdiff never dereferences `ctx` itself.
 unsafe impl Send for CProgress {}
-// SAFETY: as above; the core calls the callback from one thread at a time or the C side
-// synchronizes, as documented.
-unsafe impl Sync for CProgress {}
 
-impl CProgress {
-    fn report(&self, bytes: u64) {
-        // SAFETY: the caller gave a valid function and the context it expects.
-        unsafe { (self.callback)(self.ctx, bytes) }
+/// The caller's progress callback as the core's [`Progress`] hook, keeping the two promises the
+/// header makes whatever threads the core uses: calls go through a mutex, so they never
+/// overlap, and once the guard is dropped (when the layerdiff call returns) later calls are
+/// no-ops.
+struct ProgressGuard(Arc<Mutex<Option<CProgress>>>);
+
+impl ProgressGuard {
+    fn new(callback: layerdiff_progress_fn, ctx: *mut c_void) -> Option<(Self, Progress)> {
+        let slot = Arc::new(Mutex::new(Some(CProgress {
+            callback: callback?,
+            ctx,
+        })));
+        let hook = slot.clone();
+        let progress = Progress::new(move |bytes| {
+            let guard = hook.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(p) = guard.as_ref() {
+                // SAFETY: the function and context the caller gave for this call, which is
+                // still running (the slot is emptied when it returns).
+                unsafe { (p.callback)(p.ctx, bytes) }
+            }
+        });
+        Some((ProgressGuard(slot), progress))
     }
 }
 
-fn progress_hook(callback: layerdiff_progress_fn, ctx: *mut c_void) -> Option<Progress> {
-    let progress = CProgress {
-        callback: callback?,
-        ctx,
-    };
-    Some(Progress::new(move |bytes| progress.report(bytes)))
+impl Drop for ProgressGuard {
+    fn drop(&mut self) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
 }
 
 /// # Safety
@@ -238,34 +378,32 @@ fn copy_c_string<const N: usize>(field: &str, text: &str) -> Result<[c_char; N],
     Ok(buf)
 }
 
+/// The compression of `compression` at `level`, where level 0 is that compression's default
+/// for every kind: the zero-default rule of the option structs (libzstd reads 0 the same way).
+/// The CLI's `--level` follows the same rule.
 fn compression_option(compression: u32, level: i32) -> Result<Compression, layerdiff_error> {
-    let chosen = match compression {
-        LAYERDIFF_COMPRESSION_GZIP => match level {
-            0 => Compression::Gzip {
-                level: GZIP_DEFAULT_LEVEL,
-            },
-            1..=9 => Compression::Gzip {
-                level: level as u32,
-            },
-            _ => {
-                return Err(layerdiff_error::invalid_argument(format!(
-                    "gzip level {level} is not in 1..=9 (0 = default 6)"
-                )))
-            }
+    let chosen = match (compression, level) {
+        // The core's default: gzip at Go's default level (6), as containerd's walking differ.
+        (LAYERDIFF_COMPRESSION_GZIP, 0) => Compression::default(),
+        (LAYERDIFF_COMPRESSION_GZIP, 1..=9) => Compression::Gzip {
+            level: level as u32,
         },
-        LAYERDIFF_COMPRESSION_ZSTD => match level {
-            0 => Compression::Zstd {
-                level: ZSTD_DEFAULT_LEVEL,
-            },
-            _ => Compression::Zstd { level },
+        (LAYERDIFF_COMPRESSION_GZIP, _) => {
+            return Err(layerdiff_error::invalid_argument(format!(
+                "gzip level {level} is not in 1..=9 (0 = the default, 6)"
+            )))
+        }
+        (LAYERDIFF_COMPRESSION_ZSTD, 0) => Compression::Zstd {
+            level: zstd::DEFAULT_COMPRESSION_LEVEL,
         },
-        LAYERDIFF_COMPRESSION_NONE if level == 0 => Compression::None,
-        LAYERDIFF_COMPRESSION_NONE => {
+        (LAYERDIFF_COMPRESSION_ZSTD, _) => Compression::Zstd { level },
+        (LAYERDIFF_COMPRESSION_NONE, 0) => Compression::None,
+        (LAYERDIFF_COMPRESSION_NONE, _) => {
             return Err(layerdiff_error::invalid_argument(format!(
                 "level {level} given for uncompressed output (must be 0)"
             )))
         }
-        other => {
+        (other, _) => {
             return Err(layerdiff_error::invalid_argument(format!(
                 "unknown compression {other} (LAYERDIFF_COMPRESSION_GZIP, _NONE or _ZSTD)"
             )))
@@ -276,32 +414,34 @@ fn compression_option(compression: u32, level: i32) -> Result<Compression, layer
 }
 
 /// # Safety
-/// `options` is NULL or points to a valid struct whose pointers follow its documentation.
+/// The pointers in `o` follow its documentation.
 unsafe fn compare_options(
-    options: *const layerdiff_compare_options,
-) -> Result<CompareOptions, layerdiff_error> {
-    // SAFETY: by the function's contract.
-    let Some(o) = (unsafe { options.as_ref() }) else {
-        return Ok(CompareOptions::default());
-    };
-    Ok(CompareOptions {
-        compression: compression_option(o.compression, o.level)?,
+    o: &layerdiff_compare_options,
+) -> Result<(CompareOptions, Option<ProgressGuard>), layerdiff_error> {
+    check_reserved(
+        "layerdiff_compare_options.reserved_bytes",
+        &o.reserved_bytes,
+    )?;
+    check_reserved("layerdiff_compare_options.reserved", &o.reserved)?;
+    let compression = compression_option(o.compression, o.level)?;
+    let (guard, progress) = ProgressGuard::new(o.progress, o.progress_ctx).unzip();
+    let options = CompareOptions {
+        compression,
         source_date_epoch: o.has_source_date_epoch.then_some(o.source_date_epoch),
         // SAFETY: by the function's contract.
         cancel: unsafe { cancel_token(o.cancel) },
-        progress: progress_hook(o.progress, o.progress_ctx),
-    })
+        progress,
+    };
+    Ok((options, guard))
 }
 
 /// # Safety
-/// `options` is NULL or points to a valid struct whose pointers follow its documentation.
+/// The pointers in `o` follow its documentation.
 unsafe fn apply_options(
-    options: *const layerdiff_apply_options,
-) -> Result<ApplyOptions, layerdiff_error> {
-    // SAFETY: by the function's contract.
-    let Some(o) = (unsafe { options.as_ref() }) else {
-        return Ok(ApplyOptions::default());
-    };
+    o: &layerdiff_apply_options,
+) -> Result<(ApplyOptions, Option<ProgressGuard>), layerdiff_error> {
+    check_reserved("layerdiff_apply_options.reserved_bytes", &o.reserved_bytes)?;
+    check_reserved("layerdiff_apply_options.reserved", &o.reserved)?;
     let whiteouts = match o.whiteouts {
         LAYERDIFF_WHITEOUTS_REMOVE => WhiteoutMode::Remove,
         LAYERDIFF_WHITEOUTS_OVERLAY => WhiteoutMode::Overlay,
@@ -326,35 +466,36 @@ unsafe fn apply_options(
             parents.push(unsafe { path_arg(&format!("parents[{i}]"), entry) }?);
         }
     }
-    Ok(ApplyOptions {
+    let (guard, progress) = ProgressGuard::new(o.progress, o.progress_ctx).unzip();
+    let options = ApplyOptions {
         whiteouts,
         parents,
         same_owner: !o.no_same_owner,
         sync_fs: o.sync_fs,
         // SAFETY: by the function's contract.
         cancel: unsafe { cancel_token(o.cancel) },
-        progress: progress_hook(o.progress, o.progress_ctx),
-    })
+        progress,
+    };
+    Ok((options, guard))
 }
 
 /// Compute the layer that turns the directory `lower` into the directory `upper`, with the
 /// semantics of containerd's walking differ (`archive.WriteDiff`: the uncompressed stream is
 /// byte-identical), and write it, compressed as `options` asks, to `out_fd`.
 ///
-/// - `lower`, `upper`: NUL-terminated paths (any bytes, not necessarily UTF-8); read only.
-/// - `out_fd`: borrowed, never closed; must be open for writing (a file, pipe or socket).
-///   Writing starts at its current offset, which advances. As with any write(2), a pipe or
-///   socket whose reader is gone raises SIGPIPE unless the process ignores it; the call then
-///   fails with LAYERDIFF_ERROR_IO and errno EPIPE.
-/// - `options`: NULL = the zero value (gzip level 6).
+/// - `lower`, `upper`: paths of directories, only read.
+/// - `out_fd`: open for writing (a file, pipe or socket); layerdiff writes from its current
+///   offset, which advances, and never closes it. It must stay open until the call returns.
+///   As with any write(2), a pipe or socket whose reader is gone raises SIGPIPE unless the
+///   process ignores it; the call then fails with LAYERDIFF_ERROR_IO and errno EPIPE.
+/// - `options`: NULL, or a struct as documented at layerdiff_compare_options, read during the
+///   call only. NULL means the all-zero options (gzip level 6).
 /// - `out`: must not be NULL; written only on success.
 ///
-/// Returns NULL on success, otherwise an error the caller frees with `layerdiff_error_free`
+/// Returns NULL on success, otherwise an error the caller frees with layerdiff_error_free()
 /// (`out` untouched; `out_fd` may have received part of a layer). Thread-safe: any number of
 /// calls may run at once from any threads.
-///
-/// # Safety
-/// Pointers are NULL or valid as documented; `out_fd` stays open during the call.
+#[doc = c_contract!()]
 #[no_mangle]
 pub unsafe extern "C" fn layerdiff_compare(
     lower: *const c_char,
@@ -371,8 +512,11 @@ pub unsafe extern "C" fn layerdiff_compare(
         let lower = unsafe { path_arg("lower", lower) }?;
         // SAFETY: as above.
         let upper = unsafe { path_arg("upper", upper) }?;
-        // SAFETY: as above.
-        let options = unsafe { compare_options(options) }?;
+        let zero = layerdiff_compare_options::default();
+        // SAFETY: NULL or a valid struct, by contract; NULL is the all-zero struct.
+        let options = unsafe { options.as_ref() }.unwrap_or(&zero);
+        // SAFETY: its pointers follow its documentation, by contract.
+        let (options, _progress) = unsafe { compare_options(options) }?;
         let output = borrow_fd("out_fd", out_fd, FdUse::Write)?;
         let diff = crate::compare(&lower, &upper, output, &options)?;
         let result = layerdiff_compare_result {
@@ -381,6 +525,7 @@ pub unsafe extern "C" fn layerdiff_compare(
             size: diff.size,
             diff_id: copy_c_string("diff id", &diff.diff_id)?,
             uncompressed_size: diff.uncompressed_size,
+            reserved: [0; 8],
         };
         // SAFETY: `out` is non-NULL and points to writable storage by contract.
         unsafe { out.write(result) };
@@ -392,19 +537,18 @@ pub unsafe extern "C" fn layerdiff_compare(
 /// the directory `root`, with the semantics of containerd's fs applier (`archive.Apply`),
 /// never creating or changing anything outside `root`.
 ///
-/// - `root`: NUL-terminated path of an existing directory.
-/// - `in_fd`: borrowed, never closed; must be open for reading. Reading starts at its current
-///   offset, which advances.
-/// - `options`: NULL = the zero value (remove whiteouts, same owner).
+/// - `root`: path of an existing directory.
+/// - `in_fd`: open for reading; layerdiff reads from its current offset, which advances, and
+///   never closes it. It must stay open until the call returns.
+/// - `options`: NULL, or a struct as documented at layerdiff_apply_options, read during the
+///   call only. NULL means the all-zero options (remove whiteouts, same owner).
 /// - `out`: must not be NULL; written only on success, with the digest and size of the
 ///   uncompressed stream.
 ///
-/// Returns NULL on success, otherwise an error the caller frees with `layerdiff_error_free`
+/// Returns NULL on success, otherwise an error the caller frees with layerdiff_error_free()
 /// (`out` untouched; `root` may hold part of the layer). Thread-safe: any number of calls may
 /// run at once from any threads (on different roots).
-///
-/// # Safety
-/// Pointers are NULL or valid as documented; `in_fd` stays open during the call.
+#[doc = c_contract!()]
 #[no_mangle]
 pub unsafe extern "C" fn layerdiff_apply(
     root: *const c_char,
@@ -418,14 +562,18 @@ pub unsafe extern "C" fn layerdiff_apply(
         }
         // SAFETY: the pointers follow the documented contract.
         let root = unsafe { path_arg("root", root) }?;
-        // SAFETY: as above.
-        let options = unsafe { apply_options(options) }?;
+        let zero = layerdiff_apply_options::default();
+        // SAFETY: NULL or a valid struct, by contract; NULL is the all-zero struct.
+        let options = unsafe { options.as_ref() }.unwrap_or(&zero);
+        // SAFETY: its pointers follow its documentation, by contract.
+        let (options, _progress) = unsafe { apply_options(options) }?;
         let input = borrow_fd("in_fd", in_fd, FdUse::Read)?;
         let applied = crate::apply(&root, input, &options)?;
         let result = layerdiff_apply_result {
             media_type: copy_c_string("media type", crate::Applied::MEDIA_TYPE)?,
             digest: copy_c_string("digest", &applied.digest)?,
             size: applied.size,
+            reserved: [0; 8],
         };
         // SAFETY: `out` is non-NULL and points to writable storage by contract.
         unsafe { out.write(result) };
@@ -433,7 +581,7 @@ pub unsafe extern "C" fn layerdiff_apply(
     })
 }
 
-/// Create a cancellation handle (not triggered). Release it with `layerdiff_cancel_free`.
+/// Create a cancellation handle (not triggered). Release it with layerdiff_cancel_free().
 /// Returns NULL only on an internal failure. Thread-safe.
 #[no_mangle]
 pub extern "C" fn layerdiff_cancel_new() -> *mut layerdiff_cancel {
@@ -444,27 +592,24 @@ pub extern "C" fn layerdiff_cancel_new() -> *mut layerdiff_cancel {
     })
 }
 
-/// Trigger `cancel`: every running and future call given this handle returns a
-/// LAYERDIFF_ERROR_CANCELED error promptly. Safe to call from any thread at any time, any
-/// number of times. NULL is ignored.
-///
-/// # Safety
-/// `cancel` is NULL or a live handle from `layerdiff_cancel_new`.
+/// Trigger `cancel`: every running and future call given this handle fails promptly with
+/// LAYERDIFF_ERROR_CANCELED. May be called from any thread at any time (also from a progress
+/// callback), any number of times, until the handle is freed. NULL is ignored.
+#[doc = c_contract!()]
 #[no_mangle]
 pub unsafe extern "C" fn layerdiff_cancel_trigger(cancel: *const layerdiff_cancel) {
-    // SAFETY: by the function's contract.
     guard_value((), || {
+        // SAFETY: NULL or a handle not yet freed, by contract.
         if let Some(c) = unsafe { cancel.as_ref() } {
             c.token.cancel()
         }
     })
 }
 
-/// Release a cancellation handle. NULL is accepted and ignored. Not while a call that was given
-/// the handle is still running, nor while another thread may still trigger it.
-///
-/// # Safety
-/// `cancel` is NULL or a handle from `layerdiff_cancel_new` not freed before.
+/// Release a cancellation handle from layerdiff_cancel_new(), once. NULL is ignored. Only when
+/// no call that was given the handle is still running and no other thread may still trigger
+/// it; the handle must not be used afterwards.
+#[doc = c_contract!()]
 #[no_mangle]
 pub unsafe extern "C" fn layerdiff_cancel_free(cancel: *mut layerdiff_cancel) {
     if !cancel.is_null() {
@@ -479,4 +624,43 @@ pub unsafe extern "C" fn layerdiff_cancel_free(cancel: *mut layerdiff_cancel) {
 pub extern "C" fn layerdiff_version() -> *const c_char {
     const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "\0");
     VERSION.as_ptr().cast()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn level_zero_is_the_default_of_each_compression() {
+        assert!(matches!(
+            Compression::default(),
+            Compression::Gzip { level: 6 }
+        ));
+        assert_eq!(
+            compression_option(LAYERDIFF_COMPRESSION_GZIP, 0).unwrap(),
+            Compression::default()
+        );
+        assert_eq!(
+            compression_option(LAYERDIFF_COMPRESSION_ZSTD, 0).unwrap(),
+            Compression::Zstd { level: 3 }
+        );
+        assert_eq!(
+            compression_option(LAYERDIFF_COMPRESSION_NONE, 0).unwrap(),
+            Compression::None
+        );
+    }
+
+    #[test]
+    fn reserved_fields_are_named_with_the_first_nonzero_index() {
+        assert!(check_reserved("s.reserved", &[0u64; 16]).is_ok());
+        let mut words = [0u64; 16];
+        words[3] = 0x40;
+        words[9] = 1;
+        let err = check_reserved("s.reserved", &words).unwrap_err();
+        let message = err.message.to_str().unwrap();
+        assert!(
+            message.starts_with("invalid argument: s.reserved[3] is 0x40, not 0"),
+            "{message}"
+        );
+    }
 }

@@ -164,18 +164,6 @@ static void test_missing_paths(const char *dir, int out_fd, int in_fd)
                  LAYERDIFF_ERROR_NOT_FOUND, ENOENT, "does-not-exist");
 }
 
-/* A file holding exactly `data`; returns an fd open for reading at offset 0. */
-static int layer_fd(const char *dir, const char *name, const void *data, size_t len)
-{
-    char path[4096];
-    write_file(dir, name, data, len, 0644);
-    path_join(path, sizeof path, dir, name);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        DIE("open %s: %s", path, strerror(errno));
-    return fd;
-}
-
 static void test_corrupt_layers(const char *dir)
 {
     printf("corrupt layers\n");
@@ -187,7 +175,7 @@ static void test_corrupt_layers(const char *dir)
     unsigned char header[1024];
     memset(header, 0, sizeof header);
     memset(header, 'x', 512);
-    int fd = layer_fd(dir, "bad-header.tar", header, sizeof header);
+    int fd = file_fd(dir, "bad-header.tar", header, sizeof header, O_RDONLY);
     expect_error("apply bad tar header", apply_with(root, fd, NULL, "bad header"),
                  LAYERDIFF_ERROR_INVALID_ARCHIVE, -1, NULL);
     close(fd);
@@ -206,7 +194,7 @@ static void test_corrupt_layers(const char *dir)
     size_t whole_len = 0;
     if (read_whole(layer, &whole, &whole_len) != 0 || whole_len < 64)
         DIE("read %s", layer);
-    fd = layer_fd(dir, "truncated.tar.gz", whole, whole_len / 2);
+    fd = file_fd(dir, "truncated.tar.gz", whole, whole_len / 2, O_RDONLY);
     expect_error("apply truncated gzip", apply_with(root, fd, NULL, "truncated gzip"),
                  LAYERDIFF_ERROR_INVALID_ARCHIVE, -1, NULL);
     close(fd);
@@ -216,7 +204,7 @@ static void test_corrupt_layers(const char *dir)
     header[0] = 0x1f;
     header[1] = 0x8b;
     header[2] = 0x08;
-    fd = layer_fd(dir, "garbage.gz", header, sizeof header);
+    fd = file_fd(dir, "garbage.gz", header, sizeof header, O_RDONLY);
     expect_error("apply gzip garbage", apply_with(root, fd, NULL, "gzip garbage"),
                  LAYERDIFF_ERROR_INVALID_ARCHIVE, -1, NULL);
     close(fd);
@@ -226,7 +214,7 @@ static void test_corrupt_layers(const char *dir)
     header[1] = 0xb5;
     header[2] = 0x2f;
     header[3] = 0xfd;
-    fd = layer_fd(dir, "garbage.zst", header, sizeof header);
+    fd = file_fd(dir, "garbage.zst", header, sizeof header, O_RDONLY);
     expect_error("apply zstd garbage", apply_with(root, fd, NULL, "zstd garbage"),
                  LAYERDIFF_ERROR_INVALID_ARCHIVE, -1, NULL);
     close(fd);
@@ -242,14 +230,9 @@ static void test_canceled_before_start(const char *dir, int out_fd)
     layerdiff_cancel_trigger(cancel); /* idempotent */
 
     char lower[4096], upper[4096], root[4096];
-    path_join(lower, sizeof lower, dir, "cancel-lower");
-    path_join(upper, sizeof upper, dir, "cancel-upper");
+    make_tree_pair(dir, "cancel-", 3, lower, upper);
     path_join(root, sizeof root, dir, "cancel-root");
-    make_dir(dir, "cancel-lower", 0755);
-    make_dir(dir, "cancel-upper", 0755);
     make_dir(dir, "cancel-root", 0755);
-    build_lower(lower, 3);
-    build_upper(upper, 3);
 
     layerdiff_compare_options compare_options;
     memset(&compare_options, 0, sizeof compare_options);
@@ -279,12 +262,7 @@ static void test_output_failures(const char *dir)
 {
     printf("output failures\n");
     char lower[4096], upper[4096];
-    path_join(lower, sizeof lower, dir, "out-lower");
-    path_join(upper, sizeof upper, dir, "out-upper");
-    make_dir(dir, "out-lower", 0755);
-    make_dir(dir, "out-upper", 0755);
-    build_lower(lower, 5);
-    build_upper(upper, 5);
+    make_tree_pair(dir, "out-", 5, lower, upper);
     layerdiff_compare_options options;
     memset(&options, 0, sizeof options);
     options.compression = LAYERDIFF_COMPRESSION_NONE;
@@ -311,15 +289,10 @@ static void test_output_failures(const char *dir)
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
-    char dir[4096], out_path[4096], in_path[4096];
+    char dir[4096];
     make_temp_dir(dir, sizeof dir, "errors");
-    path_join(out_path, sizeof out_path, dir, "out.layer");
-    int out_fd = open(out_path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    write_file(dir, "in.layer", "", 0, 0644);
-    path_join(in_path, sizeof in_path, dir, "in.layer");
-    int in_fd = open(in_path, O_RDONLY | O_CLOEXEC);
-    if (out_fd < 0 || in_fd < 0)
-        DIE("open test files: %s", strerror(errno));
+    int out_fd = file_fd(dir, "out.layer", "", 0, O_RDWR);
+    int in_fd = file_fd(dir, "in.layer", "", 0, O_RDONLY);
 
     test_accessors();
     test_compare_arguments(dir, out_fd);

@@ -153,6 +153,19 @@ static inline void write_file(const char *root, const char *rel, const void *dat
     close(fd);
 }
 
+/* A file `rel` under root holding `len` bytes of `data`, opened with `flags` at offset 0. */
+static inline int file_fd(const char *root, const char *rel, const void *data, size_t len,
+                          int flags)
+{
+    char path[4096];
+    write_file(root, rel, data, len, 0644);
+    path_join(path, sizeof path, root, rel);
+    int fd = open(path, flags | O_CLOEXEC);
+    if (fd < 0)
+        DIE("open %s: %s", path, strerror(errno));
+    return fd;
+}
+
 static inline void make_dir(const char *root, const char *rel, mode_t mode)
 {
     char path[4096];
@@ -275,6 +288,22 @@ static inline void build_upper(const char *root, unsigned seed)
     /* the changed file must not look unchanged to a size+mtime comparison */
     set_mtime(root, "a/change.txt", 1700000000);
     free(big);
+}
+
+/* `<label>lower` and `<label>upper` under dir, built from `seed`; their paths go to lower and
+ * upper (4096 bytes each). */
+static inline void make_tree_pair(const char *dir, const char *label, unsigned seed, char *lower,
+                                  char *upper)
+{
+    char name[256];
+    snprintf(name, sizeof name, "%slower", label);
+    path_join(lower, 4096, dir, name);
+    make_dir(dir, name, 0755);
+    build_lower(lower, seed);
+    snprintf(name, sizeof name, "%supper", label);
+    path_join(upper, 4096, dir, name);
+    make_dir(dir, name, 0755);
+    build_upper(upper, seed);
 }
 
 /* ---- tree comparison ---- */
