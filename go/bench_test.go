@@ -28,6 +28,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/layerdiff/layerdiff/go/internal/randtree"
+	"github.com/layerdiff/layerdiff/go/internal/testkit"
 )
 
 // Benchmarks run ours and containerd's on the same input within each iteration (order
@@ -160,7 +161,7 @@ var impls = []impl{
 }
 
 func BenchmarkCompareGzip(b *testing.B) {
-	requireRoot(b)
+	testkit.RequireRoot(b, needsRoot)
 	_ = log.SetLevel("error")
 	for _, tree := range makeBenchTrees(b) {
 		b.Run(tree.name, func(b *testing.B) {
@@ -186,7 +187,7 @@ func BenchmarkCompareGzip(b *testing.B) {
 }
 
 func BenchmarkApply(b *testing.B) {
-	requireRoot(b)
+	testkit.RequireRoot(b, needsRoot)
 	_ = log.SetLevel("error")
 	for _, tree := range makeBenchTrees(b) {
 		b.Run(tree.name, func(b *testing.B) {

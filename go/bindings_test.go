@@ -23,6 +23,8 @@ import (
 	"github.com/containerd/typeurl/v2"
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/layerdiff/layerdiff/go/internal/testkit"
 )
 
 // xorMediaType is a made-up layer encoding: a gzip layer with every byte XORed with the
@@ -73,7 +75,7 @@ func (k xorKey) GetValue() []byte   { return []byte{k.key} }
 // TestApplyStreamProcessor: a media type only a registered processor understands is
 // decoded in Go and applied by the core, with the same result as containerd's applier.
 func TestApplyStreamProcessor(t *testing.T) {
-	requireRoot(t)
+	testkit.RequireRoot(t, needsRoot)
 	registerXorProcessor()
 	lower, upper := pairDirs(t, 2)
 	ctx, cs := testStore(t)
@@ -111,7 +113,7 @@ func TestApplyStreamProcessor(t *testing.T) {
 // TestApplyPlainTarNotSniffed: a gzip blob declared as plain tar fails in containerd
 // (plain tar is never decompressed); it must fail here too.
 func TestApplyPlainTarNotSniffed(t *testing.T) {
-	requireRoot(t)
+	testkit.RequireRoot(t, needsRoot)
 	lower, upper := pairDirs(t, 0)
 	ctx, cs := testStore(t)
 	gz := containerdLayer(t, ctx, cs, lower, upper, ocispec.MediaTypeImageLayerGzip)
@@ -128,7 +130,7 @@ func TestApplyPlainTarNotSniffed(t *testing.T) {
 
 // TestApplyProgress: like containerd, progress starts at 0 and ends at the blob's size.
 func TestApplyProgress(t *testing.T) {
-	requireRoot(t)
+	testkit.RequireRoot(t, needsRoot)
 	lower, upper := pairDirs(t, 1)
 	ctx, cs := testStore(t)
 	layer := containerdLayer(t, ctx, cs, lower, upper, ocispec.MediaTypeImageLayerGzip)
@@ -158,7 +160,7 @@ func TestApplyProgress(t *testing.T) {
 // TestBindingsRoundTrip: the low-level calls on plain directories, with the C progress
 // callback: compare → apply onto a copy of lower gives upper.
 func TestBindingsRoundTrip(t *testing.T) {
-	requireRoot(t)
+	testkit.RequireRoot(t, needsRoot)
 	lower, upper := pairDirs(t, 0)
 	for _, c := range []Compression{CompressionGzip, CompressionNone, CompressionZstd} {
 		t.Run(fmt.Sprint(c), func(t *testing.T) {
@@ -207,7 +209,7 @@ func TestBindingsRoundTrip(t *testing.T) {
 
 // TestErrorKinds: core errors arrive as errdefs classes with the core's message.
 func TestErrorKinds(t *testing.T) {
-	requireRoot(t)
+	testkit.RequireRoot(t, needsRoot)
 	ctx := context.Background()
 	missing := filepath.Join(t.TempDir(), "does-not-exist")
 
@@ -306,7 +308,7 @@ func endlessLayer() io.ReadCloser {
 // TestCancelMidApply: cancelling the context stops an apply of an endless layer promptly,
 // with an error matching context.Canceled.
 func TestCancelMidApply(t *testing.T) {
-	requireRoot(t)
+	testkit.RequireRoot(t, needsRoot)
 	ctx, cancel := context.WithCancel(context.Background())
 	layer := endlessLayer()
 	defer layer.Close()
@@ -348,7 +350,7 @@ func TestCancelMidApply(t *testing.T) {
 // TestConcurrent: 32 goroutines compare and apply at once (run under -race by `make test`);
 // each must get the same layer as the others.
 func TestConcurrent(t *testing.T) {
-	requireRoot(t)
+	testkit.RequireRoot(t, needsRoot)
 	lower, upper := pairDirs(t, 1)
 	var want bytes.Buffer
 	if err := archive.WriteDiff(context.Background(), &want, lower, upper); err != nil {
@@ -401,7 +403,7 @@ func TestConcurrent(t *testing.T) {
 
 // TestNoLeaks: many calls, successful and failing, leave no file descriptors or goroutines.
 func TestNoLeaks(t *testing.T) {
-	requireRoot(t)
+	testkit.RequireRoot(t, needsRoot)
 	lower, upper := pairDirs(t, 0)
 	run := func() {
 		var buf bytes.Buffer
@@ -448,7 +450,7 @@ func (endlessProcessor) MediaType() string { return ocispec.MediaTypeImageLayer 
 // TestCancelMidDifferApply: cancelling the context stops Differ.Apply (content store,
 // stream processor, bind mount) promptly with a Canceled error, and unmounts.
 func TestCancelMidDifferApply(t *testing.T) {
-	requireRoot(t)
+	testkit.RequireRoot(t, needsRoot)
 	registerEndlessOnce.Do(func() {
 		diff.RegisterProcessor(diff.StaticHandler(endlessMediaType, func(context.Context, diff.StreamProcessor, map[string]typeurl.Any) (diff.StreamProcessor, error) {
 			return endlessProcessor{endlessLayer()}, nil

@@ -26,6 +26,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/layerdiff/layerdiff/go/internal/randtree"
+	"github.com/layerdiff/layerdiff/go/internal/testkit"
 )
 
 var layerMediaTypes = []string{
@@ -99,7 +100,7 @@ func blobLabels(t testing.TB, ctx context.Context, cs content.Store, dgst digest
 // TestCompareMatchesWalking: same trees, same options → the same layer as the walking
 // differ: media type, uncompressed bytes (so diffID), label, and for tar the same blob.
 func TestCompareMatchesWalking(t *testing.T) {
-	requireRoot(t)
+	testkit.RequireRoot(t, needsRoot)
 	for _, pair := range parityPairs(t) {
 		lower, upper := pair.lower, pair.upper
 		for _, mt := range append(layerMediaTypes, "") {
@@ -145,7 +146,7 @@ func TestCompareMatchesWalking(t *testing.T) {
 // TestCompareStoreOptions: reference, custom labels, an existing blob (committed twice,
 // label restored when missing), with the walking differ as the oracle for each step.
 func TestCompareStoreOptions(t *testing.T) {
-	requireRoot(t)
+	testkit.RequireRoot(t, needsRoot)
 	lower, upper := pairDirs(t, 1)
 	for _, mt := range layerMediaTypes {
 		t.Run(filepath.Base(mt), func(t *testing.T) {
@@ -196,7 +197,7 @@ func TestCompareStoreOptions(t *testing.T) {
 // TestCompareCustomCompressor: tar from the core, compression by the caller's compressor;
 // the same Go gzip on the same tar gives the very same blob as containerd's.
 func TestCompareCustomCompressor(t *testing.T) {
-	requireRoot(t)
+	testkit.RequireRoot(t, needsRoot)
 	lower, upper := pairDirs(t, 2)
 	compressor := func(dest io.Writer, mediaType string) (io.WriteCloser, error) {
 		if mediaType != ocispec.MediaTypeImageLayerGzip {
@@ -231,7 +232,7 @@ func TestCompareCustomCompressor(t *testing.T) {
 // TestCompareSourceDateEpoch: the epoch from the option and from the context, against
 // containerd on a tar layer (whose blob must then be identical).
 func TestCompareSourceDateEpoch(t *testing.T) {
-	requireRoot(t)
+	testkit.RequireRoot(t, needsRoot)
 	lower, upper := pairDirs(t, 0)
 	tm := time.Unix(1_700_000_050, 0)
 	for name, setup := range map[string]func(context.Context) (context.Context, []diff.Opt){
@@ -273,7 +274,7 @@ func TestCompareSourceDateEpoch(t *testing.T) {
 // TestUnknownMediaTypes: both directions answer NotImplemented, so that containerd's diff
 // service falls through to its next differ.
 func TestUnknownMediaTypes(t *testing.T) {
-	requireRoot(t)
+	testkit.RequireRoot(t, needsRoot)
 	ctx, cs := testStore(t)
 	d := NewDiffer(cs)
 	lower, upper := t.TempDir(), t.TempDir()
@@ -311,7 +312,7 @@ func containerdLayer(t testing.TB, ctx context.Context, cs content.Store, lower,
 // the lower tree (remove-mode whiteouts, bind mounts): same descriptor, same tree, and that
 // tree is the upper tree.
 func TestApplyMatchesFsApplier(t *testing.T) {
-	requireRoot(t)
+	testkit.RequireRoot(t, needsRoot)
 	for _, pair := range parityPairs(t) {
 		lower, upper := pair.lower, pair.upper
 		for _, mt := range layerMediaTypes {
@@ -347,7 +348,7 @@ func TestApplyMatchesFsApplier(t *testing.T) {
 // overlay whiteouts and the lowerdirs as parents, exactly as containerd does; the merged
 // overlay view is then the upper tree.
 func TestApplyOverlayShortcut(t *testing.T) {
-	requireRoot(t)
+	testkit.RequireRoot(t, needsRoot)
 	lower, upper := pairDirs(t, 1)
 	for _, mt := range []string{ocispec.MediaTypeImageLayerGzip, ocispec.MediaTypeImageLayerZstd} {
 		t.Run(filepath.Base(mt), func(t *testing.T) {
@@ -395,7 +396,7 @@ func TestApplyOverlayShortcut(t *testing.T) {
 // TestApplyOtherLayerMediaTypes: Docker's layer media types (whose "tar" is sniffed for
 // compression, unlike OCI's) and a gzip blob declared as Docker tar, against containerd.
 func TestApplyOtherLayerMediaTypes(t *testing.T) {
-	requireRoot(t)
+	testkit.RequireRoot(t, needsRoot)
 	lower, upper := pairDirs(t, 2)
 	ctx, cs := testStore(t)
 	gz := containerdLayer(t, ctx, cs, lower, upper, ocispec.MediaTypeImageLayerGzip)
@@ -431,7 +432,7 @@ func TestApplyOtherLayerMediaTypes(t *testing.T) {
 // an overlay upperdir: the missing parents take their attributes from the first lowerdir
 // that has them (top first), as in containerd; plus an opaque directory marker.
 func TestApplyOverlayParents(t *testing.T) {
-	requireRoot(t)
+	testkit.RequireRoot(t, needsRoot)
 	top, bottom := t.TempDir(), t.TempDir()
 	tw := treeWriter{t, bottom}
 	tw.dir("a/b", 0o750)
@@ -498,7 +499,7 @@ func (m *fakeMountManager) Deactivate(_ context.Context, id string) error {
 // TestApplyWithMountManager: a multi-mount set goes through the mount manager (activated,
 // applied onto its system mount, deactivated), as in containerd's fs applier.
 func TestApplyWithMountManager(t *testing.T) {
-	requireRoot(t)
+	testkit.RequireRoot(t, needsRoot)
 	lower, upper := pairDirs(t, 0)
 	ctx, cs := testStore(t)
 	layer := containerdLayer(t, ctx, cs, lower, upper, ocispec.MediaTypeImageLayerGzip)

@@ -24,13 +24,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// requireRoot skips loudly: mounts, mknod, chown and trusted.* xattrs need root.
-func requireRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("SKIPPED: this test needs root (bind/overlay mounts, mknod, chown); run `go test` as root")
-	}
-}
+// needsRoot is what this package's tests need root for (testkit.RequireRoot).
+const needsRoot = "bind/overlay mounts, mknod, chown, trusted.* xattrs"
 
 // testStore opens a real containerd content store: content/local under the metadata DB
 // (bolt), as containerd's daemon has it.

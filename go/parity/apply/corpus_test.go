@@ -255,7 +255,7 @@ func fixChecksum(blk []byte) {
 }
 
 func TestApplyParityCrafted(t *testing.T) {
-	requireRoot(t)
+	testkit.RequireRoot(t, needsRoot)
 	for _, c := range craftedCases(t) {
 		runParity(t, c)
 	}
@@ -263,7 +263,7 @@ func TestApplyParityCrafted(t *testing.T) {
 
 // Escape attempts modelled on containerd's TestBreakouts table.
 func TestApplyParityBreakouts(t *testing.T) {
-	requireRoot(t)
+	testkit.RequireRoot(t, needsRoot)
 	etc := tree(mkdir("etc", 0o755), mkfile("etc/passwd", "inside", 0o644))
 	cases := []parityCase{
 		{name: "SymlinkAbsolute", layer: newTar(t).dir("etc").symlink("/etc", "localetc").file("/localetc/unbroken", "unbroken").bytes()},
@@ -356,7 +356,7 @@ func copyTree(t *testing.T, src, dst string) {
 }
 
 func TestApplyParityWriteDiff(t *testing.T) {
-	requireRoot(t)
+	testkit.RequireRoot(t, needsRoot)
 	for seed := int64(1); seed <= 12; seed++ {
 		rng := rand.New(rand.NewSource(seed))
 		work := t.TempDir()
@@ -391,7 +391,7 @@ func TestApplyParityWriteDiff(t *testing.T) {
 }
 
 func TestApplyParityGNUTar(t *testing.T) {
-	requireRoot(t)
+	testkit.RequireRoot(t, needsRoot)
 	rng := rand.New(rand.NewSource(42))
 	src := t.TempDir()
 	randomTree(t, src, rng, 150)
@@ -411,7 +411,7 @@ func TestApplyParityGNUTar(t *testing.T) {
 }
 
 func TestApplyParitySparse(t *testing.T) {
-	requireRoot(t)
+	testkit.RequireRoot(t, needsRoot)
 	src := t.TempDir()
 	mk := func(name string, size int64, chunks map[int64]string) {
 		f, err := os.Create(filepath.Join(src, name))

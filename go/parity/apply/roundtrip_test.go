@@ -27,7 +27,7 @@ import (
 // with equal non-zero mtime nanoseconds is not seen by the double walk), we require exactly
 // containerd's result: our tree must equal containerd's round-trip tree in every case.
 func TestRoundTrip(t *testing.T) {
-	requireRoot(t)
+	testkit.RequireRoot(t, needsRoot)
 	bin := testkit.LayerdiffBin(t)
 	for seed := int64(1); seed <= 16; seed++ {
 		for _, comp := range []string{"gzip", "zstd", "none"} {

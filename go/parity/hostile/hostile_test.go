@@ -561,9 +561,7 @@ func strays(dir string) []string {
 // The test.
 
 func TestHostileLayersMatchContainerd(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("SKIPPING LOUDLY: hostile apply parity needs root (mknod, chown, trusted.* xattrs)")
-	}
+	testkit.RequireRoot(t, "mknod, chown, trusted.* xattrs")
 	stats := map[string]int{}
 	failures := 0
 	n := int64(seeds)
@@ -705,9 +703,7 @@ func errOr(r testkit.Result) string {
 // TestDeepNamesMatchContainerd: names of very many components (PAX paths may be long) apply
 // or fail as containerd's do, never crash, never write outside.
 func TestDeepNamesMatchContainerd(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("SKIPPING LOUDLY: hostile apply parity needs root (mknod, chown, trusted.* xattrs)")
-	}
+	testkit.RequireRoot(t, "mknod, chown, trusted.* xattrs")
 	// Odd indexes give overlay mode a lowerdir, whose lookups cost O(depth²) per entry in
 	// containerd and in layerdiff alike (1000 levels: ~10 s each), so those stay shallower.
 	names := []string{
