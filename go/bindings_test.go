@@ -78,7 +78,7 @@ func TestApplyStreamProcessor(t *testing.T) {
 	testkit.RequireRoot(t, needsRoot)
 	registerXorProcessor()
 	lower, upper := pairDirs(t, 2)
-	ctx, cs := testStore(t)
+	ctx, cs := testkit.ContentStore(t)
 	gz := containerdLayer(t, ctx, cs, lower, upper, ocispec.MediaTypeImageLayerGzip)
 	data := readBlob(t, ctx, cs, gz)
 	for i := range data {
@@ -88,8 +88,8 @@ func TestApplyStreamProcessor(t *testing.T) {
 	payloads := diff.WithPayloads(map[string]typeurl.Any{xorPayloadID: xorKey{0x5a}})
 
 	ourRoot, theirRoot := t.TempDir(), t.TempDir()
-	copyTree(t, lower, ourRoot)
-	copyTree(t, lower, theirRoot)
+	testkit.CopyTree(t, lower, ourRoot)
+	testkit.CopyTree(t, lower, theirRoot)
 	got, err := NewDiffer(cs).Apply(ctx, layer, bindMount(ourRoot, false), payloads)
 	if err != nil {
 		t.Fatalf("layerdiff Apply: %v", err)
@@ -115,7 +115,7 @@ func TestApplyStreamProcessor(t *testing.T) {
 func TestApplyPlainTarNotSniffed(t *testing.T) {
 	testkit.RequireRoot(t, needsRoot)
 	lower, upper := pairDirs(t, 0)
-	ctx, cs := testStore(t)
+	ctx, cs := testkit.ContentStore(t)
 	gz := containerdLayer(t, ctx, cs, lower, upper, ocispec.MediaTypeImageLayerGzip)
 	mislabeled := gz
 	mislabeled.MediaType = ocispec.MediaTypeImageLayer
@@ -132,7 +132,7 @@ func TestApplyPlainTarNotSniffed(t *testing.T) {
 func TestApplyProgress(t *testing.T) {
 	testkit.RequireRoot(t, needsRoot)
 	lower, upper := pairDirs(t, 1)
-	ctx, cs := testStore(t)
+	ctx, cs := testkit.ContentStore(t)
 	layer := containerdLayer(t, ctx, cs, lower, upper, ocispec.MediaTypeImageLayerGzip)
 	for name, applier := range map[string]diff.Applier{"layerdiff": NewDiffer(cs), "containerd": apply.NewFileSystemApplier(cs)} {
 		var seen []int64
@@ -188,7 +188,7 @@ func TestBindingsRoundTrip(t *testing.T) {
 			}
 
 			root := t.TempDir()
-			copyTree(t, lower, root)
+			testkit.CopyTree(t, lower, root)
 			var consumed atomic.Uint64
 			applied, err := Apply(context.Background(), root, bytes.NewReader(buf.Bytes()), ApplyOptions{
 				Progress: func(n uint64) { consumed.Store(n) },
@@ -456,7 +456,7 @@ func TestCancelMidDifferApply(t *testing.T) {
 			return endlessProcessor{endlessLayer()}, nil
 		}))
 	})
-	ctx, cs := testStore(t)
+	ctx, cs := testkit.ContentStore(t)
 	desc := writeBlob(t, ctx, cs, endlessMediaType, []byte("seed"))
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)

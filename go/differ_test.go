@@ -105,8 +105,8 @@ func TestCompareMatchesWalking(t *testing.T) {
 		lower, upper := pair.lower, pair.upper
 		for _, mt := range append(layerMediaTypes, "") {
 			t.Run(pair.name+"/"+filepath.Base(mt), func(t *testing.T) {
-				ctxA, ours := testStore(t)
-				ctxB, theirs := testStore(t)
+				ctxA, ours := testkit.ContentStore(t)
+				ctxB, theirs := testkit.ContentStore(t)
 				var opts []diff.Opt
 				if mt != "" {
 					opts = append(opts, diff.WithMediaType(mt))
@@ -154,7 +154,7 @@ func TestCompareStoreOptions(t *testing.T) {
 				"layerdiff":  func(cs content.Store) diff.Comparer { return NewDiffer(cs) },
 				"containerd": walking.NewWalkingDiff,
 			} {
-				ctx, cs := testStore(t)
+				ctx, cs := testkit.ContentStore(t)
 				c := comparer(cs)
 				opts := []diff.Opt{diff.WithMediaType(mt), diff.WithReference("my-ref"), diff.WithLabels(map[string]string{"custom": "yes"})}
 				first, err := c.Compare(ctx, bindMount(lower, true), bindMount(upper, true), opts...)
@@ -205,8 +205,8 @@ func TestCompareCustomCompressor(t *testing.T) {
 		}
 		return gzip.NewWriterLevel(dest, gzip.BestSpeed)
 	}
-	ctxA, ours := testStore(t)
-	ctxB, theirs := testStore(t)
+	ctxA, ours := testkit.ContentStore(t)
+	ctxB, theirs := testkit.ContentStore(t)
 	opts := []diff.Opt{diff.WithCompressor(compressor), diff.WithMediaType(ocispec.MediaTypeImageLayerGzip)}
 	got, err := NewDiffer(ours).Compare(ctxA, bindMount(lower, true), bindMount(upper, true), opts...)
 	if err != nil {
@@ -244,8 +244,8 @@ func TestCompareSourceDateEpoch(t *testing.T) {
 		},
 	} {
 		t.Run(name, func(t *testing.T) {
-			ctxA, ours := testStore(t)
-			ctxB, theirs := testStore(t)
+			ctxA, ours := testkit.ContentStore(t)
+			ctxB, theirs := testkit.ContentStore(t)
 			ctxA, opts := setup(ctxA)
 			ctxB, _ = setup(ctxB)
 			opts = append(opts, diff.WithMediaType(ocispec.MediaTypeImageLayer))
@@ -275,7 +275,7 @@ func TestCompareSourceDateEpoch(t *testing.T) {
 // service falls through to its next differ.
 func TestUnknownMediaTypes(t *testing.T) {
 	testkit.RequireRoot(t, needsRoot)
-	ctx, cs := testStore(t)
+	ctx, cs := testkit.ContentStore(t)
 	d := NewDiffer(cs)
 	lower, upper := t.TempDir(), t.TempDir()
 	_, err := d.Compare(ctx, bindMount(lower, true), bindMount(upper, true), diff.WithMediaType("application/vnd.example.layer.v1.squashfs"))
@@ -317,11 +317,11 @@ func TestApplyMatchesFsApplier(t *testing.T) {
 		lower, upper := pair.lower, pair.upper
 		for _, mt := range layerMediaTypes {
 			t.Run(pair.name+"/"+filepath.Base(mt), func(t *testing.T) {
-				ctx, cs := testStore(t)
+				ctx, cs := testkit.ContentStore(t)
 				layer := containerdLayer(t, ctx, cs, lower, upper, mt)
 				ourRoot, theirRoot := t.TempDir(), t.TempDir()
-				copyTree(t, lower, ourRoot)
-				copyTree(t, lower, theirRoot)
+				testkit.CopyTree(t, lower, ourRoot)
+				testkit.CopyTree(t, lower, theirRoot)
 				got, err := NewDiffer(cs).Apply(ctx, layer, bindMount(ourRoot, false), diff.WithSyncFs(true))
 				if err != nil {
 					t.Fatalf("layerdiff Apply: %v", err)
@@ -352,7 +352,7 @@ func TestApplyOverlayShortcut(t *testing.T) {
 	lower, upper := pairDirs(t, 1)
 	for _, mt := range []string{ocispec.MediaTypeImageLayerGzip, ocispec.MediaTypeImageLayerZstd} {
 		t.Run(filepath.Base(mt), func(t *testing.T) {
-			ctx, cs := testStore(t)
+			ctx, cs := testkit.ContentStore(t)
 			layer := containerdLayer(t, ctx, cs, lower, upper, mt)
 			ourUpper, theirUpper := t.TempDir(), t.TempDir()
 			got, err := NewDiffer(cs).Apply(ctx, layer, overlayMount(ourUpper, t.TempDir(), lower), diff.WithSyncFs(true))
@@ -398,7 +398,7 @@ func TestApplyOverlayShortcut(t *testing.T) {
 func TestApplyOtherLayerMediaTypes(t *testing.T) {
 	testkit.RequireRoot(t, needsRoot)
 	lower, upper := pairDirs(t, 2)
-	ctx, cs := testStore(t)
+	ctx, cs := testkit.ContentStore(t)
 	gz := containerdLayer(t, ctx, cs, lower, upper, ocispec.MediaTypeImageLayerGzip)
 	for _, mt := range []string{
 		images.MediaTypeDockerSchema2LayerGzip,
@@ -410,8 +410,8 @@ func TestApplyOtherLayerMediaTypes(t *testing.T) {
 			layer := gz
 			layer.MediaType = mt
 			ourRoot, theirRoot := t.TempDir(), t.TempDir()
-			copyTree(t, lower, ourRoot)
-			copyTree(t, lower, theirRoot)
+			testkit.CopyTree(t, lower, ourRoot)
+			testkit.CopyTree(t, lower, theirRoot)
 			want, err := apply.NewFileSystemApplier(cs).Apply(ctx, layer, bindMount(theirRoot, false))
 			if err != nil {
 				t.Fatalf("containerd Apply: %v", err)
@@ -452,7 +452,7 @@ func TestApplyOverlayParents(t *testing.T) {
 		&tar.Header{Name: "o/.wh..wh..opq", Typeflag: tar.TypeReg},
 		&tar.Header{Name: "o/new", Typeflag: tar.TypeReg, Mode: 0o600, ModTime: fixedTime(9, 0)},
 	)
-	ctx, cs := testStore(t)
+	ctx, cs := testkit.ContentStore(t)
 	layer := writeBlob(t, ctx, cs, ocispec.MediaTypeImageLayer, layerTar)
 	ourUpper, theirUpper := t.TempDir(), t.TempDir()
 	got, err := NewDiffer(cs).Apply(ctx, layer, overlayMount(ourUpper, t.TempDir(), top, bottom))
@@ -501,10 +501,10 @@ func (m *fakeMountManager) Deactivate(_ context.Context, id string) error {
 func TestApplyWithMountManager(t *testing.T) {
 	testkit.RequireRoot(t, needsRoot)
 	lower, upper := pairDirs(t, 0)
-	ctx, cs := testStore(t)
+	ctx, cs := testkit.ContentStore(t)
 	layer := containerdLayer(t, ctx, cs, lower, upper, ocispec.MediaTypeImageLayerGzip)
 	target := t.TempDir()
-	copyTree(t, lower, target)
+	testkit.CopyTree(t, lower, target)
 	mm := &fakeMountManager{target: target}
 	twoMounts := []mount.Mount{{Type: "format/test", Source: "a"}, {Type: "format/test", Source: "b"}}
 	if _, err := NewDiffer(cs, WithMountManager(mm)).Apply(ctx, layer, twoMounts); err != nil {

@@ -7,7 +7,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -15,39 +14,15 @@ import (
 	"time"
 
 	"github.com/containerd/containerd/v2/core/content"
-	"github.com/containerd/containerd/v2/core/metadata"
 	"github.com/containerd/containerd/v2/core/mount"
-	"github.com/containerd/containerd/v2/pkg/namespaces"
-	"github.com/containerd/containerd/v2/plugins/content/local"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sys/unix"
+
+	"github.com/layerdiff/layerdiff/go/internal/testkit"
 )
 
 // needsRoot is what this package's tests need root for (testkit.RequireRoot).
 const needsRoot = "bind/overlay mounts, mknod, chown, trusted.* xattrs"
-
-// testStore opens a real containerd content store: content/local under the metadata DB
-// (bolt), as containerd's daemon has it.
-func testStore(t testing.TB) (context.Context, content.Store) {
-	t.Helper()
-	dir := t.TempDir()
-	cs, err := local.NewStore(filepath.Join(dir, "content"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	bdb, err := bolt.Open(filepath.Join(dir, "meta.db"), 0o644, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { bdb.Close() })
-	db := metadata.NewDB(bdb, cs, nil)
-	ctx := namespaces.WithNamespace(context.Background(), "layerdiff-test")
-	if err := db.Init(ctx); err != nil {
-		t.Fatal(err)
-	}
-	return ctx, db.ContentStore()
-}
 
 func bindMount(dir string, readonly bool) []mount.Mount {
 	opts := []string{"rbind"}
@@ -142,14 +117,6 @@ func (w treeWriter) must(err error) {
 	}
 }
 
-// copyTree copies src to dst preserving everything (cp -a keeps hardlinks, xattrs, times).
-func copyTree(t testing.TB, src, dst string) {
-	t.Helper()
-	if out, err := exec.Command("cp", "-a", "--", src+"/.", dst).CombinedOutput(); err != nil {
-		t.Fatalf("cp -a %s %s: %v: %s", src, dst, err, out)
-	}
-}
-
 // capability is a valid-looking security.capability value (v2, cap_net_bind_service).
 var capability = []byte{0, 0, 0, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
 
@@ -181,7 +148,7 @@ func fixedPair(t testing.TB, lower, upper string, seed int) {
 		l.times(n, fixedTime(int64(len(n)), 0))
 	}
 
-	copyTree(t, lower, upper)
+	testkit.CopyTree(t, lower, upper)
 	u := treeWriter{t, upper}
 	u.file("etc/hosts", []byte("127.0.0.1 localhost changed\n"), 0o644)
 	u.chown("etc/passwd", 1000, 1000)

@@ -18,7 +18,6 @@ import (
 	"io/fs"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -27,18 +26,16 @@ import (
 	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/containerd/v2/core/diff"
 	"github.com/containerd/containerd/v2/core/diff/apply"
-	"github.com/containerd/containerd/v2/core/metadata"
 	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/containerd/v2/pkg/labels"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
-	"github.com/containerd/containerd/v2/plugins/content/local"
 	"github.com/containerd/containerd/v2/plugins/diff/walking"
 	"github.com/containerd/log"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sys/unix"
 
 	layerdiff "github.com/layerdiff/layerdiff/go"
+	"github.com/layerdiff/layerdiff/go/internal/fixture"
 	"github.com/layerdiff/layerdiff/go/internal/randtree"
 )
 
@@ -76,7 +73,7 @@ func run() error {
 	lower, upper := dir("lower"), dir("upper")
 	start := time.Now()
 	files, bytesWritten := generateLower(lower)
-	if err := copyTree(lower, upper); err != nil {
+	if err := fixture.CopyTree(lower, upper); err != nil {
 		return err
 	}
 	changes := changeUpper(upper)
@@ -84,11 +81,12 @@ func run() error {
 		files, float64(bytesWritten)/1e6, changes, time.Since(start).Round(time.Millisecond))
 
 	// A real containerd content store: content/local under the bolt metadata DB.
-	cs, closeDB, err := openStore(dir("store"))
+	db, closeDB, err := fixture.OpenStore(dir("store"))
 	if err != nil {
 		return err
 	}
 	defer closeDB()
+	cs := db.ContentStore()
 	ctx := namespaces.WithNamespace(context.Background(), "layerdiff-demo")
 
 	lowerMount := []mount.Mount{{Type: "bind", Source: lower, Options: []string{"rbind", "ro"}}}
@@ -127,8 +125,8 @@ func run() error {
 
 	// Apply onto a copy of lower through a bind mount, with both appliers.
 	ourRoot, theirRoot := dir("apply-layerdiff"), dir("apply-containerd")
-	must(copyTree(lower, ourRoot))
-	must(copyTree(lower, theirRoot))
+	must(fixture.CopyTree(lower, ourRoot))
+	must(fixture.CopyTree(lower, theirRoot))
 	t0 = time.Now()
 	applied, err := differ.Apply(ctx, ours, []mount.Mount{{Type: "bind", Source: ourRoot, Options: []string{"rbind", "rw"}}})
 	if err != nil {
@@ -255,23 +253,6 @@ func must(err error) {
 	}
 }
 
-func openStore(root string) (content.Store, func(), error) {
-	local, err := local.NewStore(filepath.Join(root, "content"))
-	if err != nil {
-		return nil, nil, err
-	}
-	bdb, err := bolt.Open(filepath.Join(root, "meta.db"), 0o644, nil)
-	if err != nil {
-		return nil, nil, err
-	}
-	db := metadata.NewDB(bdb, local, nil)
-	if err := db.Init(context.Background()); err != nil {
-		bdb.Close()
-		return nil, nil, err
-	}
-	return db.ContentStore(), func() { bdb.Close() }, nil
-}
-
 func uncompressedLabel(ctx context.Context, cs content.Store, desc ocispec.Descriptor) (string, error) {
 	info, err := cs.Info(ctx, desc.Digest)
 	if err != nil {
@@ -360,13 +341,6 @@ func changeUpper(root string) (changes int) {
 	must(unix.Mknod(filepath.Join(root, "srv/new/null"), unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))))
 	must(unix.Mkfifo(filepath.Join(root, "srv/new/fifo"), 0o600))
 	return changes + 303
-}
-
-func copyTree(src, dst string) error {
-	if out, err := exec.Command("cp", "-a", "--", src+"/.", dst).CombinedOutput(); err != nil {
-		return fmt.Errorf("cp -a %s %s: %v: %s", src, dst, err, out)
-	}
-	return nil
 }
 
 // sameTree compares everything a layer carries: type, mode, owner, device, size, content,

@@ -348,13 +348,6 @@ func randomTree(t *testing.T, dir string, rng *rand.Rand, n int) {
 	}
 }
 
-// copyTree duplicates a tree with cp -a (keeps owners, modes, times, xattrs, hardlinks).
-func copyTree(t *testing.T, src, dst string) {
-	if out, err := exec.Command("cp", "-a", "--", src+"/.", dst).CombinedOutput(); err != nil {
-		t.Fatalf("cp -a: %v: %s", err, out)
-	}
-}
-
 func TestApplyParityWriteDiff(t *testing.T) {
 	testkit.RequireRoot(t, needsRoot)
 	for seed := int64(1); seed <= 12; seed++ {
@@ -364,7 +357,7 @@ func TestApplyParityWriteDiff(t *testing.T) {
 		os.MkdirAll(lower, 0o755)
 		os.MkdirAll(upper, 0o755)
 		randomTree(t, lower, rng, 60)
-		copyTree(t, lower, upper)
+		testkit.CopyTree(t, lower, upper)
 		// Mutate: delete some, add some, replace some.
 		filepath.Walk(upper, func(p string, fi os.FileInfo, err error) error {
 			if err == nil && p != upper && rng.Intn(6) == 0 {
@@ -384,8 +377,8 @@ func TestApplyParityWriteDiff(t *testing.T) {
 		runParity(t, parityCase{
 			name:  fmt.Sprintf("seed%d", seed),
 			layer: gz(t, layer.Bytes()),
-			setup: func(t *testing.T, root string) { copyTree(t, l, root) },
-			lower: func(t *testing.T, root string) { copyTree(t, l, root) },
+			setup: func(t *testing.T, root string) { testkit.CopyTree(t, l, root) },
+			lower: func(t *testing.T, root string) { testkit.CopyTree(t, l, root) },
 		})
 	}
 }

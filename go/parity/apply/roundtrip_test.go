@@ -43,7 +43,7 @@ func TestRoundTrip(t *testing.T) {
 				if err := os.MkdirAll(target, 0o755); err != nil {
 					t.Fatal(err)
 				}
-				copyTree(t, lower, target)
+				testkit.CopyTree(t, lower, target)
 				layer := filepath.Join(work, "layer")
 				out, err := exec.Command(bin, "diff", "--compression", comp, lower, upper, "-o", layer).Output()
 				if err != nil {
@@ -69,7 +69,7 @@ func TestRoundTrip(t *testing.T) {
 				if err := os.MkdirAll(ctrTarget, 0o755); err != nil {
 					t.Fatal(err)
 				}
-				copyTree(t, lower, ctrTarget)
+				testkit.CopyTree(t, lower, ctrTarget)
 				var ctrLayer bytes.Buffer
 				if err := archive.WriteDiff(context.Background(), &ctrLayer, lower, upper); err != nil {
 					t.Fatal(err)
