@@ -5,10 +5,8 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -19,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/layerdiff/layerdiff/go/internal/testkit"
+	"github.com/layerdiff/layerdiff/go/internal/treecmp"
 )
 
 // needsRoot is what this package's tests need root for (testkit.RequireRoot).
@@ -185,165 +184,42 @@ func fixedPair(t testing.TB, lower, upper string, seed int) {
 	u.times("new", fixedTime(200, 0))
 }
 
-// treeEntry is everything about one path that apply must reproduce.
-type treeEntry struct {
-	mode     uint32
-	uid, gid uint32
-	rdev     uint64
-	size     int64
-	mtime    int64
-	content  string // file data, or symlink target
-	xattrs   string
-	linkPeer string // first path with the same inode (hardlink group), "" when alone
-}
-
-// snapshotTree records a tree for comparison.
-func snapshotTree(t testing.TB, root string, secondsOnly bool) map[string]treeEntry {
-	t.Helper()
-	entries := map[string]treeEntry{}
-	firstOfInode := map[uint64]string{}
-	err := filepath.WalkDir(root, func(path string, _ fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(root, path)
-		var st unix.Stat_t
-		if err := unix.Lstat(path, &st); err != nil {
-			return err
-		}
-		e := treeEntry{mode: st.Mode, uid: st.Uid, gid: st.Gid, rdev: st.Rdev, mtime: st.Mtim.Nano()}
-		if secondsOnly {
-			e.mtime = st.Mtim.Sec
-		}
-		switch st.Mode & unix.S_IFMT {
-		case unix.S_IFREG:
-			data, err := os.ReadFile(path)
-			if err != nil {
-				return err
-			}
-			e.size, e.content = st.Size, string(data)
-			if st.Nlink > 1 {
-				if peer, ok := firstOfInode[st.Ino]; ok {
-					e.linkPeer = peer
-				} else {
-					firstOfInode[st.Ino] = rel
-				}
-			}
-		case unix.S_IFLNK:
-			target, err := os.Readlink(path)
-			if err != nil {
-				return err
-			}
-			e.content = target
-		case unix.S_IFCHR:
-			if st.Rdev == 0 {
-				// An overlay whiteout: made by mknod, its times are the time of the apply.
-				e.mtime = 0
-			}
-		case unix.S_IFDIR:
-			if rel == "." {
-				// The root's own metadata is the mount point's, never the layer's.
-				e.mtime, e.mode = 0, 0
-			}
-		}
-		e.xattrs = listXattrs(t, path)
-		entries[rel] = e
-		return nil
-	})
-	if err != nil {
-		t.Fatalf("walking %s: %v", root, err)
-	}
-	return entries
-}
-
-func listXattrs(t testing.TB, path string) string {
-	buf := make([]byte, 64<<10)
-	n, err := unix.Llistxattr(path, buf)
-	if err != nil {
-		if err == unix.ENOTSUP {
-			return ""
-		}
-		t.Fatalf("llistxattr %s: %v", path, err)
-	}
-	var names []string
-	for _, name := range strings.Split(string(buf[:n]), "\x00") {
-		if name != "" {
-			names = append(names, name)
-		}
-	}
-	sort.Strings(names)
-	var out strings.Builder
-	for _, name := range names {
-		val := make([]byte, 64<<10)
-		vn, err := unix.Lgetxattr(path, name, val)
-		if err != nil {
-			t.Fatalf("lgetxattr %s %s: %v", path, name, err)
-		}
-		fmt.Fprintf(&out, "%s=%q;", name, val[:vn])
-	}
-	return out.String()
-}
-
-// requireSameTree fails with the differing paths when the two trees differ.
+// requireSameTree fails with the differing paths when the two trees differ in anything
+// apply must reproduce.
 func requireSameTree(t testing.TB, wantRoot, gotRoot string) {
 	t.Helper()
-	requireSameTreeAs(t, wantRoot, gotRoot, false)
+	requireSameTreeWith(t, wantRoot, gotRoot, treecmp.Options{})
 }
 
 // requireSameTreeAs compares mtimes in whole seconds when secondsOnly (a layer carries
 // seconds, so an applied tree matches its source tree only to the second).
 func requireSameTreeAs(t testing.TB, wantRoot, gotRoot string, secondsOnly bool) {
 	t.Helper()
-	requireSameSnapshots(t, wantRoot, gotRoot, snapshotTree(t, wantRoot, secondsOnly), snapshotTree(t, gotRoot, secondsOnly))
+	requireSameTreeWith(t, wantRoot, gotRoot, treecmp.Options{MtimeSeconds: secondsOnly})
 }
 
 // requireSameTreeButDirTimes ignores directory mtimes: directories created implicitly (as
 // missing parents) end with the time their last child was created, in both appliers.
 func requireSameTreeButDirTimes(t testing.TB, wantRoot, gotRoot string) {
 	t.Helper()
-	strip := func(m map[string]treeEntry) map[string]treeEntry {
-		for p, e := range m {
-			if e.mode&unix.S_IFMT == unix.S_IFDIR {
-				e.mtime = 0
-				m[p] = e
-			}
-		}
-		return m
-	}
-	requireSameSnapshots(t, wantRoot, gotRoot, strip(snapshotTree(t, wantRoot, false)), strip(snapshotTree(t, gotRoot, false)))
+	requireSameTreeWith(t, wantRoot, gotRoot, treecmp.Options{IgnoreDirTimes: true})
 }
 
-func requireSameSnapshots(t testing.TB, wantRoot, gotRoot string, want, got map[string]treeEntry) {
+// requireSameTreeWith compares with o, never looking at the root's own mode and times (the
+// mount point's, never the layer's) or at overlay whiteouts' times (made by the apply).
+func requireSameTreeWith(t testing.TB, wantRoot, gotRoot string, o treecmp.Options) {
 	t.Helper()
-	var diffs []string
-	for p, w := range want {
-		g, ok := got[p]
-		switch {
-		case !ok:
-			diffs = append(diffs, "missing in "+gotRoot+": "+p)
-		case g != w:
-			diffs = append(diffs, fmt.Sprintf("%s:\n  want %+v\n  got  %+v", p, abbreviate(w), abbreviate(g)))
-		}
-	}
-	for p := range got {
-		if _, ok := want[p]; !ok {
-			diffs = append(diffs, "extra in "+gotRoot+": "+p)
-		}
+	o.IgnoreRootMode, o.IgnoreRootTimes, o.IgnoreWhiteoutTimes = true, true, true
+	diffs, err := treecmp.Compare(wantRoot, gotRoot, o)
+	if err != nil {
+		t.Fatal(err)
 	}
 	if len(diffs) > 0 {
-		sort.Strings(diffs)
 		if len(diffs) > 20 {
 			diffs = append(diffs[:20], fmt.Sprintf("... and %d more", len(diffs)-20))
 		}
 		t.Fatalf("trees differ (%s vs %s):\n%s", wantRoot, gotRoot, strings.Join(diffs, "\n"))
 	}
-}
-
-func abbreviate(e treeEntry) treeEntry {
-	if len(e.content) > 40 {
-		e.content = e.content[:40] + "..."
-	}
-	return e
 }
 
 // openFDs counts this process's open file descriptors.

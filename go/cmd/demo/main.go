@@ -12,14 +12,12 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io/fs"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"time"
 
@@ -37,6 +35,7 @@ import (
 	layerdiff "github.com/layerdiff/layerdiff/go"
 	"github.com/layerdiff/layerdiff/go/internal/fixture"
 	"github.com/layerdiff/layerdiff/go/internal/randtree"
+	"github.com/layerdiff/layerdiff/go/internal/treecmp"
 )
 
 func main() {
@@ -343,92 +342,20 @@ func changeUpper(root string) (changes int) {
 	return changes + 303
 }
 
-// sameTree compares everything a layer carries: type, mode, owner, device, size, content,
-// symlink target, mtime (seconds: a layer carries seconds), xattrs and hardlink groups.
+// sameTree compares everything a layer carries: type, mode, owner, device, content,
+// symlink target, mtime (seconds: a layer carries seconds), xattrs and hardlink groups;
+// the root's own mode and times are the mount point's.
 func sameTree(want, got string) error {
-	a, err := snapshot(want)
+	diffs, err := treecmp.Compare(want, got, treecmp.Options{IgnoreRootMode: true, IgnoreRootTimes: true, MtimeSeconds: true})
 	if err != nil {
 		return err
-	}
-	b, err := snapshot(got)
-	if err != nil {
-		return err
-	}
-	var diffs []string
-	for p, e := range a {
-		if g, ok := b[p]; !ok {
-			diffs = append(diffs, "missing "+p)
-		} else if g != e {
-			diffs = append(diffs, fmt.Sprintf("%s: want %s, got %s", p, e, g))
-		}
-	}
-	for p := range b {
-		if _, ok := a[p]; !ok {
-			diffs = append(diffs, "extra "+p)
-		}
 	}
 	if len(diffs) > 0 {
-		sort.Strings(diffs)
-		if len(diffs) > 10 {
-			diffs = append(diffs[:10], fmt.Sprintf("... %d more", len(diffs)-10))
+		n := len(diffs)
+		if n > 10 {
+			diffs = append(diffs[:10], fmt.Sprintf("... %d more", n-10))
 		}
-		return fmt.Errorf("%d differences:\n  %s", len(diffs), strings.Join(diffs, "\n  "))
+		return fmt.Errorf("%d differences:\n  %s", n, strings.Join(diffs, "\n  "))
 	}
 	return nil
-}
-
-func snapshot(root string) (map[string]string, error) {
-	out := map[string]string{}
-	inodes := map[uint64]string{}
-	err := filepath.WalkDir(root, func(p string, _ fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(root, p)
-		if rel == "." {
-			return nil
-		}
-		var st unix.Stat_t
-		if err := unix.Lstat(p, &st); err != nil {
-			return err
-		}
-		extra := ""
-		switch st.Mode & unix.S_IFMT {
-		case unix.S_IFREG:
-			data, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			extra = fmt.Sprintf("size=%d sum=%x", len(data), bytesHash(data))
-			if st.Nlink > 1 {
-				if first, ok := inodes[st.Ino]; ok {
-					extra += " link=" + first
-				} else {
-					inodes[st.Ino] = rel
-				}
-			}
-		case unix.S_IFLNK:
-			target, err := os.Readlink(p)
-			if err != nil {
-				return err
-			}
-			extra = "target=" + target
-		}
-		xattrs := make([]byte, 4096)
-		n, _ := unix.Llistxattr(p, xattrs)
-		out[rel] = fmt.Sprintf("mode=%o uid=%d gid=%d rdev=%d mtime=%d xattrs=%q %s",
-			st.Mode, st.Uid, st.Gid, st.Rdev, st.Mtim.Sec, bytes.ReplaceAll(xattrs[:max(n, 0)], []byte{0}, []byte{','}), extra)
-		return nil
-	})
-	return out, err
-}
-
-// bytesHash is FNV-1a: enough to tell contents apart in a demo.
-func bytesHash(b []byte) uint64 {
-	h := uint64(14695981039346656037)
-	for _, c := range b {
-		h ^= uint64(c)
-		h *= 1099511628211
-	}
-	return h
 }
