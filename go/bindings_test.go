@@ -87,24 +87,10 @@ func TestApplyStreamProcessor(t *testing.T) {
 	layer := writeBlob(t, ctx, cs, xorMediaType, data)
 	payloads := diff.WithPayloads(map[string]typeurl.Any{xorPayloadID: xorKey{0x5a}})
 
-	ourRoot, theirRoot := t.TempDir(), t.TempDir()
-	testkit.CopyTree(t, lower, ourRoot)
-	testkit.CopyTree(t, lower, theirRoot)
-	got, err := NewDiffer(cs).Apply(ctx, layer, bindMount(ourRoot, false), payloads)
-	if err != nil {
-		t.Fatalf("layerdiff Apply: %v", err)
-	}
-	want, err := apply.NewFileSystemApplier(cs).Apply(ctx, layer, bindMount(theirRoot, false), payloads)
-	if err != nil {
-		t.Fatalf("containerd Apply: %v", err)
-	}
-	if !sameDesc(got, want) {
-		t.Errorf("descriptor %+v, containerd %+v", got, want)
-	}
-	requireSameTree(t, theirRoot, ourRoot)
+	applyBoth(t, ctx, cs, layer, lower, payloads)
 
 	// Without the payload the processor refuses, and so do we (its error, not ours).
-	_, err = NewDiffer(cs).Apply(ctx, layer, bindMount(t.TempDir(), false))
+	_, err := NewDiffer(cs).Apply(ctx, layer, bindMount(t.TempDir(), false))
 	if !errdefs.IsFailedPrecondition(err) {
 		t.Errorf("Apply without payload: %v, want the processor's FailedPrecondition", err)
 	}

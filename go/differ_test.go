@@ -320,21 +320,7 @@ func TestApplyMatchesFsApplier(t *testing.T) {
 			t.Run(pair.name+"/"+filepath.Base(mt), func(t *testing.T) {
 				ctx, cs := testkit.ContentStore(t)
 				layer := containerdLayer(t, ctx, cs, lower, upper, mt)
-				ourRoot, theirRoot := t.TempDir(), t.TempDir()
-				testkit.CopyTree(t, lower, ourRoot)
-				testkit.CopyTree(t, lower, theirRoot)
-				got, err := NewDiffer(cs).Apply(ctx, layer, bindMount(ourRoot, false), diff.WithSyncFs(true))
-				if err != nil {
-					t.Fatalf("layerdiff Apply: %v", err)
-				}
-				want, err := apply.NewFileSystemApplier(cs).Apply(ctx, layer, bindMount(theirRoot, false), diff.WithSyncFs(true))
-				if err != nil {
-					t.Fatalf("containerd Apply: %v", err)
-				}
-				if got.MediaType != want.MediaType || got.Digest != want.Digest || got.Size != want.Size {
-					t.Errorf("descriptor %+v, containerd %+v", got, want)
-				}
-				requireSameTree(t, theirRoot, ourRoot)
+				ourRoot := applyBoth(t, ctx, cs, layer, lower, diff.WithSyncFs(true))
 				// Random trees hold what a layer cannot carry (sockets, pre-1970 times),
 				// so only the hand-written ones must come out as upper itself.
 				if strings.HasPrefix(pair.name, "fixed") {
@@ -410,21 +396,7 @@ func TestApplyOtherLayerMediaTypes(t *testing.T) {
 		t.Run(mt, func(t *testing.T) {
 			layer := gz
 			layer.MediaType = mt
-			ourRoot, theirRoot := t.TempDir(), t.TempDir()
-			testkit.CopyTree(t, lower, ourRoot)
-			testkit.CopyTree(t, lower, theirRoot)
-			want, err := apply.NewFileSystemApplier(cs).Apply(ctx, layer, bindMount(theirRoot, false))
-			if err != nil {
-				t.Fatalf("containerd Apply: %v", err)
-			}
-			got, err := NewDiffer(cs).Apply(ctx, layer, bindMount(ourRoot, false))
-			if err != nil {
-				t.Fatalf("layerdiff Apply: %v", err)
-			}
-			if !sameDesc(got, want) {
-				t.Errorf("descriptor %+v, containerd %+v", got, want)
-			}
-			requireSameTree(t, theirRoot, ourRoot)
+			applyBoth(t, ctx, cs, layer, lower)
 		})
 	}
 }

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/containerd/containerd/v2/core/content"
+	"github.com/containerd/containerd/v2/core/diff"
+	"github.com/containerd/containerd/v2/core/diff/apply"
 	"github.com/containerd/containerd/v2/core/mount"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sys/unix"
@@ -220,6 +222,29 @@ func requireSameTreeWith(t testing.TB, wantRoot, gotRoot string, o treecmp.Optio
 		}
 		t.Fatalf("trees differ (%s vs %s):\n%s", wantRoot, gotRoot, strings.Join(diffs, "\n"))
 	}
+}
+
+// applyBoth applies layer with layerdiff and with containerd's fs applier, each onto its own
+// copy of lower through a bind mount, and requires the same descriptor and the same tree.
+// It returns the root layerdiff applied onto.
+func applyBoth(t testing.TB, ctx context.Context, cs content.Store, layer ocispec.Descriptor, lower string, opts ...diff.ApplyOpt) string {
+	t.Helper()
+	ourRoot, theirRoot := t.TempDir(), t.TempDir()
+	testkit.CopyTree(t, lower, ourRoot)
+	testkit.CopyTree(t, lower, theirRoot)
+	got, err := NewDiffer(cs).Apply(ctx, layer, bindMount(ourRoot, false), opts...)
+	if err != nil {
+		t.Fatalf("layerdiff Apply: %v", err)
+	}
+	want, err := apply.NewFileSystemApplier(cs).Apply(ctx, layer, bindMount(theirRoot, false), opts...)
+	if err != nil {
+		t.Fatalf("containerd Apply: %v", err)
+	}
+	if !sameDesc(got, want) {
+		t.Errorf("descriptor %+v, containerd %+v", got, want)
+	}
+	requireSameTree(t, theirRoot, ourRoot)
+	return ourRoot
 }
 
 // openFDs counts this process's open file descriptors.
