@@ -17,9 +17,8 @@ func RequireRoot(t testing.TB, needs string) {
 	if os.Geteuid() == 0 {
 		return
 	}
-	msg := "SKIPPED LOUDLY: this test needs root (" + needs + "); run `go test` as root"
 	if os.Getenv(RequireRootEnv) == "1" {
-		t.Fatalf("%s (%s=1 makes this a failure)", msg, RequireRootEnv)
+		t.Fatalf("this test needs root (%s) and %s=1 forbids skipping it: run `go test` as root", needs, RequireRootEnv)
 	}
-	t.Skip(msg + " (" + RequireRootEnv + "=1 makes this a failure)")
+	t.Skipf("SKIPPED LOUDLY: this test needs root (%s); run `go test` as root (%s=1 makes this a failure)", needs, RequireRootEnv)
 }
