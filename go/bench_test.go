@@ -17,17 +17,16 @@ import (
 	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/containerd/v2/core/diff"
 	"github.com/containerd/containerd/v2/core/diff/apply"
-	"github.com/containerd/containerd/v2/core/metadata"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
-	"github.com/containerd/containerd/v2/plugins/content/local"
 	"github.com/containerd/containerd/v2/plugins/diff/walking"
 	"github.com/containerd/log"
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sys/unix"
 
+	"github.com/layerdiff/layerdiff/go/internal/fixture"
 	"github.com/layerdiff/layerdiff/go/internal/randtree"
+	"github.com/layerdiff/layerdiff/go/internal/testkit"
 )
 
 // Benchmarks run ours and containerd's on the same input within each iteration (order
@@ -131,23 +130,6 @@ func makeBenchTrees(b testing.TB) []benchTree {
 	return benchTrees
 }
 
-func benchStore(b testing.TB, dir string) (context.Context, content.Store, func()) {
-	cs, err := local.NewStore(filepath.Join(dir, "content"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	bdb, err := bolt.Open(filepath.Join(dir, "meta.db"), 0o644, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	db := metadata.NewDB(bdb, cs, nil)
-	ctx := namespaces.WithNamespace(context.Background(), "layerdiff-bench")
-	if err := db.Init(ctx); err != nil {
-		b.Fatal(err)
-	}
-	return ctx, db.ContentStore(), func() { bdb.Close() }
-}
-
 type impl struct {
 	name    string
 	compare func(content.Store) diff.Comparer
@@ -160,12 +142,11 @@ var impls = []impl{
 }
 
 func BenchmarkCompareGzip(b *testing.B) {
-	requireRoot(b)
+	testkit.RequireRoot(b, needsRoot)
 	_ = log.SetLevel("error")
 	for _, tree := range makeBenchTrees(b) {
 		b.Run(tree.name, func(b *testing.B) {
-			ctx, cs, closeStore := benchStore(b, benchDir(b))
-			defer closeStore()
+			ctx, cs := testkit.ContentStoreIn(b, benchDir(b))
 			elapsed := make([]time.Duration, len(impls))
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
@@ -186,12 +167,11 @@ func BenchmarkCompareGzip(b *testing.B) {
 }
 
 func BenchmarkApply(b *testing.B) {
-	requireRoot(b)
+	testkit.RequireRoot(b, needsRoot)
 	_ = log.SetLevel("error")
 	for _, tree := range makeBenchTrees(b) {
 		b.Run(tree.name, func(b *testing.B) {
-			ctx, cs, closeStore := benchStore(b, benchDir(b))
-			defer closeStore()
+			ctx, cs := testkit.ContentStoreIn(b, benchDir(b))
 			layer, err := walking.NewWalkingDiff(cs).Compare(ctx, bindMount(tree.empty, true), bindMount(tree.root, true),
 				diff.WithMediaType(ocispec.MediaTypeImageLayerGzip))
 			if err != nil {
@@ -310,9 +290,13 @@ func benchChild(specJSON string) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	tb := &childTB{}
-	ctx, cs, closeStore := benchStore(tb, filepath.Join(dir, "store"))
+	db, closeStore, err := fixture.OpenStore(filepath.Join(dir, "store"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
 	defer closeStore()
+	ctx, cs := namespaces.WithNamespace(context.Background(), "layerdiff-bench"), db.ContentStore()
 	switch spec.Op {
 	case "compare":
 		_, err = im.compare(cs).Compare(ctx, bindMount(spec.Lower, true), bindMount(spec.Upper, true), diff.WithMediaType(ocispec.MediaTypeImageLayerGzip))
@@ -345,19 +329,6 @@ func benchChild(specJSON string) int {
 		return 1
 	}
 	return 0
-}
-
-// childTB is the testing.TB of the child process: failures exit.
-type childTB struct{ testing.TB }
-
-func (childTB) Helper() {}
-func (childTB) Fatal(args ...any) {
-	fmt.Fprintln(os.Stderr, args...)
-	os.Exit(1)
-}
-func (childTB) Fatalf(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, format+"\n", args...)
-	os.Exit(1)
 }
 
 func digestFile(path string) (digest.Digest, error) {

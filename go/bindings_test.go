@@ -23,6 +23,8 @@ import (
 	"github.com/containerd/typeurl/v2"
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/layerdiff/layerdiff/go/internal/testkit"
 )
 
 // xorMediaType is a made-up layer encoding: a gzip layer with every byte XORed with the
@@ -73,10 +75,10 @@ func (k xorKey) GetValue() []byte   { return []byte{k.key} }
 // TestApplyStreamProcessor: a media type only a registered processor understands is
 // decoded in Go and applied by the core, with the same result as containerd's applier.
 func TestApplyStreamProcessor(t *testing.T) {
-	requireRoot(t)
+	testkit.RequireRoot(t, needsRoot)
 	registerXorProcessor()
 	lower, upper := pairDirs(t, 2)
-	ctx, cs := testStore(t)
+	ctx, cs := testkit.ContentStore(t)
 	gz := containerdLayer(t, ctx, cs, lower, upper, ocispec.MediaTypeImageLayerGzip)
 	data := readBlob(t, ctx, cs, gz)
 	for i := range data {
@@ -85,24 +87,10 @@ func TestApplyStreamProcessor(t *testing.T) {
 	layer := writeBlob(t, ctx, cs, xorMediaType, data)
 	payloads := diff.WithPayloads(map[string]typeurl.Any{xorPayloadID: xorKey{0x5a}})
 
-	ourRoot, theirRoot := t.TempDir(), t.TempDir()
-	copyTree(t, lower, ourRoot)
-	copyTree(t, lower, theirRoot)
-	got, err := NewDiffer(cs).Apply(ctx, layer, bindMount(ourRoot, false), payloads)
-	if err != nil {
-		t.Fatalf("layerdiff Apply: %v", err)
-	}
-	want, err := apply.NewFileSystemApplier(cs).Apply(ctx, layer, bindMount(theirRoot, false), payloads)
-	if err != nil {
-		t.Fatalf("containerd Apply: %v", err)
-	}
-	if !sameDesc(got, want) {
-		t.Errorf("descriptor %+v, containerd %+v", got, want)
-	}
-	requireSameTree(t, theirRoot, ourRoot)
+	applyBoth(t, ctx, cs, layer, lower, payloads)
 
 	// Without the payload the processor refuses, and so do we (its error, not ours).
-	_, err = NewDiffer(cs).Apply(ctx, layer, bindMount(t.TempDir(), false))
+	_, err := NewDiffer(cs).Apply(ctx, layer, bindMount(t.TempDir(), false))
 	if !errdefs.IsFailedPrecondition(err) {
 		t.Errorf("Apply without payload: %v, want the processor's FailedPrecondition", err)
 	}
@@ -111,9 +99,9 @@ func TestApplyStreamProcessor(t *testing.T) {
 // TestApplyPlainTarNotSniffed: a gzip blob declared as plain tar fails in containerd
 // (plain tar is never decompressed); it must fail here too.
 func TestApplyPlainTarNotSniffed(t *testing.T) {
-	requireRoot(t)
+	testkit.RequireRoot(t, needsRoot)
 	lower, upper := pairDirs(t, 0)
-	ctx, cs := testStore(t)
+	ctx, cs := testkit.ContentStore(t)
 	gz := containerdLayer(t, ctx, cs, lower, upper, ocispec.MediaTypeImageLayerGzip)
 	mislabeled := gz
 	mislabeled.MediaType = ocispec.MediaTypeImageLayer
@@ -128,9 +116,9 @@ func TestApplyPlainTarNotSniffed(t *testing.T) {
 
 // TestApplyProgress: like containerd, progress starts at 0 and ends at the blob's size.
 func TestApplyProgress(t *testing.T) {
-	requireRoot(t)
+	testkit.RequireRoot(t, needsRoot)
 	lower, upper := pairDirs(t, 1)
-	ctx, cs := testStore(t)
+	ctx, cs := testkit.ContentStore(t)
 	layer := containerdLayer(t, ctx, cs, lower, upper, ocispec.MediaTypeImageLayerGzip)
 	for name, applier := range map[string]diff.Applier{"layerdiff": NewDiffer(cs), "containerd": apply.NewFileSystemApplier(cs)} {
 		var seen []int64
@@ -158,7 +146,7 @@ func TestApplyProgress(t *testing.T) {
 // TestBindingsRoundTrip: the low-level calls on plain directories, with the C progress
 // callback: compare → apply onto a copy of lower gives upper.
 func TestBindingsRoundTrip(t *testing.T) {
-	requireRoot(t)
+	testkit.RequireRoot(t, needsRoot)
 	lower, upper := pairDirs(t, 0)
 	for _, c := range []Compression{CompressionGzip, CompressionNone, CompressionZstd} {
 		t.Run(fmt.Sprint(c), func(t *testing.T) {
@@ -186,7 +174,7 @@ func TestBindingsRoundTrip(t *testing.T) {
 			}
 
 			root := t.TempDir()
-			copyTree(t, lower, root)
+			testkit.CopyTree(t, lower, root)
 			var consumed atomic.Uint64
 			applied, err := Apply(context.Background(), root, bytes.NewReader(buf.Bytes()), ApplyOptions{
 				Progress: func(n uint64) { consumed.Store(n) },
@@ -207,7 +195,7 @@ func TestBindingsRoundTrip(t *testing.T) {
 
 // TestErrorKinds: core errors arrive as errdefs classes with the core's message.
 func TestErrorKinds(t *testing.T) {
-	requireRoot(t)
+	testkit.RequireRoot(t, needsRoot)
 	ctx := context.Background()
 	missing := filepath.Join(t.TempDir(), "does-not-exist")
 
@@ -306,7 +294,7 @@ func endlessLayer() io.ReadCloser {
 // TestCancelMidApply: cancelling the context stops an apply of an endless layer promptly,
 // with an error matching context.Canceled.
 func TestCancelMidApply(t *testing.T) {
-	requireRoot(t)
+	testkit.RequireRoot(t, needsRoot)
 	ctx, cancel := context.WithCancel(context.Background())
 	layer := endlessLayer()
 	defer layer.Close()
@@ -348,7 +336,7 @@ func TestCancelMidApply(t *testing.T) {
 // TestConcurrent: 32 goroutines compare and apply at once (run under -race by `make test`);
 // each must get the same layer as the others.
 func TestConcurrent(t *testing.T) {
-	requireRoot(t)
+	testkit.RequireRoot(t, needsRoot)
 	lower, upper := pairDirs(t, 1)
 	var want bytes.Buffer
 	if err := archive.WriteDiff(context.Background(), &want, lower, upper); err != nil {
@@ -401,7 +389,7 @@ func TestConcurrent(t *testing.T) {
 
 // TestNoLeaks: many calls, successful and failing, leave no file descriptors or goroutines.
 func TestNoLeaks(t *testing.T) {
-	requireRoot(t)
+	testkit.RequireRoot(t, needsRoot)
 	lower, upper := pairDirs(t, 0)
 	run := func() {
 		var buf bytes.Buffer
@@ -448,13 +436,13 @@ func (endlessProcessor) MediaType() string { return ocispec.MediaTypeImageLayer 
 // TestCancelMidDifferApply: cancelling the context stops Differ.Apply (content store,
 // stream processor, bind mount) promptly with a Canceled error, and unmounts.
 func TestCancelMidDifferApply(t *testing.T) {
-	requireRoot(t)
+	testkit.RequireRoot(t, needsRoot)
 	registerEndlessOnce.Do(func() {
 		diff.RegisterProcessor(diff.StaticHandler(endlessMediaType, func(context.Context, diff.StreamProcessor, map[string]typeurl.Any) (diff.StreamProcessor, error) {
 			return endlessProcessor{endlessLayer()}, nil
 		}))
 	})
-	ctx, cs := testStore(t)
+	ctx, cs := testkit.ContentStore(t)
 	desc := writeBlob(t, ctx, cs, endlessMediaType, []byte("seed"))
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)

@@ -26,6 +26,8 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/layerdiff/layerdiff/go/internal/randtree"
+	"github.com/layerdiff/layerdiff/go/internal/testkit"
+	"github.com/layerdiff/layerdiff/go/internal/treecmp"
 )
 
 var layerMediaTypes = []string{
@@ -99,13 +101,13 @@ func blobLabels(t testing.TB, ctx context.Context, cs content.Store, dgst digest
 // TestCompareMatchesWalking: same trees, same options → the same layer as the walking
 // differ: media type, uncompressed bytes (so diffID), label, and for tar the same blob.
 func TestCompareMatchesWalking(t *testing.T) {
-	requireRoot(t)
+	testkit.RequireRoot(t, needsRoot)
 	for _, pair := range parityPairs(t) {
 		lower, upper := pair.lower, pair.upper
 		for _, mt := range append(layerMediaTypes, "") {
 			t.Run(pair.name+"/"+filepath.Base(mt), func(t *testing.T) {
-				ctxA, ours := testStore(t)
-				ctxB, theirs := testStore(t)
+				ctxA, ours := testkit.ContentStore(t)
+				ctxB, theirs := testkit.ContentStore(t)
 				var opts []diff.Opt
 				if mt != "" {
 					opts = append(opts, diff.WithMediaType(mt))
@@ -145,7 +147,7 @@ func TestCompareMatchesWalking(t *testing.T) {
 // TestCompareStoreOptions: reference, custom labels, an existing blob (committed twice,
 // label restored when missing), with the walking differ as the oracle for each step.
 func TestCompareStoreOptions(t *testing.T) {
-	requireRoot(t)
+	testkit.RequireRoot(t, needsRoot)
 	lower, upper := pairDirs(t, 1)
 	for _, mt := range layerMediaTypes {
 		t.Run(filepath.Base(mt), func(t *testing.T) {
@@ -153,7 +155,7 @@ func TestCompareStoreOptions(t *testing.T) {
 				"layerdiff":  func(cs content.Store) diff.Comparer { return NewDiffer(cs) },
 				"containerd": walking.NewWalkingDiff,
 			} {
-				ctx, cs := testStore(t)
+				ctx, cs := testkit.ContentStore(t)
 				c := comparer(cs)
 				opts := []diff.Opt{diff.WithMediaType(mt), diff.WithReference("my-ref"), diff.WithLabels(map[string]string{"custom": "yes"})}
 				first, err := c.Compare(ctx, bindMount(lower, true), bindMount(upper, true), opts...)
@@ -196,7 +198,7 @@ func TestCompareStoreOptions(t *testing.T) {
 // TestCompareCustomCompressor: tar from the core, compression by the caller's compressor;
 // the same Go gzip on the same tar gives the very same blob as containerd's.
 func TestCompareCustomCompressor(t *testing.T) {
-	requireRoot(t)
+	testkit.RequireRoot(t, needsRoot)
 	lower, upper := pairDirs(t, 2)
 	compressor := func(dest io.Writer, mediaType string) (io.WriteCloser, error) {
 		if mediaType != ocispec.MediaTypeImageLayerGzip {
@@ -204,8 +206,8 @@ func TestCompareCustomCompressor(t *testing.T) {
 		}
 		return gzip.NewWriterLevel(dest, gzip.BestSpeed)
 	}
-	ctxA, ours := testStore(t)
-	ctxB, theirs := testStore(t)
+	ctxA, ours := testkit.ContentStore(t)
+	ctxB, theirs := testkit.ContentStore(t)
 	opts := []diff.Opt{diff.WithCompressor(compressor), diff.WithMediaType(ocispec.MediaTypeImageLayerGzip)}
 	got, err := NewDiffer(ours).Compare(ctxA, bindMount(lower, true), bindMount(upper, true), opts...)
 	if err != nil {
@@ -231,7 +233,7 @@ func TestCompareCustomCompressor(t *testing.T) {
 // TestCompareSourceDateEpoch: the epoch from the option and from the context, against
 // containerd on a tar layer (whose blob must then be identical).
 func TestCompareSourceDateEpoch(t *testing.T) {
-	requireRoot(t)
+	testkit.RequireRoot(t, needsRoot)
 	lower, upper := pairDirs(t, 0)
 	tm := time.Unix(1_700_000_050, 0)
 	for name, setup := range map[string]func(context.Context) (context.Context, []diff.Opt){
@@ -243,8 +245,8 @@ func TestCompareSourceDateEpoch(t *testing.T) {
 		},
 	} {
 		t.Run(name, func(t *testing.T) {
-			ctxA, ours := testStore(t)
-			ctxB, theirs := testStore(t)
+			ctxA, ours := testkit.ContentStore(t)
+			ctxB, theirs := testkit.ContentStore(t)
 			ctxA, opts := setup(ctxA)
 			ctxB, _ = setup(ctxB)
 			opts = append(opts, diff.WithMediaType(ocispec.MediaTypeImageLayer))
@@ -273,8 +275,8 @@ func TestCompareSourceDateEpoch(t *testing.T) {
 // TestUnknownMediaTypes: both directions answer NotImplemented, so that containerd's diff
 // service falls through to its next differ.
 func TestUnknownMediaTypes(t *testing.T) {
-	requireRoot(t)
-	ctx, cs := testStore(t)
+	testkit.RequireRoot(t, needsRoot)
+	ctx, cs := testkit.ContentStore(t)
 	d := NewDiffer(cs)
 	lower, upper := t.TempDir(), t.TempDir()
 	_, err := d.Compare(ctx, bindMount(lower, true), bindMount(upper, true), diff.WithMediaType("application/vnd.example.layer.v1.squashfs"))
@@ -311,28 +313,14 @@ func containerdLayer(t testing.TB, ctx context.Context, cs content.Store, lower,
 // the lower tree (remove-mode whiteouts, bind mounts): same descriptor, same tree, and that
 // tree is the upper tree.
 func TestApplyMatchesFsApplier(t *testing.T) {
-	requireRoot(t)
+	testkit.RequireRoot(t, needsRoot)
 	for _, pair := range parityPairs(t) {
 		lower, upper := pair.lower, pair.upper
 		for _, mt := range layerMediaTypes {
 			t.Run(pair.name+"/"+filepath.Base(mt), func(t *testing.T) {
-				ctx, cs := testStore(t)
+				ctx, cs := testkit.ContentStore(t)
 				layer := containerdLayer(t, ctx, cs, lower, upper, mt)
-				ourRoot, theirRoot := t.TempDir(), t.TempDir()
-				copyTree(t, lower, ourRoot)
-				copyTree(t, lower, theirRoot)
-				got, err := NewDiffer(cs).Apply(ctx, layer, bindMount(ourRoot, false), diff.WithSyncFs(true))
-				if err != nil {
-					t.Fatalf("layerdiff Apply: %v", err)
-				}
-				want, err := apply.NewFileSystemApplier(cs).Apply(ctx, layer, bindMount(theirRoot, false), diff.WithSyncFs(true))
-				if err != nil {
-					t.Fatalf("containerd Apply: %v", err)
-				}
-				if got.MediaType != want.MediaType || got.Digest != want.Digest || got.Size != want.Size {
-					t.Errorf("descriptor %+v, containerd %+v", got, want)
-				}
-				requireSameTree(t, theirRoot, ourRoot)
+				ourRoot := applyBoth(t, ctx, cs, layer, lower, diff.WithSyncFs(true))
 				// Random trees hold what a layer cannot carry (sockets, pre-1970 times),
 				// so only the hand-written ones must come out as upper itself.
 				if strings.HasPrefix(pair.name, "fixed") {
@@ -347,11 +335,11 @@ func TestApplyMatchesFsApplier(t *testing.T) {
 // overlay whiteouts and the lowerdirs as parents, exactly as containerd does; the merged
 // overlay view is then the upper tree.
 func TestApplyOverlayShortcut(t *testing.T) {
-	requireRoot(t)
+	testkit.RequireRoot(t, needsRoot)
 	lower, upper := pairDirs(t, 1)
 	for _, mt := range []string{ocispec.MediaTypeImageLayerGzip, ocispec.MediaTypeImageLayerZstd} {
 		t.Run(filepath.Base(mt), func(t *testing.T) {
-			ctx, cs := testStore(t)
+			ctx, cs := testkit.ContentStore(t)
 			layer := containerdLayer(t, ctx, cs, lower, upper, mt)
 			ourUpper, theirUpper := t.TempDir(), t.TempDir()
 			got, err := NewDiffer(cs).Apply(ctx, layer, overlayMount(ourUpper, t.TempDir(), lower), diff.WithSyncFs(true))
@@ -395,9 +383,9 @@ func TestApplyOverlayShortcut(t *testing.T) {
 // TestApplyOtherLayerMediaTypes: Docker's layer media types (whose "tar" is sniffed for
 // compression, unlike OCI's) and a gzip blob declared as Docker tar, against containerd.
 func TestApplyOtherLayerMediaTypes(t *testing.T) {
-	requireRoot(t)
+	testkit.RequireRoot(t, needsRoot)
 	lower, upper := pairDirs(t, 2)
-	ctx, cs := testStore(t)
+	ctx, cs := testkit.ContentStore(t)
 	gz := containerdLayer(t, ctx, cs, lower, upper, ocispec.MediaTypeImageLayerGzip)
 	for _, mt := range []string{
 		images.MediaTypeDockerSchema2LayerGzip,
@@ -408,21 +396,7 @@ func TestApplyOtherLayerMediaTypes(t *testing.T) {
 		t.Run(mt, func(t *testing.T) {
 			layer := gz
 			layer.MediaType = mt
-			ourRoot, theirRoot := t.TempDir(), t.TempDir()
-			copyTree(t, lower, ourRoot)
-			copyTree(t, lower, theirRoot)
-			want, err := apply.NewFileSystemApplier(cs).Apply(ctx, layer, bindMount(theirRoot, false))
-			if err != nil {
-				t.Fatalf("containerd Apply: %v", err)
-			}
-			got, err := NewDiffer(cs).Apply(ctx, layer, bindMount(ourRoot, false))
-			if err != nil {
-				t.Fatalf("layerdiff Apply: %v", err)
-			}
-			if !sameDesc(got, want) {
-				t.Errorf("descriptor %+v, containerd %+v", got, want)
-			}
-			requireSameTree(t, theirRoot, ourRoot)
+			applyBoth(t, ctx, cs, layer, lower)
 		})
 	}
 }
@@ -431,7 +405,7 @@ func TestApplyOtherLayerMediaTypes(t *testing.T) {
 // an overlay upperdir: the missing parents take their attributes from the first lowerdir
 // that has them (top first), as in containerd; plus an opaque directory marker.
 func TestApplyOverlayParents(t *testing.T) {
-	requireRoot(t)
+	testkit.RequireRoot(t, needsRoot)
 	top, bottom := t.TempDir(), t.TempDir()
 	tw := treeWriter{t, bottom}
 	tw.dir("a/b", 0o750)
@@ -451,7 +425,7 @@ func TestApplyOverlayParents(t *testing.T) {
 		&tar.Header{Name: "o/.wh..wh..opq", Typeflag: tar.TypeReg},
 		&tar.Header{Name: "o/new", Typeflag: tar.TypeReg, Mode: 0o600, ModTime: fixedTime(9, 0)},
 	)
-	ctx, cs := testStore(t)
+	ctx, cs := testkit.ContentStore(t)
 	layer := writeBlob(t, ctx, cs, ocispec.MediaTypeImageLayer, layerTar)
 	ourUpper, theirUpper := t.TempDir(), t.TempDir()
 	got, err := NewDiffer(cs).Apply(ctx, layer, overlayMount(ourUpper, t.TempDir(), top, bottom))
@@ -467,11 +441,14 @@ func TestApplyOverlayParents(t *testing.T) {
 	}
 	requireSameTreeButDirTimes(t, theirUpper, ourUpper)
 	// The file's own directory chain is new; "a" and "a/b" copy the lowers' owners and modes.
-	snap := snapshotTree(t, ourUpper, false)
-	if a := snap["a"]; a.uid != 21 || a.mode&0o7777 != 0o711 {
+	snap, err := treecmp.Snapshot(ourUpper)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := snap.Entries["a"]; a == nil || a.UID != 21 || a.Perm != 0o711 {
 		t.Errorf("a: %+v, want the top lowerdir's owner 21 and mode 0711", a)
 	}
-	if b := snap["a/b"]; b.uid != 13 || b.mode&0o7777 != 0o750 {
+	if b := snap.Entries["a/b"]; b == nil || b.UID != 13 || b.Perm != 0o750 {
 		t.Errorf("a/b: %+v, want the bottom lowerdir's owner 13 and mode 0750", b)
 	}
 }
@@ -498,12 +475,12 @@ func (m *fakeMountManager) Deactivate(_ context.Context, id string) error {
 // TestApplyWithMountManager: a multi-mount set goes through the mount manager (activated,
 // applied onto its system mount, deactivated), as in containerd's fs applier.
 func TestApplyWithMountManager(t *testing.T) {
-	requireRoot(t)
+	testkit.RequireRoot(t, needsRoot)
 	lower, upper := pairDirs(t, 0)
-	ctx, cs := testStore(t)
+	ctx, cs := testkit.ContentStore(t)
 	layer := containerdLayer(t, ctx, cs, lower, upper, ocispec.MediaTypeImageLayerGzip)
 	target := t.TempDir()
-	copyTree(t, lower, target)
+	testkit.CopyTree(t, lower, target)
 	mm := &fakeMountManager{target: target}
 	twoMounts := []mount.Mount{{Type: "format/test", Source: "a"}, {Type: "format/test", Source: "b"}}
 	if _, err := NewDiffer(cs, WithMountManager(mm)).Apply(ctx, layer, twoMounts); err != nil {

@@ -5,54 +5,25 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/containerd/containerd/v2/core/content"
-	"github.com/containerd/containerd/v2/core/metadata"
+	"github.com/containerd/containerd/v2/core/diff"
+	"github.com/containerd/containerd/v2/core/diff/apply"
 	"github.com/containerd/containerd/v2/core/mount"
-	"github.com/containerd/containerd/v2/pkg/namespaces"
-	"github.com/containerd/containerd/v2/plugins/content/local"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sys/unix"
+
+	"github.com/layerdiff/layerdiff/go/internal/testkit"
+	"github.com/layerdiff/layerdiff/go/internal/treecmp"
 )
 
-// requireRoot skips loudly: mounts, mknod, chown and trusted.* xattrs need root.
-func requireRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("SKIPPED: this test needs root (bind/overlay mounts, mknod, chown); run `go test` as root")
-	}
-}
-
-// testStore opens a real containerd content store: content/local under the metadata DB
-// (bolt), as containerd's daemon has it.
-func testStore(t testing.TB) (context.Context, content.Store) {
-	t.Helper()
-	dir := t.TempDir()
-	cs, err := local.NewStore(filepath.Join(dir, "content"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	bdb, err := bolt.Open(filepath.Join(dir, "meta.db"), 0o644, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { bdb.Close() })
-	db := metadata.NewDB(bdb, cs, nil)
-	ctx := namespaces.WithNamespace(context.Background(), "layerdiff-test")
-	if err := db.Init(ctx); err != nil {
-		t.Fatal(err)
-	}
-	return ctx, db.ContentStore()
-}
+// needsRoot is what this package's tests need root for (testkit.RequireRoot).
+const needsRoot = "bind/overlay mounts, mknod, chown, trusted.* xattrs"
 
 func bindMount(dir string, readonly bool) []mount.Mount {
 	opts := []string{"rbind"}
@@ -147,14 +118,6 @@ func (w treeWriter) must(err error) {
 	}
 }
 
-// copyTree copies src to dst preserving everything (cp -a keeps hardlinks, xattrs, times).
-func copyTree(t testing.TB, src, dst string) {
-	t.Helper()
-	if out, err := exec.Command("cp", "-a", "--", src+"/.", dst).CombinedOutput(); err != nil {
-		t.Fatalf("cp -a %s %s: %v: %s", src, dst, err, out)
-	}
-}
-
 // capability is a valid-looking security.capability value (v2, cap_net_bind_service).
 var capability = []byte{0, 0, 0, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
 
@@ -186,7 +149,7 @@ func fixedPair(t testing.TB, lower, upper string, seed int) {
 		l.times(n, fixedTime(int64(len(n)), 0))
 	}
 
-	copyTree(t, lower, upper)
+	testkit.CopyTree(t, lower, upper)
 	u := treeWriter{t, upper}
 	u.file("etc/hosts", []byte("127.0.0.1 localhost changed\n"), 0o644)
 	u.chown("etc/passwd", 1000, 1000)
@@ -223,153 +186,37 @@ func fixedPair(t testing.TB, lower, upper string, seed int) {
 	u.times("new", fixedTime(200, 0))
 }
 
-// treeEntry is everything about one path that apply must reproduce.
-type treeEntry struct {
-	mode     uint32
-	uid, gid uint32
-	rdev     uint64
-	size     int64
-	mtime    int64
-	content  string // file data, or symlink target
-	xattrs   string
-	linkPeer string // first path with the same inode (hardlink group), "" when alone
-}
-
-// snapshotTree records a tree for comparison.
-func snapshotTree(t testing.TB, root string, secondsOnly bool) map[string]treeEntry {
-	t.Helper()
-	entries := map[string]treeEntry{}
-	firstOfInode := map[uint64]string{}
-	err := filepath.WalkDir(root, func(path string, _ fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(root, path)
-		var st unix.Stat_t
-		if err := unix.Lstat(path, &st); err != nil {
-			return err
-		}
-		e := treeEntry{mode: st.Mode, uid: st.Uid, gid: st.Gid, rdev: st.Rdev, mtime: st.Mtim.Nano()}
-		if secondsOnly {
-			e.mtime = st.Mtim.Sec
-		}
-		switch st.Mode & unix.S_IFMT {
-		case unix.S_IFREG:
-			data, err := os.ReadFile(path)
-			if err != nil {
-				return err
-			}
-			e.size, e.content = st.Size, string(data)
-			if st.Nlink > 1 {
-				if peer, ok := firstOfInode[st.Ino]; ok {
-					e.linkPeer = peer
-				} else {
-					firstOfInode[st.Ino] = rel
-				}
-			}
-		case unix.S_IFLNK:
-			target, err := os.Readlink(path)
-			if err != nil {
-				return err
-			}
-			e.content = target
-		case unix.S_IFCHR:
-			if st.Rdev == 0 {
-				// An overlay whiteout: made by mknod, its times are the time of the apply.
-				e.mtime = 0
-			}
-		case unix.S_IFDIR:
-			if rel == "." {
-				// The root's own metadata is the mount point's, never the layer's.
-				e.mtime, e.mode = 0, 0
-			}
-		}
-		e.xattrs = listXattrs(t, path)
-		entries[rel] = e
-		return nil
-	})
-	if err != nil {
-		t.Fatalf("walking %s: %v", root, err)
-	}
-	return entries
-}
-
-func listXattrs(t testing.TB, path string) string {
-	buf := make([]byte, 64<<10)
-	n, err := unix.Llistxattr(path, buf)
-	if err != nil {
-		if err == unix.ENOTSUP {
-			return ""
-		}
-		t.Fatalf("llistxattr %s: %v", path, err)
-	}
-	var names []string
-	for _, name := range strings.Split(string(buf[:n]), "\x00") {
-		if name != "" {
-			names = append(names, name)
-		}
-	}
-	sort.Strings(names)
-	var out strings.Builder
-	for _, name := range names {
-		val := make([]byte, 64<<10)
-		vn, err := unix.Lgetxattr(path, name, val)
-		if err != nil {
-			t.Fatalf("lgetxattr %s %s: %v", path, name, err)
-		}
-		fmt.Fprintf(&out, "%s=%q;", name, val[:vn])
-	}
-	return out.String()
-}
-
-// requireSameTree fails with the differing paths when the two trees differ.
+// requireSameTree fails with the differing paths when the two trees differ in anything
+// apply must reproduce.
 func requireSameTree(t testing.TB, wantRoot, gotRoot string) {
 	t.Helper()
-	requireSameTreeAs(t, wantRoot, gotRoot, false)
+	requireSameTreeWith(t, wantRoot, gotRoot, treecmp.Options{})
 }
 
 // requireSameTreeAs compares mtimes in whole seconds when secondsOnly (a layer carries
 // seconds, so an applied tree matches its source tree only to the second).
 func requireSameTreeAs(t testing.TB, wantRoot, gotRoot string, secondsOnly bool) {
 	t.Helper()
-	requireSameSnapshots(t, wantRoot, gotRoot, snapshotTree(t, wantRoot, secondsOnly), snapshotTree(t, gotRoot, secondsOnly))
+	requireSameTreeWith(t, wantRoot, gotRoot, treecmp.Options{MtimeSeconds: secondsOnly})
 }
 
 // requireSameTreeButDirTimes ignores directory mtimes: directories created implicitly (as
 // missing parents) end with the time their last child was created, in both appliers.
 func requireSameTreeButDirTimes(t testing.TB, wantRoot, gotRoot string) {
 	t.Helper()
-	strip := func(m map[string]treeEntry) map[string]treeEntry {
-		for p, e := range m {
-			if e.mode&unix.S_IFMT == unix.S_IFDIR {
-				e.mtime = 0
-				m[p] = e
-			}
-		}
-		return m
-	}
-	requireSameSnapshots(t, wantRoot, gotRoot, strip(snapshotTree(t, wantRoot, false)), strip(snapshotTree(t, gotRoot, false)))
+	requireSameTreeWith(t, wantRoot, gotRoot, treecmp.Options{IgnoreDirTimes: true})
 }
 
-func requireSameSnapshots(t testing.TB, wantRoot, gotRoot string, want, got map[string]treeEntry) {
+// requireSameTreeWith compares with o, never looking at the root's own mode and times (the
+// mount point's, never the layer's) or at overlay whiteouts' times (made by the apply).
+func requireSameTreeWith(t testing.TB, wantRoot, gotRoot string, o treecmp.Options) {
 	t.Helper()
-	var diffs []string
-	for p, w := range want {
-		g, ok := got[p]
-		switch {
-		case !ok:
-			diffs = append(diffs, "missing in "+gotRoot+": "+p)
-		case g != w:
-			diffs = append(diffs, fmt.Sprintf("%s:\n  want %+v\n  got  %+v", p, abbreviate(w), abbreviate(g)))
-		}
-	}
-	for p := range got {
-		if _, ok := want[p]; !ok {
-			diffs = append(diffs, "extra in "+gotRoot+": "+p)
-		}
+	o.IgnoreRootMode, o.IgnoreRootTimes, o.IgnoreWhiteoutTimes = true, true, true
+	diffs, err := treecmp.Compare(wantRoot, gotRoot, o)
+	if err != nil {
+		t.Fatal(err)
 	}
 	if len(diffs) > 0 {
-		sort.Strings(diffs)
 		if len(diffs) > 20 {
 			diffs = append(diffs[:20], fmt.Sprintf("... and %d more", len(diffs)-20))
 		}
@@ -377,11 +224,27 @@ func requireSameSnapshots(t testing.TB, wantRoot, gotRoot string, want, got map[
 	}
 }
 
-func abbreviate(e treeEntry) treeEntry {
-	if len(e.content) > 40 {
-		e.content = e.content[:40] + "..."
+// applyBoth applies layer with layerdiff and with containerd's fs applier, each onto its own
+// copy of lower through a bind mount, and requires the same descriptor and the same tree.
+// It returns the root layerdiff applied onto.
+func applyBoth(t testing.TB, ctx context.Context, cs content.Store, layer ocispec.Descriptor, lower string, opts ...diff.ApplyOpt) string {
+	t.Helper()
+	ourRoot, theirRoot := t.TempDir(), t.TempDir()
+	testkit.CopyTree(t, lower, ourRoot)
+	testkit.CopyTree(t, lower, theirRoot)
+	got, err := NewDiffer(cs).Apply(ctx, layer, bindMount(ourRoot, false), opts...)
+	if err != nil {
+		t.Fatalf("layerdiff Apply: %v", err)
 	}
-	return e
+	want, err := apply.NewFileSystemApplier(cs).Apply(ctx, layer, bindMount(theirRoot, false), opts...)
+	if err != nil {
+		t.Fatalf("containerd Apply: %v", err)
+	}
+	if !sameDesc(got, want) {
+		t.Errorf("descriptor %+v, containerd %+v", got, want)
+	}
+	requireSameTree(t, theirRoot, ourRoot)
+	return ourRoot
 }
 
 // openFDs counts this process's open file descriptors.

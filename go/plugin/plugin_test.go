@@ -2,16 +2,14 @@ package plugin
 
 import (
 	"context"
-	"path/filepath"
 	"testing"
 
 	"github.com/containerd/containerd/v2/core/diff"
-	"github.com/containerd/containerd/v2/core/metadata"
 	"github.com/containerd/containerd/v2/plugins"
-	"github.com/containerd/containerd/v2/plugins/content/local"
 	"github.com/containerd/plugin"
 	"github.com/containerd/plugin/registry"
-	bolt "go.etcd.io/bbolt"
+
+	"github.com/layerdiff/layerdiff/go/internal/fixture"
 )
 
 // TestRegistration: the plugin is registered as a diff plugin "layerdiff" that requires
@@ -29,17 +27,11 @@ func TestRegistration(t *testing.T) {
 		t.Fatalf("no %s plugin %q in the registry", plugins.DiffPlugin, ID)
 	}
 
-	dir := t.TempDir()
-	cs, err := local.NewStore(filepath.Join(dir, "content"))
+	db, closeDB, err := fixture.OpenStore(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	bdb, err := bolt.Open(filepath.Join(dir, "meta.db"), 0o644, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bdb.Close()
-	db := metadata.NewDB(bdb, cs, nil)
+	defer closeDB()
 
 	set := plugin.NewPluginSet()
 	mdReg := plugin.Registration{Type: plugins.MetadataPlugin, ID: "bolt", InitFn: func(*plugin.InitContext) (any, error) { return db, nil }}

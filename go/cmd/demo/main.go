@@ -12,34 +12,30 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io/fs"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
 	"time"
 
 	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/containerd/v2/core/diff"
 	"github.com/containerd/containerd/v2/core/diff/apply"
-	"github.com/containerd/containerd/v2/core/metadata"
 	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/containerd/v2/pkg/labels"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
-	"github.com/containerd/containerd/v2/plugins/content/local"
 	"github.com/containerd/containerd/v2/plugins/diff/walking"
 	"github.com/containerd/log"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sys/unix"
 
 	layerdiff "github.com/layerdiff/layerdiff/go"
+	"github.com/layerdiff/layerdiff/go/internal/fixture"
 	"github.com/layerdiff/layerdiff/go/internal/randtree"
+	"github.com/layerdiff/layerdiff/go/internal/treecmp"
 )
 
 func main() {
@@ -76,7 +72,7 @@ func run() error {
 	lower, upper := dir("lower"), dir("upper")
 	start := time.Now()
 	files, bytesWritten := generateLower(lower)
-	if err := copyTree(lower, upper); err != nil {
+	if err := fixture.CopyTree(lower, upper); err != nil {
 		return err
 	}
 	changes := changeUpper(upper)
@@ -84,11 +80,12 @@ func run() error {
 		files, float64(bytesWritten)/1e6, changes, time.Since(start).Round(time.Millisecond))
 
 	// A real containerd content store: content/local under the bolt metadata DB.
-	cs, closeDB, err := openStore(dir("store"))
+	db, closeDB, err := fixture.OpenStore(dir("store"))
 	if err != nil {
 		return err
 	}
 	defer closeDB()
+	cs := db.ContentStore()
 	ctx := namespaces.WithNamespace(context.Background(), "layerdiff-demo")
 
 	lowerMount := []mount.Mount{{Type: "bind", Source: lower, Options: []string{"rbind", "ro"}}}
@@ -127,8 +124,8 @@ func run() error {
 
 	// Apply onto a copy of lower through a bind mount, with both appliers.
 	ourRoot, theirRoot := dir("apply-layerdiff"), dir("apply-containerd")
-	must(copyTree(lower, ourRoot))
-	must(copyTree(lower, theirRoot))
+	must(fixture.CopyTree(lower, ourRoot))
+	must(fixture.CopyTree(lower, theirRoot))
 	t0 = time.Now()
 	applied, err := differ.Apply(ctx, ours, []mount.Mount{{Type: "bind", Source: ourRoot, Options: []string{"rbind", "rw"}}})
 	if err != nil {
@@ -255,23 +252,6 @@ func must(err error) {
 	}
 }
 
-func openStore(root string) (content.Store, func(), error) {
-	local, err := local.NewStore(filepath.Join(root, "content"))
-	if err != nil {
-		return nil, nil, err
-	}
-	bdb, err := bolt.Open(filepath.Join(root, "meta.db"), 0o644, nil)
-	if err != nil {
-		return nil, nil, err
-	}
-	db := metadata.NewDB(bdb, local, nil)
-	if err := db.Init(context.Background()); err != nil {
-		bdb.Close()
-		return nil, nil, err
-	}
-	return db.ContentStore(), func() { bdb.Close() }, nil
-}
-
 func uncompressedLabel(ctx context.Context, cs content.Store, desc ocispec.Descriptor) (string, error) {
 	info, err := cs.Info(ctx, desc.Digest)
 	if err != nil {
@@ -362,99 +342,20 @@ func changeUpper(root string) (changes int) {
 	return changes + 303
 }
 
-func copyTree(src, dst string) error {
-	if out, err := exec.Command("cp", "-a", "--", src+"/.", dst).CombinedOutput(); err != nil {
-		return fmt.Errorf("cp -a %s %s: %v: %s", src, dst, err, out)
-	}
-	return nil
-}
-
-// sameTree compares everything a layer carries: type, mode, owner, device, size, content,
-// symlink target, mtime (seconds: a layer carries seconds), xattrs and hardlink groups.
+// sameTree compares everything a layer carries: type, mode, owner, device, content,
+// symlink target, mtime (seconds: a layer carries seconds), xattrs and hardlink groups;
+// the root's own mode and times are the mount point's.
 func sameTree(want, got string) error {
-	a, err := snapshot(want)
+	diffs, err := treecmp.Compare(want, got, treecmp.Options{IgnoreRootMode: true, IgnoreRootTimes: true, MtimeSeconds: true})
 	if err != nil {
 		return err
-	}
-	b, err := snapshot(got)
-	if err != nil {
-		return err
-	}
-	var diffs []string
-	for p, e := range a {
-		if g, ok := b[p]; !ok {
-			diffs = append(diffs, "missing "+p)
-		} else if g != e {
-			diffs = append(diffs, fmt.Sprintf("%s: want %s, got %s", p, e, g))
-		}
-	}
-	for p := range b {
-		if _, ok := a[p]; !ok {
-			diffs = append(diffs, "extra "+p)
-		}
 	}
 	if len(diffs) > 0 {
-		sort.Strings(diffs)
-		if len(diffs) > 10 {
-			diffs = append(diffs[:10], fmt.Sprintf("... %d more", len(diffs)-10))
+		n := len(diffs)
+		if n > 10 {
+			diffs = append(diffs[:10], fmt.Sprintf("... %d more", n-10))
 		}
-		return fmt.Errorf("%d differences:\n  %s", len(diffs), strings.Join(diffs, "\n  "))
+		return fmt.Errorf("%d differences:\n  %s", n, strings.Join(diffs, "\n  "))
 	}
 	return nil
-}
-
-func snapshot(root string) (map[string]string, error) {
-	out := map[string]string{}
-	inodes := map[uint64]string{}
-	err := filepath.WalkDir(root, func(p string, _ fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(root, p)
-		if rel == "." {
-			return nil
-		}
-		var st unix.Stat_t
-		if err := unix.Lstat(p, &st); err != nil {
-			return err
-		}
-		extra := ""
-		switch st.Mode & unix.S_IFMT {
-		case unix.S_IFREG:
-			data, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			extra = fmt.Sprintf("size=%d sum=%x", len(data), bytesHash(data))
-			if st.Nlink > 1 {
-				if first, ok := inodes[st.Ino]; ok {
-					extra += " link=" + first
-				} else {
-					inodes[st.Ino] = rel
-				}
-			}
-		case unix.S_IFLNK:
-			target, err := os.Readlink(p)
-			if err != nil {
-				return err
-			}
-			extra = "target=" + target
-		}
-		xattrs := make([]byte, 4096)
-		n, _ := unix.Llistxattr(p, xattrs)
-		out[rel] = fmt.Sprintf("mode=%o uid=%d gid=%d rdev=%d mtime=%d xattrs=%q %s",
-			st.Mode, st.Uid, st.Gid, st.Rdev, st.Mtim.Sec, bytes.ReplaceAll(xattrs[:max(n, 0)], []byte{0}, []byte{','}), extra)
-		return nil
-	})
-	return out, err
-}
-
-// bytesHash is FNV-1a: enough to tell contents apart in a demo.
-func bytesHash(b []byte) uint64 {
-	h := uint64(14695981039346656037)
-	for _, c := range b {
-		h ^= uint64(c)
-		h *= 1099511628211
-	}
-	return h
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -16,6 +17,18 @@ import (
 	"github.com/containerd/containerd/v2/pkg/archive/compression"
 	"github.com/opencontainers/go-digest"
 )
+
+// containerd's DecompressStream runs igzip or unpigz instead of its Go gzip reader when either
+// is on PATH (decided once per process), and those accept trailing garbage and truncated
+// streams that the Go reader refuses. Pin the Go reader so that the oracle is the same on
+// every host; a setting already in the environment wins.
+func init() {
+	for _, env := range []string{"CONTAINERD_DISABLE_IGZIP", "CONTAINERD_DISABLE_PIGZ"} {
+		if _, set := os.LookupEnv(env); !set {
+			os.Setenv(env, "1")
+		}
+	}
+}
 
 // Result is what one applier reported: the digest and size of the uncompressed stream it read,
 // or why it failed.

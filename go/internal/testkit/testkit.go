@@ -1,5 +1,9 @@
-// Package testkit holds what the parity test packages share: finding the CLI under test and
-// giving twin trees identical times.
+// Package testkit is what every Go test of layerdiff shares: the root policy (RequireRoot),
+// content stores and tree copies, finding the CLI under test, twin-tree times, and the apply
+// harness the parity packages run both appliers through.
+//
+// Root policy: tests that need root call RequireRoot, which skips loudly when not root, or
+// fails when LAYERDIFF_REQUIRE_ROOT=1 is set. CI sets nothing: it runs the tests as root.
 package testkit
 
 import (

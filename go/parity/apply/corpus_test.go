@@ -255,7 +255,7 @@ func fixChecksum(blk []byte) {
 }
 
 func TestApplyParityCrafted(t *testing.T) {
-	requireRoot(t)
+	testkit.RequireRoot(t, needsRoot)
 	for _, c := range craftedCases(t) {
 		runParity(t, c)
 	}
@@ -263,7 +263,7 @@ func TestApplyParityCrafted(t *testing.T) {
 
 // Escape attempts modelled on containerd's TestBreakouts table.
 func TestApplyParityBreakouts(t *testing.T) {
-	requireRoot(t)
+	testkit.RequireRoot(t, needsRoot)
 	etc := tree(mkdir("etc", 0o755), mkfile("etc/passwd", "inside", 0o644))
 	cases := []parityCase{
 		{name: "SymlinkAbsolute", layer: newTar(t).dir("etc").symlink("/etc", "localetc").file("/localetc/unbroken", "unbroken").bytes()},
@@ -348,15 +348,8 @@ func randomTree(t *testing.T, dir string, rng *rand.Rand, n int) {
 	}
 }
 
-// copyTree duplicates a tree with cp -a (keeps owners, modes, times, xattrs, hardlinks).
-func copyTree(t *testing.T, src, dst string) {
-	if out, err := exec.Command("cp", "-a", "--", src+"/.", dst).CombinedOutput(); err != nil {
-		t.Fatalf("cp -a: %v: %s", err, out)
-	}
-}
-
 func TestApplyParityWriteDiff(t *testing.T) {
-	requireRoot(t)
+	testkit.RequireRoot(t, needsRoot)
 	for seed := int64(1); seed <= 12; seed++ {
 		rng := rand.New(rand.NewSource(seed))
 		work := t.TempDir()
@@ -364,7 +357,7 @@ func TestApplyParityWriteDiff(t *testing.T) {
 		os.MkdirAll(lower, 0o755)
 		os.MkdirAll(upper, 0o755)
 		randomTree(t, lower, rng, 60)
-		copyTree(t, lower, upper)
+		testkit.CopyTree(t, lower, upper)
 		// Mutate: delete some, add some, replace some.
 		filepath.Walk(upper, func(p string, fi os.FileInfo, err error) error {
 			if err == nil && p != upper && rng.Intn(6) == 0 {
@@ -384,14 +377,14 @@ func TestApplyParityWriteDiff(t *testing.T) {
 		runParity(t, parityCase{
 			name:  fmt.Sprintf("seed%d", seed),
 			layer: gz(t, layer.Bytes()),
-			setup: func(t *testing.T, root string) { copyTree(t, l, root) },
-			lower: func(t *testing.T, root string) { copyTree(t, l, root) },
+			setup: func(t *testing.T, root string) { testkit.CopyTree(t, l, root) },
+			lower: func(t *testing.T, root string) { testkit.CopyTree(t, l, root) },
 		})
 	}
 }
 
 func TestApplyParityGNUTar(t *testing.T) {
-	requireRoot(t)
+	testkit.RequireRoot(t, needsRoot)
 	rng := rand.New(rand.NewSource(42))
 	src := t.TempDir()
 	randomTree(t, src, rng, 150)
@@ -411,7 +404,7 @@ func TestApplyParityGNUTar(t *testing.T) {
 }
 
 func TestApplyParitySparse(t *testing.T) {
-	requireRoot(t)
+	testkit.RequireRoot(t, needsRoot)
 	src := t.TempDir()
 	mk := func(name string, size int64, chunks map[int64]string) {
 		f, err := os.Create(filepath.Join(src, name))

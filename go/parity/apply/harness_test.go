@@ -17,11 +17,8 @@ import (
 	"github.com/layerdiff/layerdiff/go/internal/treecmp"
 )
 
-func requireRoot(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("SKIPPING LOUDLY: apply parity needs root (mknod, chown, trusted.* xattrs, overlay mounts)")
-	}
-}
+// needsRoot is what apply parity needs root for (testkit.RequireRoot).
+const needsRoot = "mknod, chown, trusted.* xattrs, overlay mounts"
 
 // hangAfter bounds one apply: far more than any corpus layer takes.
 const hangAfter = 2 * time.Minute

@@ -16,7 +16,7 @@ import (
 // varied layer (header fields, PAX records, names, data) applied by both implementations,
 // which must both fail or produce identical trees (and never write outside the root).
 func TestApplyParityMutated(t *testing.T) {
-	requireRoot(t)
+	testkit.RequireRoot(t, needsRoot)
 	base := newTar(t).
 		dir("etc/").
 		file("etc/passwd", "root:x:0:0").

@@ -27,7 +27,7 @@ import (
 // with equal non-zero mtime nanoseconds is not seen by the double walk), we require exactly
 // containerd's result: our tree must equal containerd's round-trip tree in every case.
 func TestRoundTrip(t *testing.T) {
-	requireRoot(t)
+	testkit.RequireRoot(t, needsRoot)
 	bin := testkit.LayerdiffBin(t)
 	for seed := int64(1); seed <= 16; seed++ {
 		for _, comp := range []string{"gzip", "zstd", "none"} {
@@ -43,7 +43,7 @@ func TestRoundTrip(t *testing.T) {
 				if err := os.MkdirAll(target, 0o755); err != nil {
 					t.Fatal(err)
 				}
-				copyTree(t, lower, target)
+				testkit.CopyTree(t, lower, target)
 				layer := filepath.Join(work, "layer")
 				out, err := exec.Command(bin, "diff", "--compression", comp, lower, upper, "-o", layer).Output()
 				if err != nil {
@@ -69,7 +69,7 @@ func TestRoundTrip(t *testing.T) {
 				if err := os.MkdirAll(ctrTarget, 0o755); err != nil {
 					t.Fatal(err)
 				}
-				copyTree(t, lower, ctrTarget)
+				testkit.CopyTree(t, lower, ctrTarget)
 				var ctrLayer bytes.Buffer
 				if err := archive.WriteDiff(context.Background(), &ctrLayer, lower, upper); err != nil {
 					t.Fatal(err)

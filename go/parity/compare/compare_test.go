@@ -28,12 +28,8 @@ import (
 	"github.com/layerdiff/layerdiff/go/internal/testkit"
 )
 
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("SKIPPED LOUDLY: compare parity tests need root (chown, mknod, security.capability)")
-	}
-}
+// needsRoot is what compare parity needs root for (testkit.RequireRoot).
+const needsRoot = "chown, mknod, security.capability"
 
 func containerdDiff(t *testing.T, lower, upper string, sde *time.Time) []byte {
 	t.Helper()
@@ -193,7 +189,7 @@ func runCases(t *testing.T, cases []pairCase, sde *time.Time) {
 
 // TestContainerdDiffTar: every case of containerd's TestDiffTar (pkg/archive/tar_test.go).
 func TestContainerdDiffTar(t *testing.T) {
-	requireRoot(t)
+	testkit.RequireRoot(t, needsRoot)
 	runCases(t, []pairCase{
 		{"EmptyDiff", fstest.Apply(fstest.CreateDir("/etc/", 0o755)), fstest.Apply()},
 		{"ParentInclusion",
@@ -251,7 +247,7 @@ func TestContainerdDiffTar(t *testing.T) {
 // TestContainerdSourceDateEpoch: containerd's TestSourceDateEpoch, plus the same trees without
 // an epoch and an epoch that equals a file's mtime.
 func TestContainerdSourceDateEpoch(t *testing.T) {
-	requireRoot(t)
+	testkit.RequireRoot(t, needsRoot)
 	sde := time.Date(2022, 1, 23, 12, 34, 56, 0, time.UTC)
 	past := time.Date(2022, 1, 1, 0, 0, 0, 0, time.UTC)
 	veryRecent := time.Now()
@@ -277,7 +273,7 @@ func TestContainerdSourceDateEpoch(t *testing.T) {
 
 // TestContinuityChangeSequences: the change sequences of continuity's fs/diff_test.go.
 func TestContinuityChangeSequences(t *testing.T) {
-	requireRoot(t)
+	testkit.RequireRoot(t, needsRoot)
 	tt := time.Now().Truncate(time.Second)
 	t1 := tt.Add(5 * time.Nanosecond)
 	t2 := tt.Add(6 * time.Nanosecond)
@@ -356,7 +352,7 @@ func nameAt(total, dirLen int, fill byte) string {
 // TestNameLengths: names of 99/100/101/155/156/257 bytes, as files, directories, symlink and
 // hardlink targets, with and without a '/' that permits a USTAR prefix split.
 func TestNameLengths(t *testing.T) {
-	requireRoot(t)
+	testkit.RequireRoot(t, needsRoot)
 	var lowerOps, upperOps []fstest.Applier
 	madeDirs := map[string]bool{}
 	n := 0
@@ -402,7 +398,7 @@ func TestNameLengths(t *testing.T) {
 // TestNonASCII: non-ASCII (valid and invalid UTF-8) names, directories and link targets,
 // short and long.
 func TestNonASCII(t *testing.T) {
-	requireRoot(t)
+	testkit.RequireRoot(t, needsRoot)
 	long := strings.Repeat("\u00e9", 60) // 120 bytes
 	lower, upper := build(t,
 		fstest.Apply(fstest.CreateDir("/d\u00e9j\u00e0", 0o755), fstest.CreateFile("/d\u00e9j\u00e0/old\u00fc", []byte("x"), 0o644)),
@@ -438,7 +434,7 @@ func setCap(name string, cap []byte) fstest.Applier {
 // TestCapabilities: the security.capability PAX record on short and long names, capability
 // changes as modifications, and carried over to deferred hardlinks.
 func TestCapabilities(t *testing.T) {
-	requireRoot(t)
+	testkit.RequireRoot(t, needsRoot)
 	capA := []byte{0, 0, 0, 2, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
 	capB := []byte{0, 0, 0, 2, 0x00, 0x04, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
 	longName := "/capdir/" + strings.Repeat("c", 130)
@@ -463,7 +459,7 @@ func TestCapabilities(t *testing.T) {
 // TestOwnersTimesAndSpecialFiles: uid/gid >= 2^21, mtimes before 1970 and past 8^11 seconds,
 // devices (also changed device numbers) and fifos, sockets (deleted sockets get whiteouts).
 func TestOwnersTimesAndSpecialFiles(t *testing.T) {
-	requireRoot(t)
+	testkit.RequireRoot(t, needsRoot)
 	lower, upper := t.TempDir(), t.TempDir()
 	mk := func(root string) {
 		for _, p := range []string{"/old-sock", "/kept-sock"} {
@@ -512,7 +508,7 @@ func TestOwnersTimesAndSpecialFiles(t *testing.T) {
 // TestHardlinkGroups: hardlink groups across directories, unmodified names before and after
 // the first changed name, modified groups, and links whose source is deleted.
 func TestHardlinkGroups(t *testing.T) {
-	requireRoot(t)
+	testkit.RequireRoot(t, needsRoot)
 	lower, upper := build(t,
 		fstest.Apply(
 			fstest.CreateDir("/a", 0o755), fstest.CreateDir("/b", 0o755), fstest.CreateDir("/c", 0o755),
@@ -543,7 +539,7 @@ func TestHardlinkGroups(t *testing.T) {
 // It also checks that the seeds together hit every kind of entry, so that a generator change
 // cannot quietly make the test trivial.
 func TestRandomTreePairs(t *testing.T) {
-	requireRoot(t)
+	testkit.RequireRoot(t, needsRoot)
 	sde := time.Date(2022, 1, 23, 12, 34, 56, 0, time.UTC)
 	seen := map[string]int{}
 	for seed := int64(1); seed <= 60; seed++ {
@@ -585,7 +581,7 @@ func TestRandomTreePairs(t *testing.T) {
 // TestCompressedOutputs: gzip (several levels) and zstd outputs decode, with Go's gzip and
 // klauspost's zstd as containerd uses, to containerd's tar; descriptors match.
 func TestCompressedOutputs(t *testing.T) {
-	requireRoot(t)
+	testkit.RequireRoot(t, needsRoot)
 	lower, upper := filepath.Join(t.TempDir(), "lower"), filepath.Join(t.TempDir(), "upper")
 	if err := randtree.GenerateWith(7, lower, upper, randtree.Options{Entries: 200, MaxFileSize: 600 << 10, Changes: 120}); err != nil {
 		t.Fatal(err)

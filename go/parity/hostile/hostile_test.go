@@ -3,11 +3,9 @@ package hostile
 import (
 	"archive/tar"
 	"bytes"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"math/rand"
 	"os"
 	"path/filepath"
@@ -449,97 +447,30 @@ func populate(t *testing.T, top string) {
 	testkit.Settle(t, top)
 }
 
-// snapshot records everything about a twin outside its root that a write would change:
-// the twin directory itself, the root's identity, and the whole outside tree (ctime and
-// link counts included).
-func snapshot(top string) (map[string]string, error) {
-	out := map[string]string{}
-	rec := func(p, rel string, read bool) error {
-		var st unix.Stat_t
-		if err := unix.Lstat(p, &st); err != nil {
-			return err
-		}
-		s := fmt.Sprintf("mode %o owner %d:%d size %d nlink %d ino %d rdev %d mtime %d.%09d ctime %d.%09d",
-			st.Mode, st.Uid, st.Gid, st.Size, st.Nlink, st.Ino, st.Rdev, st.Mtim.Sec, st.Mtim.Nsec, st.Ctim.Sec, st.Ctim.Nsec)
-		if !read {
-			s = fmt.Sprintf("type %o ino %d", st.Mode&unix.S_IFMT, st.Ino)
-		}
-		switch st.Mode & unix.S_IFMT {
-		case unix.S_IFREG:
-			if read {
-				b, err := os.ReadFile(p)
-				if err != nil {
-					return err
-				}
-				s += fmt.Sprintf(" sha256 %x", sha256.Sum256(b))
-			}
-		case unix.S_IFLNK:
-			l, _ := os.Readlink(p)
-			s += " -> " + l
-		case unix.S_IFDIR:
-			ents, err := os.ReadDir(p)
-			if err != nil {
-				return err
-			}
-			var ns []string
-			for _, e := range ents {
-				ns = append(ns, e.Name())
-			}
-			if read || rel == "." {
-				s += fmt.Sprintf(" entries %q", ns)
-			}
-		}
-		if read {
-			sz, _ := unix.Llistxattr(p, nil)
-			if sz > 0 {
-				buf := make([]byte, sz)
-				sz, _ = unix.Llistxattr(p, buf)
-				keys := strings.Split(strings.TrimRight(string(buf[:sz]), "\x00"), "\x00")
-				sort.Strings(keys)
-				for _, k := range keys {
-					v := make([]byte, 4096)
-					n, _ := unix.Lgetxattr(p, k, v)
-					if n < 0 {
-						n = 0
-					}
-					s += fmt.Sprintf(" xattr %s=%q", k, v[:n])
-				}
-			}
-		}
-		out[rel] = s
-		return nil
-	}
-	if err := rec(top, ".", true); err != nil {
-		return nil, err
-	}
-	if err := rec(filepath.Join(top, "root"), "root", false); err != nil {
-		return nil, err
-	}
-	err := filepath.WalkDir(filepath.Join(top, "outside"), func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(top, p)
-		return rec(p, rel, true)
-	})
-	return out, err
+// watch is what a write outside a twin's root would change: the twin directory and
+// everything in it but the root (inode numbers, link counts and ctimes included), and which
+// inode the root is.
+type watch struct {
+	outside *treecmp.Tree
+	root    *treecmp.Entry
 }
 
-func diffSnapshots(a, b map[string]string) []string {
-	var d []string
-	for k, v := range a {
-		if w, ok := b[k]; !ok {
-			d = append(d, k+" disappeared")
-		} else if v != w {
-			d = append(d, fmt.Sprintf("%s changed:\n      before %s\n      after  %s", k, v, w))
-		}
+func watchTwin(top string) (watch, error) {
+	outside, err := treecmp.Snapshot(top, "root")
+	if err != nil {
+		return watch{}, err
 	}
-	for k := range b {
-		if _, ok := a[k]; !ok {
-			d = append(d, k+" appeared")
-		}
+	root, err := treecmp.Stat(filepath.Join(top, "root"))
+	return watch{outside, root}, err
+}
+
+// changesSince lists what differs from an earlier watch of the same twin.
+func (w watch) changesSince(before watch) []string {
+	before.outside.Name, w.outside.Name = "before", "after"
+	d := treecmp.Diff(before.outside, w.outside, treecmp.Options{Identity: true})
+	if w.root.Type != before.root.Type || w.root.Ino != before.root.Ino {
+		d = append(d, fmt.Sprintf("root replaced: was %v inode %d, now %v inode %d", before.root.Type, before.root.Ino, w.root.Type, w.root.Ino))
 	}
-	sort.Strings(d)
 	return d
 }
 
@@ -561,9 +492,7 @@ func strays(dir string) []string {
 // The test.
 
 func TestHostileLayersMatchContainerd(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("SKIPPING LOUDLY: hostile apply parity needs root (mknod, chown, trusted.* xattrs)")
-	}
+	testkit.RequireRoot(t, "mknod, chown, trusted.* xattrs")
 	stats := map[string]int{}
 	failures := 0
 	n := int64(seeds)
@@ -620,7 +549,7 @@ func runLayers(t *testing.T, seed int64, n int, next func() []entry, overlay boo
 			fmt.Fprintf(&report, "    %2d: %s\n", j, e)
 		}
 		strayBefore := strays(base)
-		oursBefore, err := snapshot(twins[1])
+		oursBefore, err := watchTwin(twins[1])
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -643,11 +572,11 @@ func runLayers(t *testing.T, seed int64, n int, next func() []entry, overlay boo
 		}
 
 		var problems []string
-		oursAfter, err := snapshot(twins[1])
+		oursAfter, err := watchTwin(twins[1])
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, d := range diffSnapshots(oursBefore, oursAfter) {
+		for _, d := range oursAfter.changesSince(oursBefore) {
 			problems = append(problems, "layerdiff changed something outside the root: "+d)
 		}
 		if s := strays(base); fmt.Sprint(s) != fmt.Sprint(strayBefore) {
@@ -705,9 +634,7 @@ func errOr(r testkit.Result) string {
 // TestDeepNamesMatchContainerd: names of very many components (PAX paths may be long) apply
 // or fail as containerd's do, never crash, never write outside.
 func TestDeepNamesMatchContainerd(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("SKIPPING LOUDLY: hostile apply parity needs root (mknod, chown, trusted.* xattrs)")
-	}
+	testkit.RequireRoot(t, "mknod, chown, trusted.* xattrs")
 	// Odd indexes give overlay mode a lowerdir, whose lookups cost O(depth²) per entry in
 	// containerd and in layerdiff alike (1000 levels: ~10 s each), so those stay shallower.
 	names := []string{
