@@ -9,12 +9,12 @@
 //! A failure prints the seed, the mode and the entry list of every failing layer.
 
 mod apply_common;
+mod common;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::fs;
-use std::io::Write as _;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{symlink, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -22,6 +22,8 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use apply_common::{fix_checksum, require_root};
+use common::compress::{gzip, zstd};
+use common::rng::Rng;
 use layerdiff::{apply, Applied, ApplyOptions, ErrorKind, WhiteoutMode};
 
 /// Sandboxes per whiteout mode in the hostile test.
@@ -32,42 +34,9 @@ const LAYERS_PER_SEED: usize = 3;
 const MUTATIONS: u64 = 400;
 /// An apply that takes longer than this is a hang (the layers are a few KiB).
 const HANG_AFTER: Duration = Duration::from_secs(60);
-
-// ---------------------------------------------------------------------------------------------
-// A small deterministic PRNG (xorshift64*), so a failing seed reproduces exactly.
-
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        // splitmix64 of the seed: nearby seeds give unrelated streams, never zero.
-        let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        Rng((z ^ (z >> 31)) | 1)
-    }
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    /// True with probability `pct`%.
-    fn chance(&mut self, pct: u64) -> bool {
-        self.below(100) < pct
-    }
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len() as u64) as usize]
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-}
+/// The corruption test's layers are made with the fastest levels (they are many).
+const GZIP_LEVEL: u32 = 1;
+const ZSTD_LEVEL: i32 = 1;
 
 // ---------------------------------------------------------------------------------------------
 // Layer entries and their encoding (a hand-written writer, so every header byte is ours).
@@ -1218,16 +1187,6 @@ fn benign_layer(rng: &mut Rng) -> Vec<u8> {
     encode(&entries)
 }
 
-fn gzip(b: &[u8]) -> Vec<u8> {
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    gz.write_all(b).unwrap();
-    gz.finish().unwrap()
-}
-
-fn zstd(b: &[u8]) -> Vec<u8> {
-    zstd::encode_all(b, 1).unwrap()
-}
-
 #[test]
 fn corrupted_streams_fail_cleanly() {
     require_root();
@@ -1238,8 +1197,8 @@ fn corrupted_streams_fail_cleanly() {
         let tar = benign_layer(&mut rng);
         let (codec, mut bytes) = match seed % 3 {
             0 => ("tar", tar),
-            1 => ("gzip", gzip(&tar)),
-            _ => ("zstd", zstd(&tar)),
+            1 => ("gzip", gzip(&tar, GZIP_LEVEL)),
+            _ => ("zstd", zstd(&tar, ZSTD_LEVEL)),
         };
         let len = bytes.len();
         let how = match rng.below(6) {
@@ -1289,8 +1248,8 @@ fn corrupted_streams_fail_cleanly() {
                     fix_checksum(&mut tar[blk..blk + 512]);
                 }
                 bytes = match codec {
-                    "gzip" => gzip(&tar),
-                    "zstd" => zstd(&tar),
+                    "gzip" => gzip(&tar, GZIP_LEVEL),
+                    "zstd" => zstd(&tar, ZSTD_LEVEL),
                     _ => tar,
                 };
                 format!("header bytes {off}..{} of block at {blk} replaced", off + n)

@@ -1,13 +1,14 @@
 //! containerd's apply rules, one test each (see shared CONTAINERD.md §3).
 
 mod apply_common;
+mod common;
 
 use std::fs;
-use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::sync::{Arc, Mutex};
 
 use apply_common::*;
+use common::compress::{gzip, sha256_digest, zstd};
 use layerdiff::{ApplyOptions, CancelToken, ErrorKind, Progress, WhiteoutMode};
 
 fn xattr(p: &std::path::Path, k: &str) -> Option<Vec<u8>> {
@@ -348,12 +349,9 @@ fn digest_size_trailing_bytes_and_compression() {
     let tar = Tar::new().file("f", b"data").finish();
     let mut with_trailing = tar.clone();
     with_trailing.extend_from_slice(b"trailing");
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(&with_trailing).unwrap();
-    let gz = gz.finish().unwrap();
-    let zst = zstd::encode_all(&with_trailing[..], 3).unwrap();
-    use sha2::Digest;
-    let want = format!("sha256:{:x}", sha2::Sha256::digest(&with_trailing));
+    let gz = gzip(&with_trailing, 6);
+    let zst = zstd(&with_trailing, 3);
+    let want = sha256_digest(&with_trailing);
     for input in [&with_trailing, &gz, &zst] {
         let sb = Sandbox::new();
         let got = apply_bytes(&sb.root(), input, &default_opts()).unwrap();
@@ -536,7 +534,7 @@ fn zstd_with_a_leading_skippable_frame_and_sync_fs() {
     let tar = Tar::new().file("f", b"skippable").finish();
     // A skippable frame (magic 0x184D2A5E, 4-byte length, payload) before the real frame.
     let mut layer = vec![0x5e, 0x2a, 0x4d, 0x18, 3, 0, 0, 0, b'a', b'b', b'c'];
-    layer.extend(zstd::encode_all(&tar[..], 3).unwrap());
+    layer.extend(zstd(&tar, 3));
     let opts = ApplyOptions {
         sync_fs: true,
         ..default_opts()
