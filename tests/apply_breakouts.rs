@@ -1,12 +1,14 @@
 //! The 34 escape attempts of containerd's TestBreakouts, as our own tests: each layer must
 //! apply (or fail) exactly as containerd does and never touch anything outside the root.
 
-mod apply_common;
+mod common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 
-use apply_common::*;
+use common::root::require_root;
+use common::sandbox::{apply_bytes, default_opts, same_file, Sandbox};
+use common::tar::Tar;
 use layerdiff::ErrorKind;
 
 fn run(sb: &Sandbox, layer: Vec<u8>) -> layerdiff::Result<layerdiff::Applied> {

@@ -1,14 +1,15 @@
 //! containerd's apply rules, one test each (see shared CONTAINERD.md §3).
 
-mod apply_common;
 mod common;
 
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::sync::{Arc, Mutex};
 
-use apply_common::*;
 use common::compress::{gzip, sha256_digest, zstd};
+use common::root::require_root;
+use common::sandbox::{apply_bytes, default_opts, same_file, Sandbox};
+use common::tar::{Header, Tar};
 use layerdiff::{ApplyOptions, CancelToken, ErrorKind, Progress, WhiteoutMode};
 
 fn xattr(p: &std::path::Path, k: &str) -> Option<Vec<u8>> {
@@ -23,17 +24,17 @@ fn xattr(p: &std::path::Path, k: &str) -> Option<Vec<u8>> {
 fn entry_types_modes_owners_and_times() {
     require_root();
     let sb = Sandbox::new();
-    let mut suid = h(b'0', "d/suid");
+    let mut suid = Header::new(b'0', "d/suid");
     suid.mode = 0o4755;
     suid.uid = 1234;
     suid.gid = 5678;
-    let mut chr = h(b'3', "d/chr");
+    let mut chr = Header::new(b'3', "d/chr");
     chr.devmajor = 1;
     chr.devminor = 5;
-    let mut blk = h(b'4', "d/blk");
+    let mut blk = Header::new(b'4', "d/blk");
     blk.devmajor = 8;
     blk.devminor = 1;
-    let mut dir = h(b'5', "d/");
+    let mut dir = Header::new(b'5', "d/");
     dir.mode = 0o1777;
     dir.mtime = 1_500_000_000;
     let layer = Tar::new()
@@ -46,7 +47,7 @@ fn entry_types_modes_owners_and_times() {
         .entry(suid, b"x")
         .entry(chr, b"")
         .entry(blk, b"")
-        .entry(h(b'6', "d/fifo"), b"")
+        .entry(Header::new(b'6', "d/fifo"), b"")
         .symlink("nanos", "d/sl")
         .file("d/t", b"t")
         .link("d/t", "d/hl")
@@ -86,7 +87,7 @@ fn entry_types_modes_owners_and_times() {
 fn no_same_owner_keeps_our_ids() {
     require_root();
     let sb = Sandbox::new();
-    let mut f = h(b'0', "f");
+    let mut f = Header::new(b'0', "f");
     f.uid = 777;
     apply_bytes(
         &sb.root(),
@@ -177,7 +178,7 @@ fn missing_parents_are_0755_or_copied_from_lowers() {
 fn overlay_whiteouts() {
     require_root();
     let sb = Sandbox::new();
-    let mut wh = h(b'0', "d/.wh.gone");
+    let mut wh = Header::new(b'0', "d/.wh.gone");
     wh.uid = 11;
     wh.gid = 12;
     let layer = Tar::new()
@@ -321,7 +322,7 @@ fn pax_and_gnu_long_names_with_dotdot_stay_inside() {
             ("path", deep.as_bytes()),
             ("linkpath", b"../../../../etc/passwd"),
         ])
-        .entry(h(b'2', "placeholder"), b"")
+        .entry(Header::new(b'2', "placeholder"), b"")
         .gnu_long(
             b'L',
             format!("../../{}{}gnu-escape", "y/".repeat(70), "../".repeat(72)).as_bytes(),

@@ -1,5 +1,6 @@
-//! The test kit shared by the integration tests (`mod common;` in each): the one seeded PRNG,
-//! and compression and digest helpers.
+//! The test kit shared by the integration tests (`mod common;` in each): a tar writer that
+//! controls every byte, the one seeded PRNG, compression and digest helpers, an apply sandbox,
+//! and what tests that need root do.
 //!
 //! Each test crate compiles its own copy and uses only part of it, so unused items are not
 //! dead code here.
@@ -7,3 +8,6 @@
 
 pub mod compress;
 pub mod rng;
+pub mod root;
+pub mod sandbox;
+pub mod tar;
