@@ -1,6 +1,6 @@
 //! The test kit shared by the integration tests (`mod common;` in each): a tar writer that
 //! controls every byte, the one seeded PRNG, compression and digest helpers, an apply sandbox,
-//! and what tests that need root do.
+//! tree snapshots, and what tests that need root do.
 //!
 //! Each test crate compiles its own copy and uses only part of it, so unused items are not
 //! dead code here.
@@ -11,3 +11,4 @@ pub mod rng;
 pub mod root;
 pub mod sandbox;
 pub mod tar;
+pub mod tree;
