@@ -6,13 +6,12 @@ use std::fs;
 use std::process::Command;
 
 use common::compress::{gzip, zstd};
-use common::root::require_root;
+use common::require_root;
 use common::sandbox::{apply_bytes, default_opts, Sandbox};
 use common::tar::{fix_checksum, Header, Tar};
 use layerdiff::ErrorKind;
 
 fn expect_err(layer: &[u8], what: &str) -> layerdiff::Error {
-    require_root();
     let sb = Sandbox::new();
     let err = apply_bytes(&sb.root(), layer, &default_opts()).expect_err(what);
     sb.assert_outside_untouched();
@@ -29,6 +28,7 @@ fn big_tar() -> Vec<u8> {
 
 #[test]
 fn truncated_gzip() {
+    require_root!();
     let gz = gzip(&big_tar(), 6);
     let e = expect_err(&gz[..gz.len() / 2], "truncated gzip");
     assert_eq!(e.kind(), ErrorKind::InvalidArchive, "{e}");
@@ -36,6 +36,7 @@ fn truncated_gzip() {
 
 #[test]
 fn corrupt_gzip() {
+    require_root!();
     let mut gz = gzip(&big_tar(), 6);
     let n = gz.len();
     for b in &mut gz[20..n - 20] {
@@ -46,6 +47,7 @@ fn corrupt_gzip() {
 
 #[test]
 fn gzip_bad_crc() {
+    require_root!();
     let mut gz = gzip(&big_tar(), 6);
     let n = gz.len();
     gz[n - 6] ^= 1;
@@ -54,6 +56,7 @@ fn gzip_bad_crc() {
 
 #[test]
 fn truncated_zstd() {
+    require_root!();
     let z = zstd(&big_tar(), 3);
     let e = expect_err(&z[..z.len() / 2], "truncated zstd");
     assert_eq!(e.kind(), ErrorKind::InvalidArchive, "{e}");
@@ -61,6 +64,7 @@ fn truncated_zstd() {
 
 #[test]
 fn corrupt_zstd() {
+    require_root!();
     let mut z = zstd(&big_tar(), 3);
     let n = z.len();
     for b in &mut z[12..n - 4] {
@@ -71,6 +75,7 @@ fn corrupt_zstd() {
 
 #[test]
 fn bad_header_checksum() {
+    require_root!();
     let mut t = Tar::new().file("f", b"abc").finish();
     t[148] = b'7';
     let e = expect_err(&t, "checksum");
@@ -79,6 +84,7 @@ fn bad_header_checksum() {
 
 #[test]
 fn truncated_tar_inside_data_and_header() {
+    require_root!();
     let t = Tar::new().file("f", &[1u8; 4000]).finish();
     assert_eq!(
         expect_err(&t[..512 + 1000], "data").kind(),
@@ -92,7 +98,7 @@ fn truncated_tar_inside_data_and_header() {
 
 #[test]
 fn truncated_padding_is_a_clean_end_as_in_go() {
-    require_root();
+    require_root!();
     let sb = Sandbox::new();
     let t = Tar::new().file("f", b"abc").finish();
     apply_bytes(&sb.root(), &t[..512 + 100], &default_opts()).unwrap();
@@ -101,6 +107,7 @@ fn truncated_padding_is_a_clean_end_as_in_go() {
 
 #[test]
 fn zero_block_then_header() {
+    require_root!();
     let mut t = vec![0u8; 512];
     t.extend(Tar::new().file("f", b"abc").finish());
     assert_eq!(
@@ -111,6 +118,7 @@ fn zero_block_then_header() {
 
 #[test]
 fn pax_header_of_two_gib_is_rejected_without_allocating() {
+    require_root!();
     let mut hd = Header::new(b'x', "PaxHeaders/x");
     hd.size = Some(2 << 30);
     let mut t = hd.block().to_vec();
@@ -121,6 +129,7 @@ fn pax_header_of_two_gib_is_rejected_without_allocating() {
 
 #[test]
 fn bad_pax_records() {
+    require_root!();
     for rec in [
         &b"5 k=1\n"[..],
         b"x path=a\n",
@@ -148,6 +157,7 @@ fn bad_pax_records() {
 
 #[test]
 fn device_numbers_out_of_range() {
+    require_root!();
     // Base-256 device major of 2^33 (GNU encoding of a number octal cannot hold).
     let mut hd = Header::new(b'3', "dev");
     hd.devmajor = 0;
@@ -163,6 +173,7 @@ fn device_numbers_out_of_range() {
 
 #[test]
 fn invalid_whiteout_names() {
+    require_root!();
     for name in [".wh.", ".wh..", ".wh...", "a/.wh..", "a/b/.wh..."] {
         let e = expect_err(&Tar::new().file(name, b"").finish(), name);
         assert_eq!(e.kind(), ErrorKind::InvalidArchive, "{name}: {e}");
@@ -171,6 +182,7 @@ fn invalid_whiteout_names() {
 
 #[test]
 fn unknown_entry_type() {
+    require_root!();
     let e = expect_err(
         &Tar::new().entry(Header::new(b'Z', "weird"), b"").finish(),
         "type Z",
@@ -180,6 +192,7 @@ fn unknown_entry_type() {
 
 #[test]
 fn bad_sparse_maps() {
+    require_root!();
     // A 1.0 map that is missing from the data.
     let t = Tar::new()
         .pax(&[("GNU.sparse.major", b"1"), ("GNU.sparse.minor", b"0")])
@@ -219,7 +232,7 @@ fn bad_sparse_maps() {
 
 #[test]
 fn full_disk_is_a_clear_error() {
-    require_root();
+    require_root!();
     let sb = Sandbox::new();
     let mnt = sb.root();
     let st = Command::new("mount")
@@ -243,7 +256,7 @@ fn libc_enospc() -> i32 {
 
 #[test]
 fn root_that_is_not_a_directory() {
-    require_root();
+    require_root!();
     let sb = Sandbox::new();
     fs::write(sb.p("file"), "x").unwrap();
     let e = apply_bytes(&sb.p("file"), &Tar::new().finish()[..], &default_opts()).unwrap_err();

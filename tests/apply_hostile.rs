@@ -20,8 +20,8 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use common::compress::{gzip, zstd};
+use common::require_root;
 use common::rng::Rng;
-use common::root::require_root;
 use common::tar::{describe, encode, fix_checksum, Carrier, Entry};
 use common::tree::diff_snapshots;
 use hostile::generator::{benign_layer, Gen};
@@ -123,7 +123,7 @@ fn check_layer(
 
 #[test]
 fn hostile_layers_stay_inside_the_root() {
-    require_root();
+    require_root!();
     let verbose = std::env::var_os("HOSTILE_VERBOSE").is_some();
     let mut failures = Vec::new();
     let mut stats: BTreeMap<String, usize> = BTreeMap::new();
@@ -207,7 +207,7 @@ fn hostile_layers_stay_inside_the_root() {
 
 #[test]
 fn corrupted_streams_fail_cleanly() {
-    require_root();
+    require_root!();
     let mut failures = Vec::new();
     let mut stats: BTreeMap<String, usize> = BTreeMap::new();
     for seed in 0..MUTATIONS {
@@ -331,7 +331,7 @@ fn corrupted_streams_fail_cleanly() {
 /// Junk that is not a layer at all: every one a clear error or (empty input) an empty layer.
 #[test]
 fn random_junk_fails_cleanly() {
-    require_root();
+    require_root!();
     let mut rng = Rng::new(7);
     let mut inputs: Vec<(String, Vec<u8>)> = vec![
         ("empty".into(), Vec::new()),
@@ -378,7 +378,7 @@ fn random_junk_fails_cleanly() {
 /// package it would take the whole host process (containerd) down.
 #[test]
 fn deeply_nested_names_fail_cleanly() {
-    require_root();
+    require_root!();
     let names = [
         ("2000 directories", "a/".repeat(2_000) + "f"),
         ("200k directories", "a/".repeat(200_000) + "f"),
@@ -475,7 +475,7 @@ fn deeply_nested_names_fail_cleanly() {
 /// descriptor per level.
 #[test]
 fn whiteout_of_a_very_deep_tree_under_a_low_fd_limit() {
-    require_root();
+    require_root!();
     let deep = "a/".repeat(1800) + "f";
     let mut failures = Vec::new();
     for (what, whiteout) in [("whiteout", ".wh.a"), ("opaque whiteout", ".wh..wh..opq")] {

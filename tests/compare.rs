@@ -1,5 +1,5 @@
 //! Rules of CONTAINERD.md §1 (which changes) and §2 (the tar stream) checked on real trees.
-//! Most need root (chown, mknod, security.capability); they say so loudly when not root.
+//! Some need root (chown, mknod, security.capability): they skip loudly when not root.
 
 mod common;
 
@@ -12,20 +12,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use common::compress::{gunzip_first_member, sha256_digest, unzstd};
+use common::require_root;
 use common::rng::Rng;
 use layerdiff::{compare, CancelToken, CompareOptions, Compression, ErrorKind, Progress};
 use nix::sys::stat::{makedev, mknod, utimensat, Mode, SFlag, UtimensatFlags};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{chown, mkfifo, Gid, Uid};
-
-fn is_root() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        true
-    } else {
-        eprintln!("SKIPPED LOUDLY: this compare test needs root (chown, mknod, xattrs)");
-        false
-    }
-}
 
 /// One tar entry as read back with the `tar` crate.
 #[derive(Debug, Clone, PartialEq)]
@@ -174,9 +166,7 @@ fn walk_order_sorts_slash_before_other_bytes() {
 
 #[test]
 fn file_fields_mode_owner_mtime_and_data() {
-    if !is_root() {
-        return;
-    }
+    require_root!();
     let (_t, lower, upper) = trees();
     let p = upper.join("f");
     write(&p, b"hello", 0o644);
@@ -263,9 +253,7 @@ fn same_file_rules_for_times_and_contents() {
 
 #[test]
 fn owner_rdev_and_capability_changes_are_modifications() {
-    if !is_root() {
-        return;
-    }
+    require_root!();
     let (_t, lower, upper) = trees();
     both(&lower, &upper, "uid", b"u", 0o644, T0, 5);
     chown(&upper.join("uid"), Some(Uid::from_raw(7)), None).unwrap();
@@ -358,9 +346,7 @@ fn sockets_are_skipped_but_deleted_sockets_whited_out() {
 
 #[test]
 fn fifos_devices_and_symlinks() {
-    if !is_root() {
-        return;
-    }
+    require_root!();
     let (_t, lower, upper) = trees();
     mkfifo(&upper.join("fifo"), Mode::from_bits_truncate(0o640)).unwrap();
     mknod(
