@@ -1,4 +1,4 @@
-//! containerd's apply rules, one test each (see shared CONTAINERD.md §3).
+//! containerd's apply rules, one test each (see docs/containerd.md §3).
 
 mod common;
 

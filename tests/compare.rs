@@ -1,4 +1,4 @@
-//! Rules of CONTAINERD.md §1 (which changes) and §2 (the tar stream) checked on real trees.
+//! Rules of docs/containerd.md §1 (which changes) and §2 (the tar stream) checked on real trees.
 //! Some need root (chown, mknod, security.capability): they skip loudly when not root.
 
 mod common;
@@ -6,7 +6,7 @@ mod common;
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{symlink, PermissionsExt};
+use std::os::unix::fs::{chown, symlink, PermissionsExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,10 +14,9 @@ use std::sync::{Arc, Mutex};
 use common::compress::{gunzip_first_member, sha256_digest, unzstd};
 use common::require_root;
 use common::rng::Rng;
+use common::tree::{mknod, set_times};
 use layerdiff::{compare, CancelToken, CompareOptions, Compression, ErrorKind, Progress};
-use nix::sys::stat::{makedev, mknod, utimensat, Mode, SFlag, UtimensatFlags};
-use nix::sys::time::TimeSpec;
-use nix::unistd::{chown, mkfifo, Gid, Uid};
+use rustix::fs::FileType;
 
 /// One tar entry as read back with the `tar` crate.
 #[derive(Debug, Clone, PartialEq)]
@@ -115,17 +114,12 @@ fn mkdir(p: &Path, mode: u32) {
     fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
 }
 
-fn set_mtime(p: &Path, sec: i64, nsec: i64) {
-    let t = TimeSpec::new(sec, nsec);
-    utimensat(None, p, &t, &t, UtimensatFlags::NoFollowSymlink).unwrap();
-}
-
 /// Write the same file into both trees with the same times.
 fn both(lower: &Path, upper: &Path, rel: &str, data: &[u8], mode: u32, sec: i64, nsec: i64) {
     for root in [lower, upper] {
         let p = root.join(rel);
         write(&p, data, mode);
-        set_mtime(&p, sec, nsec);
+        set_times(&p, sec, nsec);
     }
 }
 
@@ -170,9 +164,9 @@ fn file_fields_mode_owner_mtime_and_data() {
     let (_t, lower, upper) = trees();
     let p = upper.join("f");
     write(&p, b"hello", 0o644);
-    chown(&p, Some(Uid::from_raw(1234)), Some(Gid::from_raw(5678))).unwrap();
+    chown(&p, Some(1234), Some(5678)).unwrap();
     fs::set_permissions(&p, fs::Permissions::from_mode(0o4755)).unwrap(); // chown clears setuid
-    set_mtime(&p, T0, 999_999_999);
+    set_times(&p, T0, 999_999_999);
     let es = entries(&diff(&lower, &upper));
     assert_eq!(es.len(), 1);
     let e = &es[0];
@@ -187,8 +181,8 @@ fn unchanged_entries_are_dropped_and_directory_times_ignored() {
     let (_t, lower, upper) = trees();
     mkdir(&lower.join("d"), 0o755);
     mkdir(&upper.join("d"), 0o755);
-    set_mtime(&lower.join("d"), T0, 0);
-    set_mtime(&upper.join("d"), T0 + 100, 7);
+    set_times(&lower.join("d"), T0, 0);
+    set_times(&upper.join("d"), T0 + 100, 7);
     both(&lower, &upper, "d/same", b"same", 0o644, T0, 0);
     assert_eq!(diff(&lower, &upper), vec![0u8; 1024]);
 }
@@ -199,22 +193,22 @@ fn same_file_rules_for_times_and_contents() {
     // Both nanoseconds 0, same size: contents decide.
     both(&lower, &upper, "content-differs", b"aaaa", 0o644, T0, 0);
     write(&upper.join("content-differs"), b"bbbb", 0o644);
-    set_mtime(&upper.join("content-differs"), T0, 0);
+    set_times(&upper.join("content-differs"), T0, 0);
     both(&lower, &upper, "content-same", b"aaaa", 0o644, T0, 0);
     // Equal non-zero nanoseconds: same without reading contents.
     both(&lower, &upper, "nanos-equal", b"aaaa", 0o644, T0, 42);
     write(&upper.join("nanos-equal"), b"cccc", 0o644);
-    set_mtime(&upper.join("nanos-equal"), T0, 42);
+    set_times(&upper.join("nanos-equal"), T0, 42);
     // Nanoseconds differ (one is 0): changed even with the same contents.
     both(&lower, &upper, "nanos-differ", b"aaaa", 0o644, T0, 0);
-    set_mtime(&upper.join("nanos-differ"), T0, 1);
+    set_times(&upper.join("nanos-differ"), T0, 1);
     // Seconds differ.
     both(&lower, &upper, "secs-differ", b"aaaa", 0o644, T0, 0);
-    set_mtime(&upper.join("secs-differ"), T0 + 1, 0);
+    set_times(&upper.join("secs-differ"), T0 + 1, 0);
     // Size differs.
     both(&lower, &upper, "size-differs", b"aaaa", 0o644, T0, 5);
     write(&upper.join("size-differs"), b"aaaaa", 0o644);
-    set_mtime(&upper.join("size-differs"), T0, 5);
+    set_times(&upper.join("size-differs"), T0, 5);
     // Empty files with whole-second times are the same.
     both(&lower, &upper, "empty", b"", 0o644, T0, 0);
     // Mode differs.
@@ -224,7 +218,7 @@ fn same_file_rules_for_times_and_contents() {
         fs::Permissions::from_mode(0o600),
     )
     .unwrap();
-    set_mtime(&upper.join("mode-differs"), T0, 5);
+    set_times(&upper.join("mode-differs"), T0, 5);
     // Symlinks with whole-second times: compared by target.
     for root in [&lower, &upper] {
         symlink(
@@ -232,9 +226,9 @@ fn same_file_rules_for_times_and_contents() {
             root.join("sym-differs"),
         )
         .unwrap();
-        set_mtime(&root.join("sym-differs"), T0, 0);
+        set_times(&root.join("sym-differs"), T0, 0);
         symlink("same", root.join("sym-same")).unwrap();
-        set_mtime(&root.join("sym-same"), T0, 0);
+        set_times(&root.join("sym-same"), T0, 0);
     }
     let es = entries(&diff(&lower, &upper));
     assert_eq!(
@@ -256,9 +250,9 @@ fn owner_rdev_and_capability_changes_are_modifications() {
     require_root!();
     let (_t, lower, upper) = trees();
     both(&lower, &upper, "uid", b"u", 0o644, T0, 5);
-    chown(&upper.join("uid"), Some(Uid::from_raw(7)), None).unwrap();
+    chown(upper.join("uid"), Some(7), None).unwrap();
     both(&lower, &upper, "gid", b"g", 0o644, T0, 5);
-    chown(&upper.join("gid"), None, Some(Gid::from_raw(7))).unwrap();
+    chown(upper.join("gid"), None, Some(7)).unwrap();
     both(&lower, &upper, "cap", b"c", 0o755, T0, 5);
     let cap = [
         0u8, 0, 0, 2, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
@@ -267,19 +261,19 @@ fn owner_rdev_and_capability_changes_are_modifications() {
     for (root, minor) in [(&lower, 3), (&upper, 4)] {
         mknod(
             &root.join("dev"),
-            SFlag::S_IFCHR,
-            Mode::from_bits_truncate(0o600),
-            makedev(1, minor),
-        )
-        .unwrap();
-        set_mtime(&root.join("dev"), T0, 0);
+            FileType::CharacterDevice,
+            0o600,
+            1,
+            minor,
+        );
+        set_times(&root.join("dev"), T0, 0);
     }
     // A directory's capability change is a change too.
     mkdir(&lower.join("dir"), 0o755);
     mkdir(&upper.join("dir"), 0o755);
     xattr::set(upper.join("dir"), "security.capability", &cap).unwrap();
     for p in ["uid", "gid", "cap"] {
-        set_mtime(&upper.join(p), T0, 5);
+        set_times(&upper.join(p), T0, 5);
     }
     let es = entries(&diff(&lower, &upper));
     assert_eq!(names(&es), ["cap", "dev", "dir/", "gid", "uid"]);
@@ -348,21 +342,21 @@ fn sockets_are_skipped_but_deleted_sockets_whited_out() {
 fn fifos_devices_and_symlinks() {
     require_root!();
     let (_t, lower, upper) = trees();
-    mkfifo(&upper.join("fifo"), Mode::from_bits_truncate(0o640)).unwrap();
+    mknod(&upper.join("fifo"), FileType::Fifo, 0o640, 0, 0);
     mknod(
         &upper.join("blk"),
-        SFlag::S_IFBLK,
-        Mode::from_bits_truncate(0o600),
-        makedev(259, 0xfffff),
-    )
-    .unwrap();
+        FileType::BlockDevice,
+        0o600,
+        259,
+        0xfffff,
+    );
     mknod(
         &upper.join("chr"),
-        SFlag::S_IFCHR,
-        Mode::from_bits_truncate(0o666),
-        makedev(4095, 1),
-    )
-    .unwrap();
+        FileType::CharacterDevice,
+        0o666,
+        4095,
+        1,
+    );
     symlink("../t\u{fc}r", upper.join("link")).unwrap();
     mkdir(&upper.join("dir"), 0o1777);
     let es = entries(&diff(&lower, &upper));
@@ -413,7 +407,7 @@ fn hardlinks_first_changed_name_is_source_and_unmodified_names_are_deferred() {
     // lower: a/f (one name). upper: same a/f gains names 0-first (before) and z/last (after).
     for root in [&lower, &upper] {
         write(&root.join("a/f"), b"shared", 0o640);
-        set_mtime(&root.join("a/f"), T0, 0);
+        set_times(&root.join("a/f"), T0, 0);
         mkdir(&root.join("m"), 0o755);
     }
     fs::hard_link(upper.join("a/f"), upper.join("m/new")).unwrap();
@@ -446,7 +440,7 @@ fn source_date_epoch_clamps_later_mtimes_but_not_whiteouts() {
         ("after", T0 + 10, 0),
     ] {
         write(&upper.join(n), b"x", 0o644);
-        set_mtime(&upper.join(n), sec, nsec);
+        set_times(&upper.join(n), sec, nsec);
     }
     let opts = CompareOptions {
         compression: Compression::None,

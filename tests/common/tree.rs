@@ -18,6 +18,18 @@ pub fn list_names(dir: &Path) -> Vec<Vec<u8>> {
     v
 }
 
+/// Make a fifo or a device node `major:minor` (mode as given, less the umask).
+pub fn mknod(p: &Path, kind: rustix::fs::FileType, mode: u32, major: u32, minor: u32) {
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        p,
+        kind,
+        rustix::fs::Mode::from_raw_mode(mode),
+        rustix::fs::makedev(major, minor),
+    )
+    .unwrap();
+}
+
 /// Set the access and modification times of `p` itself (not a symlink's target).
 pub fn set_times(p: &Path, sec: i64, nsec: i64) {
     let t = rustix::fs::Timespec {

@@ -5,7 +5,7 @@ use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
-use crate::common::tree::{list_names, set_times_tree, snapshot_tree, Meta, Snapshot};
+use crate::common::tree::{list_names, mknod, set_times_tree, snapshot_tree, Meta, Snapshot};
 
 /// Names the generator uses; the distinctive ones are looked for in `/` and `/tmp` after
 /// every apply.
@@ -57,14 +57,7 @@ impl Sandbox {
         fs::write(o.join("hx3"), b"sentinel hx3").unwrap();
         symlink("/", o.join("abs")).unwrap();
         symlink("hx1", o.join("flink")).unwrap();
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            o.join("fifo"),
-            rustix::fs::FileType::Fifo,
-            rustix::fs::Mode::from_raw_mode(0o600),
-            0,
-        )
-        .unwrap();
+        mknod(&o.join("fifo"), rustix::fs::FileType::Fifo, 0o600, 0, 0);
         for (p, mode, uid) in [
             ("hx1", 0o640, 1234),
             ("hx2", 0o750, 1235),
