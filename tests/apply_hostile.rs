@@ -121,6 +121,11 @@ fn check_layer(
     (problems, result)
 }
 
+/// The first few failures, for an assertion message of readable length.
+fn first_failures(failures: &[String]) -> String {
+    failures[..failures.len().min(10)].join("\n")
+}
+
 #[test]
 fn hostile_layers_stay_inside_the_root() {
     require_root!();
@@ -188,12 +193,7 @@ fn hostile_layers_stay_inside_the_root() {
         failures.is_empty(),
         "{} hostile layers broke a promise:\n{}",
         failures.len(),
-        failures
-            .iter()
-            .take(10)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
+        first_failures(&failures)
     );
     // Both outcomes must be common, or the generator has degenerated.
     let total: usize = stats.values().sum();
@@ -319,12 +319,7 @@ fn corrupted_streams_fail_cleanly() {
         failures.is_empty(),
         "{} of {MUTATIONS} corrupted layers broke a promise:\n{}",
         failures.len(),
-        failures
-            .iter()
-            .take(10)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
+        first_failures(&failures)
     );
 }
 
