@@ -10,19 +10,11 @@ use std::time::{Duration, Instant};
 
 use layerdiff::{apply, ApplyOptions};
 
-/// A small deterministic PRNG (xorshift) so the layer is the same every run.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+// The tests' seeded PRNG, so the layer is the same every run. (Only part of it is used here.)
+#[path = "../tests/common/rng.rs"]
+#[allow(dead_code)]
+mod rng;
+use rng::Rng;
 
 /// File data that compresses roughly like a mix of binaries and text (about 2.5:1).
 fn content(rng: &mut Rng, len: usize) -> Vec<u8> {
@@ -45,7 +37,7 @@ fn content(rng: &mut Rng, len: usize) -> Vec<u8> {
 }
 
 fn build_layer(path: &Path) -> (usize, u64) {
-    let mut rng = Rng(0x9e3779b97f4a7c15);
+    let mut rng = Rng::new(0);
     let gz =
         flate2::write::GzEncoder::new(fs::File::create(path).unwrap(), flate2::Compression::new(6));
     let mut tb = tar::Builder::new(gz);

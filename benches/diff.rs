@@ -11,20 +11,11 @@ use std::time::{Duration, Instant};
 
 use layerdiff::{compare, CompareOptions, Compression};
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // xorshift64*
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+// The tests' seeded PRNG, so the tree is the same every run. (Only part of it is used here.)
+#[path = "../tests/common/rng.rs"]
+#[allow(dead_code)]
+mod rng;
+use rng::Rng;
 
 const WORDS: &[&str] = &[
     "lib", "usr", "share", "config", "return", "static", "int", "void", "struct", "the", "of",
@@ -53,7 +44,7 @@ fn random(rng: &mut Rng, len: usize) -> Vec<u8> {
 /// A rootfs-like tree: ~10k files in ~500 directories; mostly small text files, some medium
 /// binaries, a few large ones; about a fifth of the bytes incompressible. Returns total bytes.
 fn build_tree(root: &Path, scale: f64) -> u64 {
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut rng = Rng::new(0);
     let files = (10_000.0 * scale) as usize;
     let dirs = (500.0 * scale).max(1.0) as usize;
     let mut total = 0u64;

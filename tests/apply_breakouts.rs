@@ -1,16 +1,17 @@
 //! The 34 escape attempts of containerd's TestBreakouts, as our own tests: each layer must
 //! apply (or fail) exactly as containerd does and never touch anything outside the root.
 
-mod apply_common;
+mod common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 
-use apply_common::*;
+use common::require_root;
+use common::sandbox::{apply_bytes, default_opts, same_file, Sandbox};
+use common::tar::Tar;
 use layerdiff::ErrorKind;
 
 fn run(sb: &Sandbox, layer: Vec<u8>) -> layerdiff::Result<layerdiff::Applied> {
-    require_root();
     let r = apply_bytes(&sb.root(), &layer, &default_opts());
     sb.assert_outside_untouched();
     r
@@ -27,6 +28,7 @@ fn etc_tree(sb: &Sandbox) {
 
 #[test]
 fn symlink_absolute() {
+    require_root!();
     let sb = Sandbox::new();
     run(
         &sb,
@@ -42,6 +44,7 @@ fn symlink_absolute() {
 
 #[test]
 fn symlink_up_and_out() {
+    require_root!();
     let sb = Sandbox::new();
     run(
         &sb,
@@ -58,6 +61,7 @@ fn symlink_up_and_out() {
 
 #[test]
 fn symlink_multiple_absolute() {
+    require_root!();
     let sb = Sandbox::new();
     run(
         &sb,
@@ -75,6 +79,7 @@ fn symlink_multiple_absolute() {
 
 #[test]
 fn symlink_multiple_relative() {
+    require_root!();
     let sb = Sandbox::new();
     run(
         &sb,
@@ -92,6 +97,7 @@ fn symlink_multiple_relative() {
 
 #[test]
 fn symlink_empty_file() {
+    require_root!();
     let sb = Sandbox::new();
     run(
         &sb,
@@ -112,6 +118,7 @@ fn passwd_tar() -> Tar {
 
 #[test]
 fn hardlink_relative() {
+    require_root!();
     let sb = Sandbox::new();
     run(
         &sb,
@@ -127,6 +134,7 @@ fn hardlink_relative() {
 
 #[test]
 fn hardlink_down_and_out() {
+    require_root!();
     let sb = Sandbox::new();
     run(
         &sb,
@@ -143,6 +151,7 @@ fn hardlink_down_and_out() {
 
 #[test]
 fn hardlink_absolute() {
+    require_root!();
     let sb = Sandbox::new();
     run(
         &sb,
@@ -157,6 +166,7 @@ fn hardlink_absolute() {
 
 #[test]
 fn hardlink_relative_long() {
+    require_root!();
     let sb = Sandbox::new();
     run(
         &sb,
@@ -171,6 +181,7 @@ fn hardlink_relative_long() {
 
 #[test]
 fn hardlink_relative_up_and_out() {
+    require_root!();
     let sb = Sandbox::new();
     run(
         &sb,
@@ -185,6 +196,7 @@ fn hardlink_relative_up_and_out() {
 
 #[test]
 fn hardlink_direct_relative() {
+    require_root!();
     let sb = Sandbox::new();
     run(
         &sb,
@@ -198,6 +210,7 @@ fn hardlink_direct_relative() {
 
 #[test]
 fn hardlink_direct_absolute() {
+    require_root!();
     let sb = Sandbox::new();
     run(
         &sb,
@@ -209,6 +222,7 @@ fn hardlink_direct_absolute() {
 
 #[test]
 fn symlink_parent_directory() {
+    require_root!();
     let sb = Sandbox::new();
     run(
         &sb,
@@ -223,6 +237,7 @@ fn symlink_parent_directory() {
 
 #[test]
 fn symlink_empty_filename() {
+    require_root!();
     let sb = Sandbox::new();
     run(
         &sb,
@@ -237,6 +252,7 @@ fn symlink_empty_filename() {
 
 #[test]
 fn symlink_parent_relative() {
+    require_root!();
     let sb = Sandbox::new();
     run(
         &sb,
@@ -252,6 +268,7 @@ fn symlink_parent_relative() {
 
 #[test]
 fn symlink_slash_ended() {
+    require_root!();
     let sb = Sandbox::new();
     run(
         &sb,
@@ -269,6 +286,7 @@ fn symlink_slash_ended() {
 
 #[test]
 fn symlink_override_directory() {
+    require_root!();
     let sb = Sandbox::new();
     etc_tree(&sb);
     fs::create_dir(sb.p("localetc")).unwrap();
@@ -285,6 +303,7 @@ fn symlink_override_directory() {
 
 #[test]
 fn symlink_override_directory_relative() {
+    require_root!();
     let sb = Sandbox::new();
     etc_tree(&sb);
     fs::create_dir(sb.p("localetc")).unwrap();
@@ -301,6 +320,7 @@ fn symlink_override_directory_relative() {
 
 #[test]
 fn directory_override_symlink() {
+    require_root!();
     let sb = Sandbox::new();
     etc_tree(&sb);
     std::os::unix::fs::symlink("/etc", sb.p("localetc")).unwrap();
@@ -321,6 +341,7 @@ fn directory_override_symlink() {
 
 #[test]
 fn directory_override_symlink_and_hardlink() {
+    require_root!();
     let sb = Sandbox::new();
     etc_tree(&sb);
     std::os::unix::fs::symlink("etc", sb.p("localetc")).unwrap();
@@ -351,26 +372,31 @@ fn invalid_whiteout(name: &str) {
 
 #[test]
 fn whiteout_root_parent() {
+    require_root!();
     invalid_whiteout(".wh...");
 }
 
 #[test]
 fn whiteout_parent() {
+    require_root!();
     invalid_whiteout("etc/.wh...");
 }
 
 #[test]
 fn whiteout_root() {
+    require_root!();
     invalid_whiteout(".wh..");
 }
 
 #[test]
 fn whiteout_current_directory() {
+    require_root!();
     invalid_whiteout("etc/.wh..");
 }
 
 #[test]
 fn whiteout_symlink() {
+    require_root!();
     let sb = Sandbox::new();
     etc_tree(&sb);
     std::os::unix::fs::symlink("/etc", sb.p("localetc")).unwrap();
@@ -381,6 +407,7 @@ fn whiteout_symlink() {
 
 #[test]
 fn whiteout_symlink_path() {
+    require_root!();
     let sb = Sandbox::new();
     etc_tree(&sb);
     fs::write(sb.p("etc/whitedout"), "w").unwrap();
@@ -392,6 +419,7 @@ fn whiteout_symlink_path() {
 
 #[test]
 fn whiteout_directory_name() {
+    require_root!();
     let sb = Sandbox::new();
     etc_tree(&sb);
     std::os::unix::fs::symlink("/etc", sb.p("localetc")).unwrap();
@@ -406,6 +434,7 @@ fn whiteout_directory_name() {
 
 #[test]
 fn whiteout_dead_symlink_parent() {
+    require_root!();
     let sb = Sandbox::new();
     etc_tree(&sb);
     std::os::unix::fs::symlink("/dne", sb.p("localetc")).unwrap();
@@ -415,6 +444,7 @@ fn whiteout_dead_symlink_parent() {
 
 #[test]
 fn whiteout_relative_path() {
+    require_root!();
     let sb = Sandbox::new();
     etc_tree(&sb);
     std::os::unix::fs::symlink("/dne", sb.p("localetc")).unwrap();
@@ -424,6 +454,7 @@ fn whiteout_relative_path() {
 
 #[test]
 fn whiteout_opaque() {
+    require_root!();
     let sb = Sandbox::new();
     etc_tree(&sb);
     fs::write(sb.p("etc/shadow"), "s").unwrap();
@@ -442,6 +473,7 @@ fn whiteout_opaque() {
 
 #[test]
 fn whiteout_opaque_out_of_order() {
+    require_root!();
     let sb = Sandbox::new();
     etc_tree(&sb);
     run(
@@ -458,6 +490,7 @@ fn whiteout_opaque_out_of_order() {
 
 #[test]
 fn symlink_override_path() {
+    require_root!();
     let sb = Sandbox::new();
     let name = format!("breakout-{}", std::process::id());
     let f = format!("foo/tmp/{name}");
@@ -483,6 +516,7 @@ fn symlink_override_path() {
 
 #[test]
 fn hardlink_symlink_before_create_target() {
+    require_root!();
     let sb = Sandbox::new();
     run(
         &sb,
@@ -504,6 +538,7 @@ fn hardlink_symlink_before_create_target() {
 
 #[test]
 fn hardlink_symlink_relative() {
+    require_root!();
     let sb = Sandbox::new();
     run(
         &sb,
@@ -525,6 +560,7 @@ fn hardlink_symlink_relative() {
 
 #[test]
 fn hardlink_symlink_absolute() {
+    require_root!();
     let sb = Sandbox::new();
     run(
         &sb,
@@ -546,6 +582,7 @@ fn hardlink_symlink_absolute() {
 
 #[test]
 fn hardlink_symlink_chmod() {
+    require_root!();
     let sb = Sandbox::new();
     let outside = tempfile::tempdir().unwrap();
     let p = outside.path().join("perm400");

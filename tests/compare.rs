@@ -1,27 +1,22 @@
-//! Rules of CONTAINERD.md §1 (which changes) and §2 (the tar stream) checked on real trees.
-//! Most need root (chown, mknod, security.capability); they say so loudly when not root.
+//! Rules of docs/containerd.md §1 (which changes) and §2 (the tar stream) checked on real trees.
+//! Some need root (chown, mknod, security.capability): they skip loudly when not root.
+
+mod common;
 
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{symlink, PermissionsExt};
+use std::os::unix::fs::{chown, symlink, PermissionsExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use common::compress::{gunzip_first_member, sha256_digest, unzstd};
+use common::require_root;
+use common::rng::Rng;
+use common::tree::{mknod, set_times};
 use layerdiff::{compare, CancelToken, CompareOptions, Compression, ErrorKind, Progress};
-use nix::sys::stat::{makedev, mknod, utimensat, Mode, SFlag, UtimensatFlags};
-use nix::sys::time::TimeSpec;
-use nix::unistd::{chown, mkfifo, Gid, Uid};
-
-fn is_root() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        true
-    } else {
-        eprintln!("SKIPPED LOUDLY: this compare test needs root (chown, mknod, xattrs)");
-        false
-    }
-}
+use rustix::fs::FileType;
 
 /// One tar entry as read back with the `tar` crate.
 #[derive(Debug, Clone, PartialEq)]
@@ -119,17 +114,12 @@ fn mkdir(p: &Path, mode: u32) {
     fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
 }
 
-fn set_mtime(p: &Path, sec: i64, nsec: i64) {
-    let t = TimeSpec::new(sec, nsec);
-    utimensat(None, p, &t, &t, UtimensatFlags::NoFollowSymlink).unwrap();
-}
-
 /// Write the same file into both trees with the same times.
 fn both(lower: &Path, upper: &Path, rel: &str, data: &[u8], mode: u32, sec: i64, nsec: i64) {
     for root in [lower, upper] {
         let p = root.join(rel);
         write(&p, data, mode);
-        set_mtime(&p, sec, nsec);
+        set_times(&p, sec, nsec);
     }
 }
 
@@ -170,15 +160,13 @@ fn walk_order_sorts_slash_before_other_bytes() {
 
 #[test]
 fn file_fields_mode_owner_mtime_and_data() {
-    if !is_root() {
-        return;
-    }
+    require_root!();
     let (_t, lower, upper) = trees();
     let p = upper.join("f");
     write(&p, b"hello", 0o644);
-    chown(&p, Some(Uid::from_raw(1234)), Some(Gid::from_raw(5678))).unwrap();
+    chown(&p, Some(1234), Some(5678)).unwrap();
     fs::set_permissions(&p, fs::Permissions::from_mode(0o4755)).unwrap(); // chown clears setuid
-    set_mtime(&p, T0, 999_999_999);
+    set_times(&p, T0, 999_999_999);
     let es = entries(&diff(&lower, &upper));
     assert_eq!(es.len(), 1);
     let e = &es[0];
@@ -193,8 +181,8 @@ fn unchanged_entries_are_dropped_and_directory_times_ignored() {
     let (_t, lower, upper) = trees();
     mkdir(&lower.join("d"), 0o755);
     mkdir(&upper.join("d"), 0o755);
-    set_mtime(&lower.join("d"), T0, 0);
-    set_mtime(&upper.join("d"), T0 + 100, 7);
+    set_times(&lower.join("d"), T0, 0);
+    set_times(&upper.join("d"), T0 + 100, 7);
     both(&lower, &upper, "d/same", b"same", 0o644, T0, 0);
     assert_eq!(diff(&lower, &upper), vec![0u8; 1024]);
 }
@@ -205,22 +193,22 @@ fn same_file_rules_for_times_and_contents() {
     // Both nanoseconds 0, same size: contents decide.
     both(&lower, &upper, "content-differs", b"aaaa", 0o644, T0, 0);
     write(&upper.join("content-differs"), b"bbbb", 0o644);
-    set_mtime(&upper.join("content-differs"), T0, 0);
+    set_times(&upper.join("content-differs"), T0, 0);
     both(&lower, &upper, "content-same", b"aaaa", 0o644, T0, 0);
     // Equal non-zero nanoseconds: same without reading contents.
     both(&lower, &upper, "nanos-equal", b"aaaa", 0o644, T0, 42);
     write(&upper.join("nanos-equal"), b"cccc", 0o644);
-    set_mtime(&upper.join("nanos-equal"), T0, 42);
+    set_times(&upper.join("nanos-equal"), T0, 42);
     // Nanoseconds differ (one is 0): changed even with the same contents.
     both(&lower, &upper, "nanos-differ", b"aaaa", 0o644, T0, 0);
-    set_mtime(&upper.join("nanos-differ"), T0, 1);
+    set_times(&upper.join("nanos-differ"), T0, 1);
     // Seconds differ.
     both(&lower, &upper, "secs-differ", b"aaaa", 0o644, T0, 0);
-    set_mtime(&upper.join("secs-differ"), T0 + 1, 0);
+    set_times(&upper.join("secs-differ"), T0 + 1, 0);
     // Size differs.
     both(&lower, &upper, "size-differs", b"aaaa", 0o644, T0, 5);
     write(&upper.join("size-differs"), b"aaaaa", 0o644);
-    set_mtime(&upper.join("size-differs"), T0, 5);
+    set_times(&upper.join("size-differs"), T0, 5);
     // Empty files with whole-second times are the same.
     both(&lower, &upper, "empty", b"", 0o644, T0, 0);
     // Mode differs.
@@ -230,7 +218,7 @@ fn same_file_rules_for_times_and_contents() {
         fs::Permissions::from_mode(0o600),
     )
     .unwrap();
-    set_mtime(&upper.join("mode-differs"), T0, 5);
+    set_times(&upper.join("mode-differs"), T0, 5);
     // Symlinks with whole-second times: compared by target.
     for root in [&lower, &upper] {
         symlink(
@@ -238,9 +226,9 @@ fn same_file_rules_for_times_and_contents() {
             root.join("sym-differs"),
         )
         .unwrap();
-        set_mtime(&root.join("sym-differs"), T0, 0);
+        set_times(&root.join("sym-differs"), T0, 0);
         symlink("same", root.join("sym-same")).unwrap();
-        set_mtime(&root.join("sym-same"), T0, 0);
+        set_times(&root.join("sym-same"), T0, 0);
     }
     let es = entries(&diff(&lower, &upper));
     assert_eq!(
@@ -259,14 +247,12 @@ fn same_file_rules_for_times_and_contents() {
 
 #[test]
 fn owner_rdev_and_capability_changes_are_modifications() {
-    if !is_root() {
-        return;
-    }
+    require_root!();
     let (_t, lower, upper) = trees();
     both(&lower, &upper, "uid", b"u", 0o644, T0, 5);
-    chown(&upper.join("uid"), Some(Uid::from_raw(7)), None).unwrap();
+    chown(upper.join("uid"), Some(7), None).unwrap();
     both(&lower, &upper, "gid", b"g", 0o644, T0, 5);
-    chown(&upper.join("gid"), None, Some(Gid::from_raw(7))).unwrap();
+    chown(upper.join("gid"), None, Some(7)).unwrap();
     both(&lower, &upper, "cap", b"c", 0o755, T0, 5);
     let cap = [
         0u8, 0, 0, 2, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
@@ -275,19 +261,19 @@ fn owner_rdev_and_capability_changes_are_modifications() {
     for (root, minor) in [(&lower, 3), (&upper, 4)] {
         mknod(
             &root.join("dev"),
-            SFlag::S_IFCHR,
-            Mode::from_bits_truncate(0o600),
-            makedev(1, minor),
-        )
-        .unwrap();
-        set_mtime(&root.join("dev"), T0, 0);
+            FileType::CharacterDevice,
+            0o600,
+            1,
+            minor,
+        );
+        set_times(&root.join("dev"), T0, 0);
     }
     // A directory's capability change is a change too.
     mkdir(&lower.join("dir"), 0o755);
     mkdir(&upper.join("dir"), 0o755);
     xattr::set(upper.join("dir"), "security.capability", &cap).unwrap();
     for p in ["uid", "gid", "cap"] {
-        set_mtime(&upper.join(p), T0, 5);
+        set_times(&upper.join(p), T0, 5);
     }
     let es = entries(&diff(&lower, &upper));
     assert_eq!(names(&es), ["cap", "dev", "dir/", "gid", "uid"]);
@@ -354,25 +340,23 @@ fn sockets_are_skipped_but_deleted_sockets_whited_out() {
 
 #[test]
 fn fifos_devices_and_symlinks() {
-    if !is_root() {
-        return;
-    }
+    require_root!();
     let (_t, lower, upper) = trees();
-    mkfifo(&upper.join("fifo"), Mode::from_bits_truncate(0o640)).unwrap();
+    mknod(&upper.join("fifo"), FileType::Fifo, 0o640, 0, 0);
     mknod(
         &upper.join("blk"),
-        SFlag::S_IFBLK,
-        Mode::from_bits_truncate(0o600),
-        makedev(259, 0xfffff),
-    )
-    .unwrap();
+        FileType::BlockDevice,
+        0o600,
+        259,
+        0xfffff,
+    );
     mknod(
         &upper.join("chr"),
-        SFlag::S_IFCHR,
-        Mode::from_bits_truncate(0o666),
-        makedev(4095, 1),
-    )
-    .unwrap();
+        FileType::CharacterDevice,
+        0o666,
+        4095,
+        1,
+    );
     symlink("../t\u{fc}r", upper.join("link")).unwrap();
     mkdir(&upper.join("dir"), 0o1777);
     let es = entries(&diff(&lower, &upper));
@@ -423,7 +407,7 @@ fn hardlinks_first_changed_name_is_source_and_unmodified_names_are_deferred() {
     // lower: a/f (one name). upper: same a/f gains names 0-first (before) and z/last (after).
     for root in [&lower, &upper] {
         write(&root.join("a/f"), b"shared", 0o640);
-        set_mtime(&root.join("a/f"), T0, 0);
+        set_times(&root.join("a/f"), T0, 0);
         mkdir(&root.join("m"), 0o755);
     }
     fs::hard_link(upper.join("a/f"), upper.join("m/new")).unwrap();
@@ -456,7 +440,7 @@ fn source_date_epoch_clamps_later_mtimes_but_not_whiteouts() {
         ("after", T0 + 10, 0),
     ] {
         write(&upper.join(n), b"x", 0o644);
-        set_mtime(&upper.join(n), sec, nsec);
+        set_times(&upper.join(n), sec, nsec);
     }
     let opts = CompareOptions {
         compression: Compression::None,
@@ -514,19 +498,15 @@ fn long_and_non_ascii_names_round_trip_through_a_tar_reader() {
 #[test]
 fn gzip_and_zstd_outputs_decode_to_the_same_tar() {
     let (_t, lower, upper) = trees();
-    let mut seed = 7u32;
+    let mut rng = Rng::new(7);
     for i in 0..40 {
         let len = [0usize, 1, 511, 512, 513, 131_072, 300_000, 1_000_000][i % 8];
-        let data: Vec<u8> = (0..len)
-            .map(|j| {
-                seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                if i % 2 == 0 {
-                    (seed >> 24) as u8
-                } else {
-                    b"abcabcab"[j % 8]
-                }
-            })
-            .collect();
+        // Random (incompressible) and repetitive files in turn.
+        let data: Vec<u8> = if i % 2 == 0 {
+            rng.bytes(len)
+        } else {
+            (0..len).map(|j| b"abcabcab"[j % 8]).collect()
+        };
         write(&upper.join(format!("d{}/f{i}", i % 3)), &data, 0o644);
     }
     let plain = diff(&lower, &upper);
@@ -536,22 +516,12 @@ fn gzip_and_zstd_outputs_decode_to_the_same_tar() {
             ..Default::default()
         };
         let (gz, d) = diff_with(&lower, &upper, &opts);
-        let mut back = Vec::new();
-        // One gzip member: GzDecoder stops after the first member.
-        flate2::read::GzDecoder::new(&gz[..])
-            .read_to_end(&mut back)
-            .unwrap();
-        assert_eq!(back, plain, "gzip level {level}");
+        // One gzip member: what the first member holds is the whole layer.
+        assert_eq!(gunzip_first_member(&gz), plain, "gzip level {level}");
         assert_eq!(d.media_type, layerdiff::MEDIA_TYPE_TAR_GZIP);
         assert_eq!(d.size, gz.len() as u64);
-        assert_eq!(
-            d.digest,
-            layerdiff::digest::format_sha256(&sha2::Sha256::digest(&gz))
-        );
-        assert_eq!(
-            d.diff_id,
-            layerdiff::digest::format_sha256(&sha2::Sha256::digest(&plain))
-        );
+        assert_eq!(d.digest, sha256_digest(&gz));
+        assert_eq!(d.diff_id, sha256_digest(&plain));
         assert_eq!(d.uncompressed_size, plain.len() as u64);
     }
     for level in [1, 3, 19] {
@@ -560,17 +530,11 @@ fn gzip_and_zstd_outputs_decode_to_the_same_tar() {
             ..Default::default()
         };
         let (zs, d) = diff_with(&lower, &upper, &opts);
-        let back = zstd::stream::decode_all(&zs[..]).unwrap();
-        assert_eq!(back, plain, "zstd level {level}");
+        assert_eq!(unzstd(&zs), plain, "zstd level {level}");
         assert_eq!(d.media_type, layerdiff::MEDIA_TYPE_TAR_ZSTD);
-        assert_eq!(
-            d.digest,
-            layerdiff::digest::format_sha256(&sha2::Sha256::digest(&zs))
-        );
+        assert_eq!(d.digest, sha256_digest(&zs));
     }
 }
-
-use sha2::Digest as _;
 
 #[test]
 fn progress_reports_uncompressed_bytes_up_to_the_total() {
@@ -705,17 +669,10 @@ impl Write for FailingWriter {
 #[test]
 fn output_failures_are_errors_not_panics_or_hangs() {
     let (_t, lower, upper) = trees();
-    let mut x = 1u32;
+    let mut rng = Rng::new(1);
     for i in 0..30 {
         // Incompressible, so that compressed output also exceeds the writers' budgets.
-        let data: Vec<u8> = (0..200_000)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                x as u8
-            })
-            .collect();
+        let data = rng.bytes(200_000);
         write(&upper.join(format!("f{i}")), &data, 0o644);
     }
     for compression in [
@@ -787,10 +744,7 @@ fn cli_writes_to_stdout_and_files() {
     let written = fs::read(&out).unwrap();
     assert_eq!(desc["mediaType"], layerdiff::MEDIA_TYPE_TAR_GZIP);
     assert_eq!(desc["size"], written.len() as u64);
-    assert_eq!(
-        desc["digest"],
-        layerdiff::digest::format_sha256(&sha2::Sha256::digest(&written)).as_str()
-    );
+    assert_eq!(desc["digest"], sha256_digest(&written).as_str());
     let bad = std::process::Command::new(bin)
         .arg("diff")
         .arg(t.path().join("missing"))
@@ -812,13 +766,11 @@ fn compressed_output_is_reproducible() {
     // Many chunks, handed to the gzip workers in an order that depends on timing: the bytes
     // must not depend on which worker compressed which chunk (they once did).
     let (_t, lower, upper) = trees();
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut rng = Rng::new(2);
     for f in 0..12 {
         let mut data = Vec::with_capacity(400_000);
         while data.len() < 400_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            let x = rng.next();
             let word = ["layer", "diff", "containerd", "tar", "gzip"][(x % 5) as usize];
             data.extend_from_slice(word.as_bytes());
             data.push(if x & 0x100 == 0 {
