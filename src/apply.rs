@@ -19,10 +19,12 @@ use crate::control::{self, CancelToken, Progress};
 use crate::digest::format_sha256;
 use crate::error::{Error, Result};
 use crate::resolve::{clean, join_comps, split, Comps, Root};
-use crate::tarread::{
-    Header, Nanos, TarReader, TYPE_BLOCK, TYPE_CHAR, TYPE_DIR, TYPE_FIFO, TYPE_LINK, TYPE_REG,
+use crate::tar::pax::key::XATTR_PREFIX;
+use crate::tar::{
+    EntryHeader, Nanos, TarReader, TYPE_BLOCK, TYPE_CHAR, TYPE_DIR, TYPE_FIFO, TYPE_LINK, TYPE_REG,
     TYPE_REGA, TYPE_SYMLINK, TYPE_XGLOBAL,
 };
+use crate::{WHITEOUT_OPAQUE, WHITEOUT_PREFIX};
 
 /// How whiteout entries become changes in the root.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -453,7 +455,7 @@ fn timespec(t: Nanos) -> rfs::Timespec {
 }
 
 /// atime = max(atime, mtime), both bounded, as containerd's `chtimes` call.
-fn entry_times(h: &Header) -> rfs::Timestamps {
+fn entry_times(h: &EntryHeader) -> rfs::Timestamps {
     let atime = match h.atime {
         Some(a) if a >= h.mtime => a,
         _ => h.mtime,
@@ -499,10 +501,6 @@ fn proc_fd_path(dir: BorrowedFd<'_>, name: &[u8]) -> Vec<u8> {
     }
     p
 }
-
-const WHITEOUT_PREFIX: &[u8] = b".wh.";
-const WHITEOUT_OPAQUE: &[u8] = b".wh..wh..opq";
-const XATTR_PREFIX: &[u8] = b"SCHILY.xattr.";
 
 /// A resolved parent directory: its components and an `O_PATH` descriptor.
 #[derive(Clone)]
@@ -858,7 +856,7 @@ impl<'a> Unpacker<'a> {
         Ok(())
     }
 
-    fn entry<R: BufRead>(&mut self, tr: &mut TarReader<R>, hdr: Header) -> Result<()> {
+    fn entry<R: BufRead>(&mut self, tr: &mut TarReader<R>, hdr: EntryHeader) -> Result<()> {
         let name = clean(&hdr.name);
         if self.in_userns && matches!(hdr.typeflag, TYPE_BLOCK | TYPE_CHAR) {
             return Ok(());
@@ -1176,7 +1174,7 @@ impl<'a> Unpacker<'a> {
         pfd: BorrowedFd<'_>,
         base: &[u8],
         node: &Node,
-        hdr: &Header,
+        hdr: &EntryHeader,
         show: &dyn Fn() -> PathBuf,
     ) -> Result<()> {
         let uid = owner_id(hdr.uid).map(rfs::Uid::from_raw);

@@ -8,11 +8,11 @@ use std::sync::{Arc, Mutex};
 
 use sha2::{Digest as _, Sha256};
 
+use crate::change_writer::{ChangeWriter, TarSink};
 use crate::compression::{self, Compression, DEFLATE_WINDOW, GZIP_CHUNK};
 use crate::control::{CancelToken, Progress};
 use crate::digest::{format_sha256, DigestWriter};
 use crate::error::{Error, Result};
-use crate::layer::{ChangeWriter, TarSink};
 use crate::walk;
 
 /// Options of [`compare`]. The default is gzip at level 6, no epoch, no hooks.

@@ -9,14 +9,14 @@
 
 pub mod apply;
 pub mod capi;
+pub(crate) mod change_writer;
 pub mod compare;
 pub mod compression;
 pub mod control;
 pub mod digest;
 pub mod error;
-pub mod layer;
 pub mod resolve;
-pub mod tarread;
+pub(crate) mod tar;
 pub mod walk;
 
 pub use apply::{apply, Applied, ApplyOptions, WhiteoutMode};
@@ -34,3 +34,8 @@ pub const MEDIA_TYPE_TAR_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zs
 
 /// The crate version, as exported through `layerdiff_version()`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Name prefix of a whiteout entry (`.wh.NAME` deletes `NAME`), in both directions.
+pub(crate) const WHITEOUT_PREFIX: &[u8] = b".wh.";
+/// Name of an opaque-directory whiteout (the directory's lower contents are hidden).
+pub(crate) const WHITEOUT_OPAQUE: &[u8] = b".wh..wh..opq";
