@@ -16,6 +16,7 @@ pub mod control;
 pub mod digest;
 pub mod error;
 pub mod resolve;
+pub(crate) mod sys;
 pub(crate) mod tar;
 pub mod walk;
 

@@ -19,6 +19,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, ResolveFlags};
 
+use crate::sys::{errno, is_errno};
+
 /// Most symlinks one resolution may follow (continuity's limit).
 pub(crate) const MAX_LINKS: usize = 255;
 /// Most symlinks one kernel path lookup follows (Linux's MAXSYMLINKS), which the fallback of
@@ -40,10 +42,6 @@ pub type Comps = Vec<Vec<u8>>;
 pub struct Root {
     fd: OwnedFd,
     openat2: bool,
-}
-
-fn errno(e: rustix::io::Errno) -> io::Error {
-    io::Error::from_raw_os_error(e.raw_os_error())
 }
 
 impl Root {
@@ -184,7 +182,7 @@ impl Root {
         };
         let dir = match self.open_dir_in_root(parent) {
             Ok(d) => d,
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
+            Err(e) if is_errno(&e, libc::ENOENT) => return Ok(None),
             Err(e) => return Err(e),
         };
         match rfs::statat(&dir, base.as_slice(), AtFlags::SYMLINK_NOFOLLOW) {

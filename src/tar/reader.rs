@@ -42,13 +42,12 @@ pub(crate) struct EntryHeader {
     pub(crate) pax: PaxRecords,
 }
 
-fn read_err(e: io::Error) -> Error {
-    if crate::error::is_canceled(&e) {
-        Error::Canceled
-    } else if e.kind() == io::ErrorKind::UnexpectedEof {
+/// A failed read of the layer stream: cut short, or what the stage before us reported.
+pub(crate) fn read_error(e: io::Error) -> Error {
+    if e.kind() == io::ErrorKind::UnexpectedEof {
         bad("unexpected end of layer stream")
     } else {
-        Error::io("read layer", e)
+        Error::from_io("read layer", e)
     }
 }
 
@@ -97,7 +96,7 @@ impl<R: BufRead> TarReader<R> {
     fn fill(&mut self, buf: &mut [u8]) -> Result<Fill> {
         let mut n = 0;
         while n < buf.len() {
-            let avail = self.r.fill_buf().map_err(read_err)?;
+            let avail = self.r.fill_buf().map_err(read_error)?;
             if avail.is_empty() {
                 return Ok(if n == 0 { Fill::Empty } else { Fill::Partial });
             }
@@ -112,7 +111,7 @@ impl<R: BufRead> TarReader<R> {
     /// Skip `n` bytes; `Ok(false)` if the stream ended first.
     fn skip(&mut self, mut n: u64) -> Result<bool> {
         while n > 0 {
-            let avail = self.r.fill_buf().map_err(read_err)?;
+            let avail = self.r.fill_buf().map_err(read_error)?;
             if avail.is_empty() {
                 return Ok(false);
             }
@@ -132,7 +131,7 @@ impl<R: BufRead> TarReader<R> {
         if self.remaining == 0 {
             return Ok(0);
         }
-        let avail = self.r.fill_buf().map_err(read_err)?;
+        let avail = self.r.fill_buf().map_err(read_error)?;
         if avail.is_empty() {
             return Err(bad("unexpected end of layer stream inside file data"));
         }

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::io::BufRead;
 
 use super::{
-    is_header_only, read_err, EntryHeader, Fill, Parser, TarReader, MAX_SPECIAL_FILE_SIZE,
+    is_header_only, read_error, EntryHeader, Fill, Parser, TarReader, MAX_SPECIAL_FILE_SIZE,
 };
 use crate::error::Result;
 use crate::tar::pax::{key, parse_int, PaxRecords};
@@ -48,7 +48,7 @@ impl<R: BufRead> TarReader<R> {
             if self.remaining == 0 {
                 return Err(bad("sparse file has less data than its map references"));
             }
-            let avail = self.r.fill_buf().map_err(read_err)?;
+            let avail = self.r.fill_buf().map_err(read_error)?;
             if avail.is_empty() {
                 return Err(bad("unexpected end of layer stream inside file data"));
             }
