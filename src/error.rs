@@ -3,6 +3,7 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
 /// What kind of failure, stable across versions (the C ABI exposes these as numbers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -180,8 +181,31 @@ pub(crate) fn is_canceled(e: &io::Error) -> bool {
         .is_some_and(|inner| matches!(inner, Error::Canceled))
 }
 
-impl From<io::Error> for Error {
-    fn from(e: io::Error) -> Self {
-        Error::from_io("i/o", e)
+/// The first error of a pipeline whose stages run on several threads. A stage records its own
+/// failure here before it drops its ends of the channels; a stage that stops because a channel
+/// closed under it returns [`Error::stage_stopped`], which it may record too, but only after the
+/// stage that closed the channel recorded its cause. So what is recorded first is the cause,
+/// never its consequence, and no stage has to tell the two apart.
+#[derive(Default)]
+pub(crate) struct FirstError(Mutex<Option<Error>>);
+
+impl FirstError {
+    /// Keep `e` unless an error was recorded before.
+    pub(crate) fn record(&self, e: Error) {
+        let mut first = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        first.get_or_insert(e);
+    }
+
+    pub(crate) fn into_inner(self) -> Option<Error> {
+        self.0.into_inner().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Error {
+    /// What a pipeline stage returns when `peer` closed a channel under it. The peer recorded
+    /// its own error first (see [`FirstError`]), so this one is only reported if it did not,
+    /// which would be a bug.
+    pub(crate) fn stage_stopped(peer: &str) -> Error {
+        Error::Internal(format!("{peer} stopped without recording an error"))
     }
 }
