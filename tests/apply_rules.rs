@@ -414,7 +414,10 @@ fn cancel_stops_promptly() {
 #[test]
 fn fallback_walk_matches_openat2() {
     require_root();
-    layerdiff::resolve::force_walk_fallback(true);
+    let walk = ApplyOptions {
+        resolver: layerdiff::Resolver::Walk,
+        ..default_opts()
+    };
     let sb = Sandbox::new();
     let layer = Tar::new()
         .dir("etc")
@@ -426,9 +429,7 @@ fn fallback_walk_matches_openat2() {
         .link("up/passwd", "hl")
         .file("abs/.wh.viaup", b"")
         .finish();
-    let res = apply_bytes(&sb.root(), &layer, &default_opts());
-    layerdiff::resolve::force_walk_fallback(false);
-    res.unwrap();
+    apply_bytes(&sb.root(), &layer, &walk).unwrap();
     assert_eq!(fs::read(sb.p("etc/viaabs")).unwrap(), b"2");
     assert!(fs::symlink_metadata(sb.p("etc/viaup")).is_err());
     assert!(same_file(&sb.p("hl"), &sb.p("etc/passwd")));
@@ -549,23 +550,21 @@ fn zstd_with_a_leading_skippable_frame_and_sync_fs() {
 #[test]
 fn fallback_walk_handles_loops_and_dotdot() {
     require_root();
-    layerdiff::resolve::force_walk_fallback(true);
+    let walk = ApplyOptions {
+        resolver: layerdiff::Resolver::Walk,
+        ..default_opts()
+    };
     let sb = Sandbox::new();
     std::os::unix::fs::symlink("l2/x", sb.p("l1")).unwrap();
     std::os::unix::fs::symlink("l1/x", sb.p("l2")).unwrap();
     fs::create_dir_all(sb.p("a/b")).unwrap();
     std::os::unix::fs::symlink("../../../../..", sb.p("a/b/up")).unwrap();
-    let looped = apply_bytes(
-        &sb.root(),
-        &Tar::new().file("l1/f", b"x").finish(),
-        &default_opts(),
-    );
+    let looped = apply_bytes(&sb.root(), &Tar::new().file("l1/f", b"x").finish(), &walk);
     let up = apply_bytes(
         &sb.root(),
         &Tar::new().file("a/b/up/a/b/up/top", b"t").finish(),
-        &default_opts(),
+        &walk,
     );
-    layerdiff::resolve::force_walk_fallback(false);
     assert!(looped.is_err());
     up.unwrap();
     assert_eq!(fs::read(sb.p("top")).unwrap(), b"t");

@@ -122,12 +122,12 @@ fn run(command: Command) -> Result<(), String> {
                 }
                 (CompressionArg::Gzip, l) => Compression::Gzip {
                     level: match l {
-                        None => layerdiff::compression::GZIP_DEFAULT_LEVEL,
+                        None => layerdiff::GZIP_DEFAULT_LEVEL,
                         Some(l) => u32::try_from(l).map_err(|_| format!("bad gzip level {l}"))?,
                     },
                 },
                 (CompressionArg::Zstd, l) => Compression::Zstd {
-                    level: l.unwrap_or(layerdiff::compression::ZSTD_DEFAULT_LEVEL),
+                    level: l.unwrap_or(layerdiff::ZSTD_DEFAULT_LEVEL),
                 },
             };
             let opts = CompareOptions {
@@ -179,6 +179,7 @@ fn run(command: Command) -> Result<(), String> {
                 sync_fs: false,
                 cancel: None,
                 progress: progress_bar("apply"),
+                ..ApplyOptions::default()
             };
             let result = if layer.as_os_str() == "-" {
                 layerdiff::apply(&root, io::stdin(), &opts)
