@@ -36,7 +36,9 @@ pub enum Error {
     InvalidArchive(String),
     #[error("canceled")]
     Canceled,
-    /// A failed system call or I/O on a path; `context` says what was being done, `detail`
+    /// A failed system call or I/O on a path; `context` says what was being done, as a
+    /// lowercase verb phrase whose object is the path ("open", "set times of", "lchown"),
+    /// never "failed to ...", which the error itself says; `detail`
     /// (when there is one) what else the call was given: the target of a link, the owner
     /// asked for, the xattr being set.
     #[error("{context} {}{}: {source}", path.display(), DetailDisplay(detail))]

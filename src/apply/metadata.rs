@@ -31,7 +31,7 @@ impl Unpacker<'_> {
             }
             .map_err(|e| {
                 Error::path_detail(
-                    "failed to Lchown",
+                    "lchown",
                     show(),
                     format!("(uid {}, gid {})", hdr.uid, hdr.gid),
                     errno(e),
@@ -65,7 +65,7 @@ impl Unpacker<'_> {
                 rfs::utimensat(pfd, base, &times, AtFlags::SYMLINK_NOFOLLOW)
             }
         }
-        .map_err(|e| Error::path("failed call to UtimesNanoAt for", show(), errno(e)))
+        .map_err(|e| Error::path("set times of", show(), errno(e)))
     }
 }
 

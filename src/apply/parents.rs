@@ -111,11 +111,11 @@ impl Unpacker<'_> {
                 let same =
                     rfs::fstat(dst).is_ok_and(|d| d.st_uid == st.st_uid && d.st_gid == st.st_gid);
                 if !(e == rustix::io::Errno::PERM && same) {
-                    return Err(Error::path("failed to chown", show(), errno(e)));
+                    return Err(Error::path("chown", show(), errno(e)));
                 }
             }
             rfs::fchmod(dst, Mode::from_raw_mode(st.st_mode & 0o7777))
-                .map_err(|e| Error::path("failed to chmod", show(), errno(e)))?;
+                .map_err(|e| Error::path("chmod", show(), errno(e)))?;
             let times = rfs::Timestamps {
                 last_access: rfs::Timespec {
                     tv_sec: st.st_atime as i64,
@@ -127,14 +127,14 @@ impl Unpacker<'_> {
                 },
             };
             rfs::futimens(dst, &times)
-                .map_err(|e| Error::path("failed to utime", show(), errno(e)))?;
+                .map_err(|e| Error::path("set times of", show(), errno(e)))?;
 
             let src = proc_fd_path(lpfd.as_fd(), lname);
             let mut names = Vec::new();
             match llistxattr_all(&src) {
                 Ok(n) => names = n,
                 Err(rustix::io::Errno::NOTSUP) | Err(rustix::io::Errno::NODATA) => {}
-                Err(e) => return Err(Error::path("failed to list xattrs on", lshow(), errno(e))),
+                Err(e) => return Err(Error::path("list xattrs of", lshow(), errno(e))),
             }
             for name in names {
                 if name.starts_with(b"trusted.") {
@@ -143,14 +143,14 @@ impl Unpacker<'_> {
                 let value = match lgetxattr_all(&src, &name) {
                     Ok(v) => v,
                     Err(rustix::io::Errno::NOTSUP) | Err(rustix::io::Errno::NODATA) => continue,
-                    Err(e) => return Err(Error::path("failed to get xattr on", lshow(), errno(e))),
+                    Err(e) => return Err(Error::path("get xattr of", lshow(), errno(e))),
                 };
                 match rfs::fsetxattr(dst, name.as_slice(), &value, rfs::XattrFlags::CREATE) {
                     Ok(())
                     | Err(rustix::io::Errno::NOTSUP)
                     | Err(rustix::io::Errno::NODATA)
                     | Err(rustix::io::Errno::EXIST) => {}
-                    Err(e) => return Err(Error::path("failed to set xattr on", show(), errno(e))),
+                    Err(e) => return Err(Error::path("set xattr on", show(), errno(e))),
                 }
             }
             return Ok(());

@@ -202,7 +202,7 @@ impl<'a> Unpacker<'a> {
         let (comps, links) = self
             .root
             .root_path(dir)
-            .map_err(|e| Error::path("failed to get root path of", OsStr::from_bytes(dir), e))?;
+            .map_err(|e| Error::path("resolve", OsStr::from_bytes(dir), e))?;
         if links == 0 {
             self.resolved.insert(key.to_vec(), comps.clone());
         }
@@ -250,9 +250,10 @@ impl<'a> Unpacker<'a> {
         let (dir, base) = (dir.to_vec(), base.to_vec());
         if matches!(base.as_slice(), b"" | b"." | b"..") {
             // Only names that clean to the root itself end this way.
-            let (comps, _) = self.root.root_path(&dir).map_err(|e| {
-                Error::path("failed to get root path of", OsStr::from_bytes(&dir), e)
-            })?;
+            let (comps, _) = self
+                .root
+                .root_path(&dir)
+                .map_err(|e| Error::path("resolve", OsStr::from_bytes(&dir), e))?;
             if comps.is_empty() {
                 return Ok(());
             }
@@ -438,7 +439,7 @@ impl<'a> Unpacker<'a> {
         let (mut target, _) = self
             .root
             .root_path(ldir)
-            .map_err(|e| Error::path("failed to get root path of", OsStr::from_bytes(ldir), e))?;
+            .map_err(|e| Error::path("resolve", OsStr::from_bytes(ldir), e))?;
         match lbase {
             b"" | b"." => {}
             b".." => {

@@ -62,7 +62,7 @@ impl Unpacker<'_> {
                 source,
                 ..
             } => Error::Path {
-                context: "failed to convert whiteout file",
+                context: "convert whiteout",
                 path,
                 detail,
                 source,
@@ -91,8 +91,8 @@ impl Unpacker<'_> {
     /// Delete every entry below the directory that this layer did not write, descending into
     /// directories it did write (containerd's walk).
     fn remove_unpacked_from(&self, dir: &OwnedFd, key: &[u8]) -> Result<()> {
-        let mut names =
-            read_dir_names(dir).map_err(|e| Error::path("readdir", self.display_key(key), e))?;
+        let mut names = read_dir_names(dir)
+            .map_err(|e| Error::path("read directory", self.display_key(key), e))?;
         names.sort();
         for name in names {
             let child = key_join(key, &name);

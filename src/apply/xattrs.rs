@@ -45,7 +45,7 @@ pub(super) fn set_entry_xattrs(
                     }) => {}
             Err(e) => {
                 return Err(Error::path_detail(
-                    "failed to setxattr",
+                    "set xattr on",
                     show(),
                     format!("(key {})", String::from_utf8_lossy(key)),
                     errno(e),
