@@ -46,15 +46,7 @@ pub(crate) fn decompress<'a, R: Read + 'a>(mut input: R) -> Result<Box<dyn Read 
     }
     let kind = detect_bytes(&head[..n]);
     let chained = io::Cursor::new(head[..n].to_vec()).chain(input);
-    let buffered = BufReader::with_capacity(256 * 1024, chained);
-    Ok(match kind {
-        Detected::Tar => Box::new(buffered),
-        Detected::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
-        Detected::Zstd => Box::new(
-            zstd::stream::read::Decoder::with_buffer(buffered)
-                .map_err(|e| Error::io("start zstd decoder", e))?,
-        ),
-    })
+    decoder(kind, BufReader::with_capacity(256 * 1024, chained))
 }
 
 /// Like [`decompress`], for input that is already buffered: when its buffer holds the first
@@ -69,6 +61,11 @@ pub(crate) fn decompress_buffered<'a, R: BufRead + 'a>(mut input: R) -> Result<B
         }
         Err(e) => return Err(Error::io("read layer", e)),
     };
+    decoder(kind, input)
+}
+
+/// The decoder for `kind` reading from `input`.
+fn decoder<'a, R: BufRead + 'a>(kind: Detected, input: R) -> Result<Box<dyn Read + 'a>> {
     Ok(match kind {
         Detected::Tar => Box::new(input),
         Detected::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(input)),
