@@ -1,18 +1,19 @@
-//! Compare: two directory trees in, one OCI layer stream out.
+//! Compare: two directory trees in, one OCI layer stream out. The walk ([`crate::walk`]) and
+//! the change writer ([`crate::change_writer`]) run on the calling thread and fill chunks; the
+//! encoder threads ([`crate::compression::encode`]) compress and write them.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::sync::{Arc, Mutex};
 
 use sha2::{Digest as _, Sha256};
 
-use crate::compression::{self, Compression, DEFLATE_WINDOW, GZIP_CHUNK};
+use crate::change_writer::{ChangeWriter, TarSink};
+use crate::compression::encode::{self, Chunk, DEFLATE_WINDOW, GZIP_CHUNK};
+use crate::compression::Compression;
 use crate::control::{CancelToken, Progress};
-use crate::digest::{format_sha256, DigestWriter};
-use crate::error::{Error, Result};
-use crate::layer::{ChangeWriter, TarSink};
+use crate::digest::format_sha256;
+use crate::error::{Error, FirstError, Result};
 use crate::walk;
 
 /// Options of [`compare`]. The default is gzip at level 6, no epoch, no hooks.
@@ -80,24 +81,6 @@ pub fn compare<W: Write + Send>(
     })
 }
 
-/// A chunk of the uncompressed tar on its way to the encoder.
-struct Chunk {
-    seq: u64,
-    /// The last bytes of the previous chunk (gzip dictionary); empty otherwise.
-    dict: Vec<u8>,
-    data: Vec<u8>,
-    last: bool,
-}
-
-/// A chunk after compression (gzip workers), to be written in sequence.
-struct Compressed {
-    seq: u64,
-    bytes: Vec<u8>,
-    crc: flate2::Crc,
-    data: Vec<u8>,
-    last: bool,
-}
-
 /// The producer's end of the pipeline: fills fixed-size buffers, hashes the tar (diffID),
 /// reports progress, and hands full buffers on.
 pub(crate) struct ChunkSink<'p> {
@@ -114,17 +97,15 @@ pub(crate) struct ChunkSink<'p> {
     progress: Option<&'p Progress>,
 }
 
-/// The producer stopped because the consumer side went away; its own error says why.
-fn consumer_gone() -> Error {
-    Error::Internal("layer writer stopped".into())
-}
-
 impl ChunkSink<'_> {
     fn send(&mut self, last: bool) -> Result<()> {
         let next = if last {
             Vec::new()
         } else {
-            let mut b = self.free.recv().map_err(|_| consumer_gone())?;
+            let mut b = self
+                .free
+                .recv()
+                .map_err(|_| Error::stage_stopped("layer writer"))?;
             // Recycled buffers were full chunks: this only zero-fills a new one, once.
             b.resize(GZIP_CHUNK, 0);
             b
@@ -148,7 +129,7 @@ impl ChunkSink<'_> {
                 data,
                 last,
             })
-            .map_err(|_| consumer_gone())?;
+            .map_err(|_| Error::stage_stopped("layer writer"))?;
         self.seq += 1;
         if let Some(p) = self.progress {
             p.report(self.count);
@@ -190,12 +171,7 @@ fn run_pipeline<W: Write + Send>(
     progress: Option<&Progress>,
     produce: impl FnOnce(&mut ChunkSink) -> Result<()>,
 ) -> Result<(String, u64, String, u64)> {
-    let workers = match compression {
-        Compression::Gzip { .. } => std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .clamp(1, 8),
-        _ => 0,
-    };
+    let workers = encode::workers(compression);
     let in_flight = 2 * workers + 4;
     let (chunk_tx, chunk_rx) = sync_channel::<Chunk>(in_flight);
     let (free_tx, free_rx) = sync_channel::<Vec<u8>>(in_flight + 1);
@@ -216,24 +192,16 @@ fn run_pipeline<W: Write + Send>(
         count: 0,
         progress,
     };
+    let errors = FirstError::default();
 
-    std::thread::scope(|scope| {
-        let writer = match compression {
-            Compression::Gzip { level } => {
-                let (done_tx, done_rx) = sync_channel::<Compressed>(in_flight);
-                // Shared by the workers; dropped (unblocking the producer) when all have left.
-                let jobs = Arc::new(Mutex::new(chunk_rx));
-                for _ in 0..workers {
-                    let done_tx = done_tx.clone();
-                    let jobs = Arc::clone(&jobs);
-                    scope.spawn(move || gzip_worker(&jobs, done_tx, level));
-                }
-                drop((done_tx, jobs));
-                scope.spawn(move || write_gzip(out, done_rx, free_tx, level))
-            }
-            other => scope.spawn(move || write_in_order(out, chunk_rx, free_tx, other)),
-        };
-        let produced = produce(&mut sink).and_then(|()| sink.send(true));
+    let written = std::thread::scope(|scope| {
+        let writer = encode::spawn_writer(scope, out, chunk_rx, free_tx, compression, &errors);
+        // Recorded while the sink still holds its channels: if the producer failed on its
+        // own, its error comes first; if it stopped because the writer went away, the
+        // writer's error is there already.
+        if let Err(e) = produce(&mut sink).and_then(|()| sink.send(true)) {
+            errors.record(e);
+        }
         let ChunkSink {
             hasher,
             count,
@@ -241,139 +209,22 @@ fn run_pipeline<W: Write + Send>(
             free,
             ..
         } = sink;
-        drop(tx);
-        drop(free);
+        drop((tx, free));
         let written = writer
             .join()
             .map_err(|_| Error::Internal("layer writer panicked".into()))?;
-        match (produced, written) {
-            // The consumer's error explains why the producer could not hand on its chunks.
-            (Err(_), Err(e)) if !matches!(e, Error::Internal(_)) => Err(e),
-            (Err(e), _) => Err(e),
-            (Ok(()), Err(e)) => Err(e),
-            (Ok(()), Ok((digest, size))) => {
-                let tar_digest = format_sha256(&hasher.finalize());
-                let digest = digest.unwrap_or_else(|| tar_digest.clone());
-                Ok((tar_digest, count, digest, size))
-            }
-        }
-    })
-}
-
-fn output_error(e: std::io::Error) -> Error {
-    Error::io("write layer", e)
-}
-
-fn aborted() -> Error {
-    Error::Internal("layer pipeline stopped early (compression failed)".into())
-}
-
-/// None and zstd: encode chunks in order on this thread. Returns the output digest (None when
-/// it equals the tar's) and size.
-fn write_in_order<W: Write>(
-    out: W,
-    chunks: Receiver<Chunk>,
-    free: SyncSender<Vec<u8>>,
-    compression: Compression,
-) -> Result<(Option<String>, u64)> {
-    match compression {
-        Compression::None => {
-            let mut out = out;
-            let mut size = 0u64;
-            loop {
-                let chunk = chunks.recv().map_err(|_| aborted())?;
-                out.write_all(&chunk.data).map_err(output_error)?;
-                size += chunk.data.len() as u64;
-                if chunk.last {
-                    out.flush().map_err(output_error)?;
-                    return Ok((None, size));
-                }
-                let _ = free.send(chunk.data);
-            }
-        }
-        Compression::Zstd { level } => {
-            let mut enc = zstd::stream::write::Encoder::new(DigestWriter::new(out), level)
-                .map_err(|e| Error::io("start zstd encoder", e))?;
-            enc.include_checksum(true)
-                .map_err(|e| Error::io("start zstd encoder", e))?;
-            let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
-            if threads > 1 {
-                enc.multithread(threads)
-                    .map_err(|e| Error::io("start zstd workers", e))?;
-            }
-            loop {
-                let chunk = chunks.recv().map_err(|_| aborted())?;
-                enc.write_all(&chunk.data).map_err(output_error)?;
-                if chunk.last {
-                    let mut dw = enc.finish().map_err(output_error)?;
-                    dw.flush().map_err(output_error)?;
-                    let (digest, size, _) = dw.finish();
-                    return Ok((Some(digest), size));
-                }
-                let _ = free.send(chunk.data);
-            }
-        }
-        Compression::Gzip { .. } => Err(Error::Internal("gzip goes through workers".into())),
+        Ok::<_, Error>((written, hasher, count))
+    });
+    let (written, hasher, count) = written?;
+    if let Some(e) = errors.into_inner() {
+        return Err(e);
     }
-}
-
-fn gzip_worker(jobs: &Mutex<Receiver<Chunk>>, done: SyncSender<Compressed>, level: u32) {
-    loop {
-        let job = {
-            let Ok(rx) = jobs.lock() else { return };
-            match rx.recv() {
-                Ok(job) => job,
-                Err(_) => return,
-            }
-        };
-        let mut bytes = Vec::new();
-        if compression::deflate_chunk(level, &job.dict, &job.data, job.last, &mut bytes).is_err() {
-            // Dropping `done` makes the writer report the stream as broken.
-            return;
-        }
-        let mut crc = flate2::Crc::new();
-        crc.update(&job.data);
-        let result = Compressed {
-            seq: job.seq,
-            bytes,
-            crc,
-            data: job.data,
-            last: job.last,
-        };
-        if done.send(result).is_err() {
-            return;
-        }
-    }
-}
-
-/// Gzip: write the header, then the workers' chunks in sequence, then the trailer.
-fn write_gzip<W: Write>(
-    out: W,
-    done: Receiver<Compressed>,
-    free: SyncSender<Vec<u8>>,
-    level: u32,
-) -> Result<(Option<String>, u64)> {
-    let mut out = DigestWriter::new(out);
-    out.write_all(&compression::gzip_header(level))
-        .map_err(output_error)?;
-    let mut crc = flate2::Crc::new();
-    let mut pending: BTreeMap<u64, Compressed> = BTreeMap::new();
-    let mut next = 0u64;
-    loop {
-        let c = done.recv().map_err(|_| aborted())?;
-        pending.insert(c.seq, c);
-        while let Some(c) = pending.remove(&next) {
-            out.write_all(&c.bytes).map_err(output_error)?;
-            crc.combine(&c.crc);
-            next += 1;
-            if c.last {
-                out.write_all(&compression::gzip_trailer(&crc))
-                    .map_err(output_error)?;
-                out.flush().map_err(output_error)?;
-                let (digest, size, _) = out.finish();
-                return Ok((Some(digest), size));
-            }
-            let _ = free.send(c.data);
-        }
-    }
+    let Some((digest, size)) = written else {
+        return Err(Error::Internal(
+            "layer writer failed without an error".into(),
+        ));
+    };
+    let tar_digest = format_sha256(&hasher.finalize());
+    let digest = digest.unwrap_or_else(|| tar_digest.clone());
+    Ok((tar_digest, count, digest, size))
 }

@@ -1,11 +1,11 @@
 //! sha256 and byte counts computed while a stream passes through.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 
 use sha2::{Digest as _, Sha256};
 
 /// An OCI digest string, `sha256:<64 hex>`.
-pub fn format_sha256(hash: &[u8]) -> String {
+pub(crate) fn format_sha256(hash: &[u8]) -> String {
     let mut s = String::with_capacity(7 + 64);
     s.push_str("sha256:");
     for b in hash {
@@ -15,14 +15,14 @@ pub fn format_sha256(hash: &[u8]) -> String {
 }
 
 /// A writer that hashes and counts every byte it forwards to `inner`.
-pub struct DigestWriter<W> {
+pub(crate) struct DigestWriter<W> {
     inner: W,
     hasher: Sha256,
     count: u64,
 }
 
 impl<W: Write> DigestWriter<W> {
-    pub fn new(inner: W) -> Self {
+    pub(crate) fn new(inner: W) -> Self {
         DigestWriter {
             inner,
             hasher: Sha256::new(),
@@ -30,21 +30,8 @@ impl<W: Write> DigestWriter<W> {
         }
     }
 
-    /// Bytes written so far.
-    pub fn count(&self) -> u64 {
-        self.count
-    }
-
-    pub fn get_ref(&self) -> &W {
-        &self.inner
-    }
-
-    pub fn get_mut(&mut self) -> &mut W {
-        &mut self.inner
-    }
-
     /// The digest and size of everything written, and the inner writer.
-    pub fn finish(self) -> (String, u64, W) {
+    pub(crate) fn finish(self) -> (String, u64, W) {
         (
             format_sha256(&self.hasher.finalize()),
             self.count,
@@ -66,42 +53,6 @@ impl<W: Write> Write for DigestWriter<W> {
     }
 }
 
-/// A reader that hashes and counts every byte it returns from `inner`.
-pub struct DigestReader<R> {
-    inner: R,
-    hasher: Sha256,
-    count: u64,
-}
-
-impl<R: Read> DigestReader<R> {
-    pub fn new(inner: R) -> Self {
-        DigestReader {
-            inner,
-            hasher: Sha256::new(),
-            count: 0,
-        }
-    }
-
-    /// Bytes read so far.
-    pub fn count(&self) -> u64 {
-        self.count
-    }
-
-    /// The digest and size of everything read.
-    pub fn finish(self) -> (String, u64) {
-        (format_sha256(&self.hasher.finalize()), self.count)
-    }
-}
-
-impl<R: Read> Read for DigestReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.count += n as u64;
-        Ok(n)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,19 +67,6 @@ mod tests {
         assert_eq!(
             d,
             "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"
-        );
-    }
-
-    #[test]
-    fn reader_counts_and_hashes() {
-        let mut r = DigestReader::new(&b"abc"[..]);
-        let mut out = Vec::new();
-        r.read_to_end(&mut out).unwrap();
-        let (d, n) = r.finish();
-        assert_eq!(n, 3);
-        assert_eq!(
-            d,
-            "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
     }
 }

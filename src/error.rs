@@ -3,6 +3,7 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
 /// What kind of failure, stable across versions (the C ABI exposes these as numbers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -35,11 +36,16 @@ pub enum Error {
     InvalidArchive(String),
     #[error("canceled")]
     Canceled,
-    /// A failed system call or I/O on a path; `context` says what was being done.
-    #[error("{context} {}: {source}", path.display())]
+    /// A failed system call or I/O on a path; `context` says what was being done, as a
+    /// lowercase verb phrase whose object is the path ("open", "set times of", "lchown"),
+    /// never "failed to ...", which the error itself says; `detail`
+    /// (when there is one) what else the call was given: the target of a link, the owner
+    /// asked for, the xattr being set.
+    #[error("{context} {}{}: {source}", path.display(), DetailDisplay(detail))]
     Path {
         context: &'static str,
         path: PathBuf,
+        detail: Option<String>,
         #[source]
         source: io::Error,
     },
@@ -54,6 +60,18 @@ pub enum Error {
     Internal(String),
 }
 
+/// Shows a path's detail after it, space-separated.
+struct DetailDisplay<'a>(&'a Option<String>);
+
+impl std::fmt::Display for DetailDisplay<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(d) => write!(f, " {d}"),
+            None => Ok(()),
+        }
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
@@ -62,6 +80,22 @@ impl Error {
         Error::Path {
             context,
             path: path.as_ref().to_path_buf(),
+            detail: None,
+            source,
+        }
+    }
+
+    /// An I/O error on `path` while doing `context`, with what else the call was given.
+    pub fn path_detail(
+        context: &'static str,
+        path: impl AsRef<Path>,
+        detail: String,
+        source: io::Error,
+    ) -> Self {
+        Error::Path {
+            context,
+            path: path.as_ref().to_path_buf(),
+            detail: Some(detail),
             source,
         }
     }
@@ -118,34 +152,62 @@ fn io_kind(e: &io::Error) -> ErrorKind {
     }
 }
 
-/// Marker carried inside an `io::Error` when a cancel token fired inside a reader or writer
-/// (where only `io::Error` can travel); mapped back to [`Error::Canceled`].
-#[derive(Debug)]
-pub(crate) struct CanceledMarker;
+impl Error {
+    /// This error inside an `io::Error`, to pass where only that type can (a `Read` between
+    /// two pipeline stages); [`Error::from_io`] takes it out again unchanged.
+    pub(crate) fn into_io(self) -> io::Error {
+        let kind = match self {
+            Error::Canceled => io::ErrorKind::Interrupted,
+            _ => io::ErrorKind::Other,
+        };
+        io::Error::new(kind, self)
+    }
 
-impl std::fmt::Display for CanceledMarker {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("canceled")
+    /// An `io::Error` from reading a stream: the [`Error`] it carries if it came from
+    /// [`Error::into_io`], else an I/O error while doing `context`.
+    pub(crate) fn from_io(context: &'static str, e: io::Error) -> Error {
+        if e.get_ref().is_some_and(|inner| inner.is::<Error>()) {
+            return match e.into_inner().map(|inner| inner.downcast::<Error>()) {
+                Some(Ok(inner)) => *inner,
+                _ => Error::Internal("an error passed between threads was lost".into()),
+            };
+        }
+        Error::io(context, e)
     }
 }
-impl std::error::Error for CanceledMarker {}
 
-#[allow(dead_code)] // for readers/writers that see a cancel token (apply)
-pub(crate) fn canceled_io() -> io::Error {
-    io::Error::new(io::ErrorKind::Interrupted, CanceledMarker)
-}
-
+/// Whether `e` carries [`Error::Canceled`] (a cancel token fired inside a reader).
 pub(crate) fn is_canceled(e: &io::Error) -> bool {
     e.get_ref()
-        .is_some_and(|inner| inner.is::<CanceledMarker>())
+        .and_then(|inner| inner.downcast_ref::<Error>())
+        .is_some_and(|inner| matches!(inner, Error::Canceled))
 }
 
-impl From<io::Error> for Error {
-    fn from(e: io::Error) -> Self {
-        if is_canceled(&e) {
-            Error::Canceled
-        } else {
-            Error::io("i/o", e)
-        }
+/// The first error of a pipeline whose stages run on several threads. A stage records its own
+/// failure here before it drops its ends of the channels; a stage that stops because a channel
+/// closed under it returns [`Error::stage_stopped`], which it may record too, but only after the
+/// stage that closed the channel recorded its cause. So what is recorded first is the cause,
+/// never its consequence, and no stage has to tell the two apart.
+#[derive(Default)]
+pub(crate) struct FirstError(Mutex<Option<Error>>);
+
+impl FirstError {
+    /// Keep `e` unless an error was recorded before.
+    pub(crate) fn record(&self, e: Error) {
+        let mut first = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        first.get_or_insert(e);
+    }
+
+    pub(crate) fn into_inner(self) -> Option<Error> {
+        self.0.into_inner().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Error {
+    /// What a pipeline stage returns when `peer` closed a channel under it. The peer recorded
+    /// its own error first (see [`FirstError`]), so this one is only reported if it did not,
+    /// which would be a bug.
+    pub(crate) fn stage_stopped(peer: &str) -> Error {
+        Error::Internal(format!("{peer} stopped without recording an error"))
     }
 }

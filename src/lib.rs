@@ -5,25 +5,31 @@
 //! plus a directory into a changed directory. The C ABI (`capi`) and the Go package are thin
 //! front doors onto these two functions.
 
+// Only the C ABI may hold `unsafe` (as in libpathrs); everything else is safe Rust.
+#![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
-pub mod apply;
+mod apply;
+#[allow(unsafe_code)]
 pub mod capi;
-pub mod compare;
-pub mod compression;
-pub mod control;
-pub mod digest;
-pub mod error;
-pub mod layer;
-pub mod resolve;
-pub mod tarread;
-pub mod walk;
+mod change_writer;
+mod compare;
+mod compression;
+mod control;
+mod digest;
+mod error;
+mod resolve;
+mod sys;
+mod tar;
+mod walk;
 
 pub use apply::{apply, Applied, ApplyOptions, WhiteoutMode};
 pub use compare::{compare, CompareOptions, Diff};
-pub use compression::Compression;
+pub use compression::{Compression, GZIP_DEFAULT_LEVEL, ZSTD_DEFAULT_LEVEL};
 pub use control::{CancelToken, Progress};
 pub use error::{Error, ErrorKind, Result};
+#[doc(hidden)]
+pub use resolve::Resolver;
 
 /// OCI media type of an uncompressed layer.
 pub const MEDIA_TYPE_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
@@ -34,3 +40,8 @@ pub const MEDIA_TYPE_TAR_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zs
 
 /// The crate version, as exported through `layerdiff_version()`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Name prefix of a whiteout entry (`.wh.NAME` deletes `NAME`), in both directions.
+pub(crate) const WHITEOUT_PREFIX: &[u8] = b".wh.";
+/// Name of an opaque-directory whiteout (the directory's lower contents are hidden).
+pub(crate) const WHITEOUT_OPAQUE: &[u8] = b".wh..wh..opq";

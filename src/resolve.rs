@@ -13,49 +13,49 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, ResolveFlags};
 
+use crate::sys::{errno, is_errno};
+
 /// Most symlinks one resolution may follow (continuity's limit).
-pub(crate) const MAX_LINKS: usize = 255;
+const MAX_LINKS: usize = 255;
 /// Most symlinks one kernel path lookup follows (Linux's MAXSYMLINKS), which the fallback of
 /// `RESOLVE_IN_ROOT` mimics.
 const KERNEL_MAX_LINKS: usize = 40;
 
-static FORCE_FALLBACK: AtomicBool = AtomicBool::new(false);
-
-/// Testing aid: resolve with the manual walk instead of `openat2`, as on kernels before 5.6.
-#[doc(hidden)]
-pub fn force_walk_fallback(on: bool) {
-    FORCE_FALLBACK.store(on, Ordering::Relaxed);
+/// How a [`Root`] looks paths up. Both ways keep every lookup inside the root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Resolver {
+    /// `openat2(RESOLVE_IN_ROOT)` where the kernel has it (5.6 and later), else the walk.
+    #[default]
+    Auto,
+    /// Always the component-by-component walk, as on kernels without openat2: lets tests on a
+    /// newer kernel run the fallback, per call rather than for the whole process.
+    Walk,
 }
 
 /// Path components of a clean in-root path (no empty, `.` or `..` components).
-pub type Comps = Vec<Vec<u8>>;
+pub(crate) type Comps = Vec<Vec<u8>>;
 
 /// An opened directory tree that every resolution stays inside.
-pub struct Root {
+pub(crate) struct Root {
     fd: OwnedFd,
     openat2: bool,
 }
 
-fn errno(e: rustix::io::Errno) -> io::Error {
-    io::Error::from_raw_os_error(e.raw_os_error())
-}
-
 impl Root {
     /// Open `path` (which must be a directory; a symlink there is followed, as the caller named it).
-    pub fn open(path: &Path) -> io::Result<Root> {
+    pub(crate) fn open(path: &Path, resolver: Resolver) -> io::Result<Root> {
         let fd = rfs::open(
             path,
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )
         .map_err(errno)?;
-        let openat2 = !FORCE_FALLBACK.load(Ordering::Relaxed)
+        let openat2 = resolver == Resolver::Auto
             && match rfs::openat2(
                 &fd,
                 ".",
@@ -68,10 +68,6 @@ impl Root {
                 Err(e) => return Err(errno(e)),
             };
         Ok(Root { fd, openat2 })
-    }
-
-    pub fn fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
     }
 
     /// The root itself, or `comps` opened by one `openat2` with `resolve`; `None` when the
@@ -92,7 +88,7 @@ impl Root {
 
     /// Open the directory at `comps`, every component an existing directory that is not a
     /// symlink (the output of [`Root::root_path`] after its parents were created).
-    pub fn open_dir(&self, comps: &[Vec<u8>]) -> io::Result<OwnedFd> {
+    pub(crate) fn open_dir(&self, comps: &[Vec<u8>]) -> io::Result<OwnedFd> {
         let resolve =
             ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
         if let Some(opened) = self.open_dir_directly(comps, resolve) {
@@ -184,7 +180,7 @@ impl Root {
         };
         let dir = match self.open_dir_in_root(parent) {
             Ok(d) => d,
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
+            Err(e) if is_errno(&e, libc::ENOENT) => return Ok(None),
             Err(e) => return Err(e),
         };
         match rfs::statat(&dir, base.as_slice(), AtFlags::SYMLINK_NOFOLLOW) {
@@ -251,7 +247,7 @@ impl Root {
 
     /// continuity's `fs.RootPath(root, path)`, as components relative to the root, and how
     /// many symlinks were followed.
-    pub fn root_path(&self, path: &[u8]) -> io::Result<(Comps, usize)> {
+    pub(crate) fn root_path(&self, path: &[u8]) -> io::Result<(Comps, usize)> {
         if path.is_empty() {
             return Ok((Vec::new(), 0));
         }
@@ -273,12 +269,12 @@ impl Root {
 }
 
 /// `a/b/c` from components.
-pub fn join_comps(comps: &[Vec<u8>]) -> Vec<u8> {
+pub(crate) fn join_comps(comps: &[Vec<u8>]) -> Vec<u8> {
     comps.join(&b'/')
 }
 
 /// Components of a path, dropping empty and `.` ones (callers pass clean paths).
-pub fn split_comps(path: &[u8]) -> Comps {
+pub(crate) fn split_comps(path: &[u8]) -> Comps {
     path.split(|&b| b == b'/')
         .filter(|c| !c.is_empty() && *c != b".")
         .map(<[u8]>::to_vec)
@@ -286,7 +282,7 @@ pub fn split_comps(path: &[u8]) -> Comps {
 }
 
 /// Go's `filepath.Split`: everything up to and including the last `/`, and the rest.
-pub fn split(path: &[u8]) -> (&[u8], &[u8]) {
+pub(crate) fn split(path: &[u8]) -> (&[u8], &[u8]) {
     match path.iter().rposition(|&b| b == b'/') {
         Some(i) => (&path[..i + 1], &path[i + 1..]),
         None => (&path[..0], path),
@@ -294,7 +290,7 @@ pub fn split(path: &[u8]) -> (&[u8], &[u8]) {
 }
 
 /// Go's `filepath.Join` of two elements.
-pub fn join(a: &[u8], b: &[u8]) -> Vec<u8> {
+pub(crate) fn join(a: &[u8], b: &[u8]) -> Vec<u8> {
     if a.is_empty() && b.is_empty() {
         return Vec::new();
     }
@@ -312,7 +308,7 @@ pub fn join(a: &[u8], b: &[u8]) -> Vec<u8> {
 }
 
 /// Go's `filepath.Clean` (lexical: `..` is applied to the preceding name).
-pub fn clean(path: &[u8]) -> Vec<u8> {
+pub(crate) fn clean(path: &[u8]) -> Vec<u8> {
     if path.is_empty() {
         return b".".to_vec();
     }

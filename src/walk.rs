@@ -1,5 +1,5 @@
 //! Change detection between two trees by walking both (continuity's `fs.Changes` double walk,
-//! CONTAINERD.md §1).
+//! docs/containerd.md §1).
 //!
 //! Each tree is walked pre-order with lstat and bytewise-sorted names; the two walks are merged
 //! in path order where `/` sorts as byte 0. Memory holds one sorted listing per open directory.

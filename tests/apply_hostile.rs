@@ -26,7 +26,7 @@ use common::tar::{describe, encode, fix_checksum, Carrier, Entry};
 use common::tree::diff_snapshots;
 use hostile::generator::{benign_layer, Gen};
 use hostile::sandbox::{strays, Sandbox};
-use layerdiff::{apply, Applied, ApplyOptions, ErrorKind, WhiteoutMode};
+use layerdiff::{apply, Applied, ApplyOptions, ErrorKind, Resolver, WhiteoutMode};
 
 /// Sandboxes per whiteout mode in the hostile test.
 const SEEDS: u64 = 300;
@@ -49,13 +49,14 @@ enum Outcome {
     Hung,
 }
 
-fn run_apply(root: &Path, layer: Vec<u8>, whiteouts: WhiteoutMode) -> Outcome {
+fn run_apply(root: &Path, layer: Vec<u8>, whiteouts: WhiteoutMode, resolver: Resolver) -> Outcome {
     let (tx, rx) = mpsc::channel();
     let root = root.to_path_buf();
     std::thread::spawn(move || {
         let r = std::panic::catch_unwind(|| {
             let opts = ApplyOptions {
                 whiteouts,
+                resolver,
                 ..ApplyOptions::default()
             };
             apply(&root, std::io::Cursor::new(layer), &opts)
@@ -78,13 +79,14 @@ fn run_apply(root: &Path, layer: Vec<u8>, whiteouts: WhiteoutMode) -> Outcome {
 fn check_layer(
     layer: Vec<u8>,
     whiteouts: WhiteoutMode,
+    resolver: Resolver,
     sb: &Sandbox,
 ) -> (Vec<String>, Option<layerdiff::Result<Applied>>) {
     let parent = sb.path().parent().unwrap().to_path_buf();
     let strays_before = strays(&parent);
     let before = sb.snapshot();
     let mut problems = Vec::new();
-    let outcome = run_apply(&sb.root(), layer, whiteouts);
+    let outcome = run_apply(&sb.root(), layer, whiteouts, resolver);
     let result = match outcome {
         Outcome::Done(r) => {
             if let Err(e) = &r {
@@ -141,7 +143,11 @@ fn hostile_layers_stay_inside_the_root() {
         for whiteouts in [WhiteoutMode::Remove, WhiteoutMode::Overlay] {
             // Odd seeds resolve with the manual walk (kernels without openat2).
             let fallback = seed % 2 == 1;
-            layerdiff::resolve::force_walk_fallback(fallback);
+            let resolver = if fallback {
+                Resolver::Walk
+            } else {
+                Resolver::Auto
+            };
             let sb = Sandbox::new();
             let sandbox_rel = sb
                 .path()
@@ -154,7 +160,7 @@ fn hostile_layers_stay_inside_the_root() {
             let mut layers = Vec::new();
             for index in 0..LAYERS_PER_SEED {
                 let entries = g.layer();
-                let (problems, result) = check_layer(encode(&entries), whiteouts, &sb);
+                let (problems, result) = check_layer(encode(&entries), whiteouts, resolver, &sb);
                 layers.push(entries);
                 let key = match &result {
                     Some(Ok(_)) => "ok".to_string(),
@@ -187,7 +193,6 @@ fn hostile_layers_stay_inside_the_root() {
             }
         }
     }
-    layerdiff::resolve::force_walk_fallback(false);
     eprintln!("hostile layers: {stats:?}");
     assert!(
         failures.is_empty(),
@@ -280,7 +285,7 @@ fn corrupted_streams_fail_cleanly() {
         } else {
             WhiteoutMode::Overlay
         };
-        let (mut problems, result) = check_layer(bytes, mode, &sb);
+        let (mut problems, result) = check_layer(bytes, mode, Resolver::Auto, &sb);
         if let Some(r) = &result {
             let key = match r {
                 Ok(_) => format!("{codec} ok"),
@@ -348,7 +353,7 @@ fn random_junk_fails_cleanly() {
     for (what, bytes) in inputs {
         let empty_ok = bytes.is_empty() || bytes.iter().all(|&b| b == 0);
         let sb = Sandbox::new();
-        let (mut problems, result) = check_layer(bytes, WhiteoutMode::Remove, &sb);
+        let (mut problems, result) = check_layer(bytes, WhiteoutMode::Remove, Resolver::Auto, &sb);
         match &result {
             Some(Ok(_)) if !empty_ok => problems.push("junk accepted as a layer".into()),
             Some(Err(e)) if e.kind() != ErrorKind::InvalidArchive => {
@@ -448,18 +453,14 @@ fn deeply_nested_names_fail_cleanly() {
             continue;
         }
 
-        // In process, with both resolvers, on a thread with the default (small) stack. (The
-        // resolver switch is process-wide; tests running meanwhile just get the other
-        // resolver for a while, and must hold with either.)
-        for fallback in [false, true] {
-            layerdiff::resolve::force_walk_fallback(fallback);
+        // In process, with both resolvers, on a thread with the default (small) stack.
+        for resolver in [Resolver::Auto, Resolver::Walk] {
             let sb = Sandbox::new();
-            let (problems, _) = check_layer(layer.clone(), WhiteoutMode::Remove, &sb);
+            let (problems, _) = check_layer(layer.clone(), WhiteoutMode::Remove, resolver, &sb);
             for p in problems {
-                failures.push(format!("{what} (fallback resolver: {fallback}): {p}"));
+                failures.push(format!("{what} ({resolver:?} resolver): {p}"));
             }
         }
-        layerdiff::resolve::force_walk_fallback(false);
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

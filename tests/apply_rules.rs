@@ -12,16 +12,6 @@ use common::sandbox::{apply_bytes, default_opts, same_file, Sandbox};
 use common::tar::{Header, Tar};
 use layerdiff::{ApplyOptions, CancelToken, ErrorKind, Progress, WhiteoutMode};
 
-/// The old root check, kept only for the two `fallback_walk_*` tests: a parallel change makes
-/// the resolver an option and rewrites them, so their bodies stay as they are until that
-/// merges. Then they take `require_root!()` like the rest, and this goes.
-fn require_root() {
-    assert!(
-        rustix::process::geteuid().is_root(),
-        "apply tests must run as root (mknod, chown, trusted.* xattrs)"
-    );
-}
-
 fn xattr(p: &std::path::Path, k: &str) -> Option<Vec<u8>> {
     let n = rustix::fs::lgetxattr_query(p, k).ok()?;
     let mut v = vec![0u8; n];
@@ -422,8 +412,11 @@ fn cancel_stops_promptly() {
 
 #[test]
 fn fallback_walk_matches_openat2() {
-    require_root();
-    layerdiff::resolve::force_walk_fallback(true);
+    require_root!();
+    let walk = ApplyOptions {
+        resolver: layerdiff::Resolver::Walk,
+        ..default_opts()
+    };
     let sb = Sandbox::new();
     let layer = Tar::new()
         .dir("etc")
@@ -435,9 +428,7 @@ fn fallback_walk_matches_openat2() {
         .link("up/passwd", "hl")
         .file("abs/.wh.viaup", b"")
         .finish();
-    let res = apply_bytes(&sb.root(), &layer, &default_opts());
-    layerdiff::resolve::force_walk_fallback(false);
-    res.unwrap();
+    apply_bytes(&sb.root(), &layer, &walk).unwrap();
     assert_eq!(fs::read(sb.p("etc/viaabs")).unwrap(), b"2");
     assert!(fs::symlink_metadata(sb.p("etc/viaup")).is_err());
     assert!(same_file(&sb.p("hl"), &sb.p("etc/passwd")));
@@ -557,24 +548,22 @@ fn zstd_with_a_leading_skippable_frame_and_sync_fs() {
 
 #[test]
 fn fallback_walk_handles_loops_and_dotdot() {
-    require_root();
-    layerdiff::resolve::force_walk_fallback(true);
+    require_root!();
+    let walk = ApplyOptions {
+        resolver: layerdiff::Resolver::Walk,
+        ..default_opts()
+    };
     let sb = Sandbox::new();
     std::os::unix::fs::symlink("l2/x", sb.p("l1")).unwrap();
     std::os::unix::fs::symlink("l1/x", sb.p("l2")).unwrap();
     fs::create_dir_all(sb.p("a/b")).unwrap();
     std::os::unix::fs::symlink("../../../../..", sb.p("a/b/up")).unwrap();
-    let looped = apply_bytes(
-        &sb.root(),
-        &Tar::new().file("l1/f", b"x").finish(),
-        &default_opts(),
-    );
+    let looped = apply_bytes(&sb.root(), &Tar::new().file("l1/f", b"x").finish(), &walk);
     let up = apply_bytes(
         &sb.root(),
         &Tar::new().file("a/b/up/a/b/up/top", b"t").finish(),
-        &default_opts(),
+        &walk,
     );
-    layerdiff::resolve::force_walk_fallback(false);
     assert!(looped.is_err());
     up.unwrap();
     assert_eq!(fs::read(sb.p("top")).unwrap(), b"t");

@@ -166,6 +166,7 @@ fn run(command: Command) -> Result<(), String> {
                 sync_fs: false,
                 cancel: None,
                 progress: progress_bar("apply"),
+                ..ApplyOptions::default()
             };
             let result = if layer.as_os_str() == "-" {
                 layerdiff::apply(&root, io::stdin(), &opts)

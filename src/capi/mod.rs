@@ -475,6 +475,7 @@ unsafe fn apply_options(
         // SAFETY: by the function's contract.
         cancel: unsafe { cancel_token(o.cancel) },
         progress,
+        ..ApplyOptions::default()
     };
     Ok((options, guard))
 }

@@ -1,56 +1,32 @@
-//! The layer writer: turns changes into a tar stream byte-identical to containerd's
-//! `archive.ChangeWriter` on top of Go's `archive/tar` writer (CONTAINERD.md §2).
-//!
-//! Headers are encoded here rather than with the `tar` crate because Go's choice between a
-//! plain USTAR header and a PAX extended header, its PAX header naming, field padding and
-//! truncation rules are what the diffID depends on, byte for byte.
+//! The header encoder: a [`HeaderToWrite`] to the bytes Go's `archive/tar` writer produces
+//! for it, which is what containerd's layer digests depend on.
 
-use std::collections::{HashMap, HashSet};
-use std::fs::{self, File, Metadata};
-use std::io::{self, Read, Write};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::{Path, PathBuf};
-
-use crate::control::CancelToken;
+use super::pax::{format_pax_record, key};
+use super::{BLOCK_SIZE, TYPE_XHEADER};
 use crate::error::{Error, Result};
-use crate::walk::{self, ChangeKind};
-
-pub(crate) const BLOCK_SIZE: usize = 512;
-
-pub(crate) const TYPE_REG: u8 = b'0';
-pub(crate) const TYPE_LINK: u8 = b'1';
-pub(crate) const TYPE_SYMLINK: u8 = b'2';
-pub(crate) const TYPE_CHAR: u8 = b'3';
-pub(crate) const TYPE_BLOCK: u8 = b'4';
-pub(crate) const TYPE_DIR: u8 = b'5';
-pub(crate) const TYPE_FIFO: u8 = b'6';
-pub(crate) const TYPE_XHEADER: u8 = b'x';
 
 const NAME_SIZE: usize = 100;
 const PREFIX_SIZE: usize = 155;
-const PAX_CAPABILITY: &[u8] = b"SCHILY.xattr.security.capability";
-const WHITEOUT_PREFIX: &[u8] = b".wh.";
 /// Go's zero `time.Time` (January 1, year 1, UTC) in Unix seconds: Go treats it as "no time"
 /// and writes 0 instead.
 const GO_ZERO_TIME_UNIX: i64 = -62_135_596_800;
 
 /// The fields of a tar header that containerd's change writer sets.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Header {
-    pub name: Vec<u8>,
-    pub linkname: Vec<u8>,
-    pub typeflag: u8,
-    pub mode: i64,
-    pub uid: i64,
-    pub gid: i64,
-    pub size: i64,
+pub(crate) struct HeaderToWrite {
+    pub(crate) name: Vec<u8>,
+    pub(crate) linkname: Vec<u8>,
+    pub(crate) typeflag: u8,
+    pub(crate) mode: i64,
+    pub(crate) uid: i64,
+    pub(crate) gid: i64,
+    pub(crate) size: i64,
     /// Whole seconds (already truncated).
-    pub mtime: i64,
-    pub devmajor: i64,
-    pub devminor: i64,
+    pub(crate) mtime: i64,
+    pub(crate) devmajor: i64,
+    pub(crate) devminor: i64,
     /// Bytes of the `security.capability` xattr, carried as a PAX record when non-empty.
-    pub capability: Option<Vec<u8>>,
+    pub(crate) capability: Option<Vec<u8>>,
 }
 
 /// Go's `isASCII`: no byte >= 0x80 and no NUL.
@@ -112,24 +88,6 @@ fn split_ustar_path(name: &[u8]) -> Option<(&[u8], &[u8])> {
     Some((&name[..i], &name[i + 1..]))
 }
 
-/// Go's `formatPAXRecord`: `"<len> <key>=<value>\n"` where len counts the whole record.
-pub fn format_pax_record(key: &[u8], value: &[u8]) -> Vec<u8> {
-    let base = key.len() + value.len() + 3;
-    let mut size = base + base.to_string().len();
-    if base + size.to_string().len() != size {
-        size = base + size.to_string().len();
-    }
-    let mut rec = Vec::with_capacity(size);
-    rec.extend_from_slice(size.to_string().as_bytes());
-    rec.push(b' ');
-    rec.extend_from_slice(key);
-    rec.push(b'=');
-    rec.extend_from_slice(value);
-    rec.push(b'\n');
-    debug_assert_eq!(rec.len(), size);
-    rec
-}
-
 /// Go's `path.Join(dir, "PaxHeaders.0", file)` after `path.Split(name)`, for clean names.
 fn pax_header_name(name: &[u8]) -> Vec<u8> {
     let split = name.iter().rposition(|&c| c == b'/').map_or(0, |i| i + 1);
@@ -167,7 +125,7 @@ fn set_ustar_magic_and_checksum(blk: &mut [u8; BLOCK_SIZE]) {
 }
 
 /// Go's `templateV7Plus`: every field but prefix, magic and checksum.
-fn template_v7_plus(h: &Header, name: &[u8], linkname: &[u8]) -> [u8; BLOCK_SIZE] {
+fn template_v7_plus(h: &HeaderToWrite, name: &[u8], linkname: &[u8]) -> [u8; BLOCK_SIZE] {
     let mut blk = [0u8; BLOCK_SIZE];
     blk[156] = h.typeflag;
     format_string(&mut blk[0..100], name);
@@ -189,27 +147,27 @@ fn template_v7_plus(h: &Header, name: &[u8], linkname: &[u8]) -> [u8; BLOCK_SIZE
     blk
 }
 
-/// PAX records as (key, value), sorted by key.
-type PaxRecords = Vec<(&'static [u8], Vec<u8>)>;
+/// PAX records to write as (key, value), sorted by key.
+type RecordsToWrite = Vec<(&'static [u8], Vec<u8>)>;
 
 /// The PAX records Go's `allowedFormats` would produce, and whether USTAR can encode `h`.
-fn pax_records(h: &Header) -> Result<(PaxRecords, bool)> {
-    let mut recs: PaxRecords = Vec::new();
+fn pax_records(h: &HeaderToWrite) -> Result<(RecordsToWrite, bool)> {
+    let mut recs: RecordsToWrite = Vec::new();
     let mut ustar_ok = true;
     if !is_ascii(&h.name) || h.name.len() > NAME_SIZE {
         if split_ustar_path(&h.name).is_none() {
             ustar_ok = false;
         }
-        recs.push((b"path", h.name.clone()));
+        recs.push((key::PATH, h.name.clone()));
     }
     if !is_ascii(&h.linkname) || h.linkname.len() > NAME_SIZE {
         ustar_ok = false;
-        recs.push((b"linkpath", h.linkname.clone()));
+        recs.push((key::LINKPATH, h.linkname.clone()));
     }
     for (key, value, width) in [
-        (&b"uid"[..], h.uid, 8),
-        (b"gid", h.gid, 8),
-        (b"size", h.size, 12),
+        (key::UID, h.uid, 8),
+        (key::GID, h.gid, 8),
+        (key::SIZE, h.size, 12),
     ] {
         if !fits_in_octal(width, value) {
             ustar_ok = false;
@@ -227,11 +185,11 @@ fn pax_records(h: &Header) -> Result<(PaxRecords, bool)> {
     }
     if h.mtime != GO_ZERO_TIME_UNIX && !fits_in_octal(12, h.mtime) {
         ustar_ok = false;
-        recs.push((b"mtime", h.mtime.to_string().into_bytes()));
+        recs.push((key::MTIME, h.mtime.to_string().into_bytes()));
     }
     if let Some(cap) = h.capability.as_ref().filter(|c| !c.is_empty()) {
         ustar_ok = false;
-        recs.push((PAX_CAPABILITY, cap.clone()));
+        recs.push((key::XATTR_CAPABILITY, cap.clone()));
     }
     recs.sort_by(|a, b| a.0.cmp(b.0));
     Ok((recs, ustar_ok))
@@ -240,7 +198,7 @@ fn pax_records(h: &Header) -> Result<(PaxRecords, bool)> {
 /// Encode `h` as Go's tar writer would (with `Format: FormatPAX` or unknown; the two agree for
 /// the headers containerd writes): one USTAR block, or a PAX extended header (block + padded
 /// records) followed by the main block. Appends to `out`.
-pub fn encode_header(h: &Header, out: &mut Vec<u8>) -> Result<()> {
+pub(crate) fn encode_header(h: &HeaderToWrite, out: &mut Vec<u8>) -> Result<()> {
     let (recs, ustar_ok) = pax_records(h)?;
     if ustar_ok {
         let (prefix, name) = split_ustar_path(&h.name).unwrap_or((b"", &h.name));
@@ -280,326 +238,17 @@ pub fn encode_header(h: &Header, out: &mut Vec<u8>) -> Result<()> {
     Ok(())
 }
 
-/// Where the change writer puts tar bytes; `write_data` carries file contents so that the sink
-/// may count progress and check cancellation.
-pub trait TarSink {
-    fn write_tar(&mut self, bytes: &[u8]) -> Result<()>;
-
-    /// Free room at the end of the sink's own buffer, so that file contents can be read
-    /// straight into it (one copy fewer); empty when the sink has no such buffer.
-    fn spare(&mut self) -> &mut [u8] {
-        &mut []
-    }
-
-    /// Take `n` bytes just read into the start of [`TarSink::spare`] as written.
-    fn commit_spare(&mut self, n: usize) -> Result<()> {
-        debug_assert_eq!(n, 0, "a sink without spare room got bytes in it");
-        Ok(())
-    }
-}
-
-/// containerd's `ChangeWriter`: receives changes in walk order and writes the tar entries.
-pub struct ChangeWriter<'a, S: TarSink> {
-    sink: S,
-    upper: PathBuf,
-    source_date_epoch: Option<i64>,
-    cancel: Option<&'a CancelToken>,
-    inode_src: HashMap<u64, Vec<u8>>,
-    inode_refs: HashMap<u64, Vec<Vec<u8>>>,
-    added_dirs: HashSet<Vec<u8>>,
-    header_buf: Vec<u8>,
-    copy_buf: Vec<u8>,
-}
-
-impl<'a, S: TarSink> ChangeWriter<'a, S> {
-    pub fn new(
-        sink: S,
-        upper: &Path,
-        source_date_epoch: Option<i64>,
-        cancel: Option<&'a CancelToken>,
-    ) -> Self {
-        ChangeWriter {
-            sink,
-            upper: upper.to_path_buf(),
-            source_date_epoch,
-            cancel,
-            inode_src: HashMap::new(),
-            inode_refs: HashMap::new(),
-            added_dirs: HashSet::new(),
-            header_buf: Vec::with_capacity(4 * BLOCK_SIZE),
-            copy_buf: vec![0; 256 * 1024],
-        }
-    }
-
-    /// Write the two zero blocks that end the archive and give back the sink.
-    pub fn finish(mut self) -> Result<S> {
-        self.sink.write_tar(&[0u8; 2 * BLOCK_SIZE])?;
-        Ok(self.sink)
-    }
-
-    fn full_path(&self, rel: &[u8]) -> PathBuf {
-        let rel = rel.strip_prefix(b"/").unwrap_or(rel);
-        if rel.is_empty() {
-            self.upper.clone()
-        } else {
-            self.upper.join(std::ffi::OsStr::from_bytes(rel))
-        }
-    }
-
-    fn write_header(&mut self, h: &Header) -> Result<()> {
-        self.header_buf.clear();
-        encode_header(h, &mut self.header_buf)?;
-        let buf = std::mem::take(&mut self.header_buf);
-        let r = self.sink.write_tar(&buf);
-        self.header_buf = buf;
-        r
-    }
-
-    /// containerd's `HandleChange`. `path` is `/`-rooted for walk changes (relative for the
-    /// parents `include_parents` adds, as in containerd); `meta` is the walk's lstat (absent
-    /// for deletions).
-    pub fn handle_change(
-        &mut self,
-        kind: ChangeKind,
-        path: &[u8],
-        meta: Option<&Metadata>,
-    ) -> Result<()> {
-        crate::control::check(self.cancel)?;
-        let meta = match (kind, meta) {
-            (ChangeKind::Delete, _) => return self.write_whiteout(path),
-            (_, Some(m)) => m,
-            (_, None) => return Err(Error::Internal("change without metadata".into())),
-        };
-        let ft = meta.file_type();
-        if ft.is_socket() {
-            return Ok(());
-        }
-        let source = self.full_path(path);
-        let mut h = self.header_from_meta(&source, path, meta)?;
-
-        let mut additional_links = Vec::new();
-        if !ft.is_dir() && meta.nlink() > 1 {
-            let inode = meta.ino();
-            if let Some(src) = self.inode_src.get(&inode) {
-                h.typeflag = TYPE_LINK;
-                h.linkname = src.clone();
-                h.size = 0;
-            } else {
-                if kind == ChangeKind::Unmodified {
-                    self.inode_refs.entry(inode).or_default().push(h.name);
-                    return Ok(());
-                }
-                self.inode_src.insert(inode, h.name.clone());
-                additional_links = self.inode_refs.remove(&inode).unwrap_or_default();
-            }
-        } else if kind == ChangeKind::Unmodified {
-            return Ok(());
-        }
-
-        h.capability = walk::capability(&source)?;
-        self.include_parents(&h)?;
-        self.write_header(&h)?;
-
-        if h.typeflag == TYPE_REG && h.size > 0 {
-            self.copy_file(&source, h.size as u64)?;
-        }
-
-        if !additional_links.is_empty() {
-            let link_source = std::mem::take(&mut h.name);
-            for extra in additional_links {
-                h.name = extra;
-                h.typeflag = TYPE_LINK;
-                h.linkname = link_source.clone();
-                h.size = 0;
-                self.include_parents(&h)?;
-                self.write_header(&h)?;
-            }
-        }
-        Ok(())
-    }
-
-    fn write_whiteout(&mut self, path: &[u8]) -> Result<()> {
-        let path = path.strip_prefix(b"/").unwrap_or(path);
-        let (dir, base) = match path.iter().rposition(|&c| c == b'/') {
-            Some(i) => (&path[..=i], &path[i + 1..]),
-            None => (&b""[..], path),
-        };
-        let mut name = dir.to_vec();
-        name.extend_from_slice(WHITEOUT_PREFIX);
-        name.extend_from_slice(base);
-        let h = Header {
-            name,
-            typeflag: TYPE_REG,
-            ..Header::default()
-        };
-        self.include_parents(&h)?;
-        self.write_header(&h)
-    }
-
-    /// `tarheader.FileInfoHeaderNoLookups` + the adjustments of `HandleChange`.
-    fn header_from_meta(&self, source: &Path, path: &[u8], meta: &Metadata) -> Result<Header> {
-        let ft = meta.file_type();
-        let mut name = path.strip_prefix(b"/").unwrap_or(path).to_vec();
-        let mut h = Header {
-            mode: (meta.mode() & 0o7777) as i64,
-            uid: meta.uid() as i64,
-            gid: meta.gid() as i64,
-            ..Header::default()
-        };
-        if ft.is_file() {
-            h.typeflag = TYPE_REG;
-            h.size = meta.size() as i64;
-        } else if ft.is_dir() {
-            h.typeflag = TYPE_DIR;
-            if name.last() != Some(&b'/') {
-                name.push(b'/');
-            }
-        } else if ft.is_symlink() {
-            h.typeflag = TYPE_SYMLINK;
-            h.linkname = fs::read_link(source)
-                .map_err(|e| Error::path("readlink", source, e))?
-                .into_os_string()
-                .into_vec();
-        } else if ft.is_char_device() {
-            h.typeflag = TYPE_CHAR;
-        } else if ft.is_block_device() {
-            h.typeflag = TYPE_BLOCK;
-        } else if ft.is_fifo() {
-            h.typeflag = TYPE_FIFO;
-        } else {
-            return Err(Error::InvalidArgument(format!(
-                "unknown file type of {}",
-                source.display()
-            )));
-        }
-        h.name = name;
-        let mut mtime = meta.mtime();
-        if let Some(epoch) = self.source_date_epoch {
-            if mtime > epoch || (mtime == epoch && meta.mtime_nsec() > 0) {
-                mtime = epoch;
-            }
-        }
-        h.mtime = mtime;
-        // containerd tests the file type bits as a bit mask, so directories and symlinks
-        // (whose type bits overlap S_IFBLK/S_IFCHR) carry their rdev too.
-        let mode = meta.mode();
-        if mode & libc::S_IFBLK != 0 || mode & libc::S_IFCHR != 0 {
-            let rdev = meta.rdev();
-            h.devmajor = nix::sys::stat::major(rdev) as i64;
-            h.devminor = nix::sys::stat::minor(rdev) as i64;
-        }
-        Ok(h)
-    }
-
-    /// containerd's `includeParents`: emit the parent directory (from upper) before `h` unless
-    /// it is the root or already emitted.
-    fn include_parents(&mut self, h: &Header) -> Result<()> {
-        let trimmed_len = h.name.len() - h.name.iter().rev().take_while(|&&c| c == b'/').count();
-        let name = h.name[..trimmed_len].to_vec();
-        if let Some(i) = name.iter().rposition(|&c| c == b'/') {
-            let parent = name[..i].to_vec();
-            if !parent.is_empty() && !self.added_dirs.contains(&parent) {
-                self.added_dirs.insert(parent.clone());
-                let pname = self.full_path(&parent);
-                let meta = fs::metadata(&pname).map_err(|e| Error::path("stat", &pname, e))?;
-                self.handle_change(ChangeKind::Modify, &parent, Some(&meta))?;
-            }
-        }
-        if h.typeflag == TYPE_DIR {
-            self.added_dirs.insert(name);
-        }
-        Ok(())
-    }
-
-    /// Copy exactly `size` bytes of `source` into the tar, padded to a block; a file that
-    /// grew or shrank since it was stat'ed is an error.
-    fn copy_file(&mut self, source: &Path, size: u64) -> Result<()> {
-        let mut file = File::open(source).map_err(|e| Error::path("open", source, e))?;
-        let mut remaining = size;
-        while remaining > 0 {
-            crate::control::check(self.cancel)?;
-            let spare = self.sink.spare();
-            let n = if spare.is_empty() {
-                let want = remaining.min(self.copy_buf.len() as u64) as usize;
-                let n = read_some(&mut file, &mut self.copy_buf[..want], source)?;
-                let buf = std::mem::take(&mut self.copy_buf);
-                let r = self.sink.write_tar(&buf[..n]);
-                self.copy_buf = buf;
-                r?;
-                n
-            } else {
-                let want = remaining.min(spare.len() as u64) as usize;
-                let n = read_some(&mut file, &mut spare[..want], source)?;
-                self.sink.commit_spare(n)?;
-                n
-            };
-            remaining -= n as u64;
-        }
-        let mut probe = [0u8; 1];
-        loop {
-            match file.read(&mut probe) {
-                Ok(0) => break,
-                Ok(_) => return Err(changed_size(source)),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Error::path("read", source, e)),
-            }
-        }
-        let pad = (BLOCK_SIZE - (size % BLOCK_SIZE as u64) as usize) % BLOCK_SIZE;
-        if pad > 0 {
-            self.sink.write_tar(&[0u8; BLOCK_SIZE][..pad])?;
-        }
-        Ok(())
-    }
-}
-
-/// One read of at least one byte from a file expected to hold more; EOF means it shrank.
-fn read_some(file: &mut File, buf: &mut [u8], source: &Path) -> Result<usize> {
-    loop {
-        match file.read(buf) {
-            Ok(0) => return Err(changed_size(source)),
-            Ok(n) => return Ok(n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Error::path("read", source, e)),
-        }
-    }
-}
-
-fn changed_size(source: &Path) -> Error {
-    Error::path(
-        "copy",
-        source,
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            "file changed size while reading",
-        ),
-    )
-}
-
-/// A sink collecting everything in memory (tests, small diffs).
-impl TarSink for Vec<u8> {
-    fn write_tar(&mut self, bytes: &[u8]) -> Result<()> {
-        self.extend_from_slice(bytes);
-        Ok(())
-    }
-}
-
-impl<W: Write> TarSink for &mut W {
-    fn write_tar(&mut self, bytes: &[u8]) -> Result<()> {
-        self.write_all(bytes)
-            .map_err(|e| Error::io("write layer", e))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tar::{TYPE_REG, TYPE_SYMLINK};
 
     fn field(blk: &[u8], off: usize, len: usize) -> &[u8] {
         &blk[off..off + len]
     }
 
-    fn reg(name: &[u8]) -> Header {
-        Header {
+    fn reg(name: &[u8]) -> HeaderToWrite {
+        HeaderToWrite {
             name: name.to_vec(),
             typeflag: TYPE_REG,
             mode: 0o644,
@@ -607,7 +256,7 @@ mod tests {
             gid: 1000,
             size: 5,
             mtime: 1_700_000_000,
-            ..Header::default()
+            ..HeaderToWrite::default()
         }
     }
 
@@ -723,30 +372,6 @@ mod tests {
     }
 
     #[test]
-    fn pax_record_length_counts_its_own_digits() {
-        assert_eq!(format_pax_record(b"path", b"abc"), b"12 path=abc\n");
-        assert_eq!(format_pax_record(b"a", b"bcd"), b"8 a=bcd\n");
-        for vlen in 0..300 {
-            let v = vec![b'v'; vlen];
-            let r = format_pax_record(b"key", &v);
-            let sp = r.iter().position(|&c| c == b' ').unwrap();
-            let n: usize = std::str::from_utf8(&r[..sp]).unwrap().parse().unwrap();
-            assert_eq!(n, r.len(), "value length {vlen}");
-        }
-        assert_eq!(format_pax_record(b"k", &[b'v'; 4]), b"9 k=vvvv\n");
-        assert_eq!(format_pax_record(b"k", &[b'v'; 3]), b"8 k=vvv\n");
-        assert_eq!(
-            format_pax_record(b"k", &[b'v'; 94]),
-            b"101 k="
-                .iter()
-                .chain(&[b'v'; 94])
-                .chain(b"\n")
-                .copied()
-                .collect::<Vec<u8>>()
-        );
-    }
-
-    #[test]
     fn pax_header_for_non_ascii_name() {
         let name = "dir/caf\u{e9}".as_bytes();
         let mut out = Vec::new();
@@ -791,7 +416,7 @@ mod tests {
         h.capability = Some(vec![1, 0, 0, 2, 0]);
         let mut out = Vec::new();
         encode_header(&h, &mut out).unwrap();
-        let cap = format_pax_record(PAX_CAPABILITY, &[1, 0, 0, 2, 0]);
+        let cap = format_pax_record(key::XATTR_CAPABILITY, &[1, 0, 0, 2, 0]);
         let path = format_pax_record(b"path", &name);
         let data = [cap, path].concat();
         assert_eq!(

@@ -1,0 +1,104 @@
+//! Owner, xattrs, mode and times of an unpacked entry, set in containerd's order
+//! (lchown, xattrs, chmod, chtimes) and with its rules for each.
+
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::PathBuf;
+
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
+
+use super::unpacker::{Node, Unpacker};
+use super::xattrs::set_entry_xattrs;
+use crate::error::{Error, Result};
+use crate::sys::{errno, proc_fd_path};
+use crate::tar::{EntryHeader, Nanos};
+
+impl Unpacker<'_> {
+    /// lchown, xattrs, chmod (not for symlinks) and times, in containerd's order.
+    pub(super) fn set_metadata(
+        &self,
+        pfd: BorrowedFd<'_>,
+        base: &[u8],
+        node: &Node,
+        hdr: &EntryHeader,
+        show: &dyn Fn() -> PathBuf,
+    ) -> Result<()> {
+        let uid = owner_id(hdr.uid).map(rfs::Uid::from_raw);
+        let gid = owner_id(hdr.gid).map(rfs::Gid::from_raw);
+        if self.opts.same_owner {
+            match node {
+                Node::Fd(fd) => rfs::fchown(fd, uid, gid),
+                Node::Name => rfs::chownat(pfd, base, uid, gid, AtFlags::SYMLINK_NOFOLLOW),
+            }
+            .map_err(|e| {
+                Error::path_detail(
+                    "lchown",
+                    show(),
+                    format!("(uid {}, gid {})", hdr.uid, hdr.gid),
+                    errno(e),
+                )
+            })?;
+        }
+
+        set_entry_xattrs(pfd, base, node, hdr, show)?;
+
+        let mode = Mode::from_raw_mode((hdr.mode & 0o7777) as u32);
+        let times = entry_times(hdr);
+        match node {
+            Node::Fd(fd) => {
+                rfs::fchmod(fd, mode).map_err(|e| Error::path("chmod", show(), errno(e)))?;
+                rfs::futimens(fd, &times)
+            }
+            Node::Name => {
+                // chmod through an O_PATH descriptor of the entry itself, never through a link.
+                let fd = rfs::openat(
+                    pfd,
+                    base,
+                    OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| Error::path("lstat", show(), errno(e)))?;
+                let st = rfs::fstat(&fd).map_err(|e| Error::path("lstat", show(), errno(e)))?;
+                if FileType::from_raw_mode(st.st_mode) != FileType::Symlink {
+                    rfs::chmod(proc_fd_path(fd.as_fd(), b""), mode)
+                        .map_err(|e| Error::path("chmod", show(), errno(e)))?;
+                }
+                rfs::utimensat(pfd, base, &times, AtFlags::SYMLINK_NOFOLLOW)
+            }
+        }
+        .map_err(|e| Error::path("set times of", show(), errno(e)))
+    }
+}
+
+/// containerd's `boundTime`: before 1970 or past int64 nanoseconds → the epoch.
+fn bound_time(t: Nanos) -> Nanos {
+    if t < 0 || t > i64::MAX as Nanos {
+        0
+    } else {
+        t
+    }
+}
+
+fn timespec(t: Nanos) -> rfs::Timespec {
+    rfs::Timespec {
+        tv_sec: (t / 1_000_000_000) as i64,
+        tv_nsec: (t % 1_000_000_000) as _,
+    }
+}
+
+/// atime = max(atime, mtime), both bounded, as containerd's `chtimes` call.
+pub(super) fn entry_times(h: &EntryHeader) -> rfs::Timestamps {
+    let atime = match h.atime {
+        Some(a) if a >= h.mtime => a,
+        _ => h.mtime,
+    };
+    rfs::Timestamps {
+        last_access: timespec(bound_time(atime)),
+        last_modification: timespec(bound_time(h.mtime)),
+    }
+}
+
+/// A uid/gid as the kernel receives Go's `int`: truncated to 32 bits, all ones = unchanged.
+pub(super) fn owner_id(v: i64) -> Option<u32> {
+    let v = v as u32;
+    (v != u32::MAX).then_some(v)
+}

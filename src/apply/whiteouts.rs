@@ -1,0 +1,157 @@
+//! Whiteout entries (containerd's `convertWhiteout`): `.wh.NAME` removes `NAME` and
+//! `.wh..wh..opq` hides what lower layers put in its directory — by deleting (a plain directory
+//! as the root) or by writing overlayfs whiteouts (an overlay upperdir as the root).
+
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
+
+use super::metadata::owner_id;
+use super::remove::{read_dir_names, remove_all};
+use super::unpacker::{key_join, ParentDir, Unpacker};
+use super::WhiteoutMode;
+use crate::error::{Error, Result};
+use crate::resolve::join_comps;
+use crate::sys::errno;
+use crate::tar::EntryHeader;
+use crate::WHITEOUT_OPAQUE;
+
+impl Unpacker<'_> {
+    /// The whiteout `base` (`.wh.` + `orig`) in `parent`.
+    pub(super) fn convert_whiteout(
+        &mut self,
+        parent: &ParentDir,
+        base: &[u8],
+        orig: &[u8],
+        hdr: &EntryHeader,
+    ) -> Result<()> {
+        if base != WHITEOUT_OPAQUE && matches!(orig, b"" | b"." | b"..") {
+            return Err(Error::InvalidArchive(format!(
+                "invalid whiteout name: {}",
+                String::from_utf8_lossy(base)
+            )));
+        }
+        let opaque = base == WHITEOUT_OPAQUE;
+        match (self.opts.whiteouts, opaque) {
+            (WhiteoutMode::Remove, true) => self.remove_opaque(parent),
+            (WhiteoutMode::Remove, false) => {
+                self.invalidate();
+                remove_all(parent.fd.as_fd(), orig)
+                    .map_err(|e| Error::path("remove", self.display(&parent.comps, orig), e))
+            }
+            (WhiteoutMode::Overlay, true) => set_overlay_opaque(parent.fd.as_fd()).map_err(|e| {
+                Error::path(
+                    "set trusted.overlay.opaque on",
+                    self.display(&parent.comps, b""),
+                    errno(e),
+                )
+            }),
+            (WhiteoutMode::Overlay, false) => {
+                let at = || self.display(&parent.comps, orig);
+                overlay_whiteout(parent.fd.as_fd(), orig, hdr, &at)
+            }
+        }
+        .map_err(|e| match e {
+            // containerd names the whiteout step, whatever call in it failed.
+            Error::Path {
+                path,
+                detail,
+                source,
+                ..
+            } => Error::Path {
+                context: "convert whiteout",
+                path,
+                detail,
+                source,
+            },
+            other => other,
+        })
+    }
+
+    /// Remove-mode opaque whiteout, once per directory and layer.
+    fn remove_opaque(&mut self, parent: &ParentDir) -> Result<()> {
+        let key = join_comps(&parent.comps);
+        if !self.opaque_done.insert(key.clone()) {
+            return Ok(());
+        }
+        let dfd = rfs::openat(
+            parent.fd.as_fd(),
+            ".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| Error::path("open", self.display(&parent.comps, b""), errno(e)))?;
+        self.invalidate();
+        self.remove_unpacked_from(&dfd, &key)
+    }
+
+    /// Delete every entry below the directory that this layer did not write, descending into
+    /// directories it did write (containerd's walk).
+    fn remove_unpacked_from(&self, dir: &OwnedFd, key: &[u8]) -> Result<()> {
+        let mut names = read_dir_names(dir)
+            .map_err(|e| Error::path("read directory", self.display_key(key), e))?;
+        names.sort();
+        for name in names {
+            let child = key_join(key, &name);
+            let st = match rfs::statat(dir, name.as_slice(), AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => st,
+                Err(rustix::io::Errno::NOENT) => continue,
+                Err(e) => return Err(Error::path("lstat", self.display_key(&child), errno(e))),
+            };
+            if !self.unpacked.contains(&child) {
+                remove_all(dir.as_fd(), &name)
+                    .map_err(|e| Error::path("remove", self.display_key(&child), e))?;
+            } else if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+                let sub = match rfs::openat(
+                    dir,
+                    name.as_slice(),
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                ) {
+                    Ok(fd) => fd,
+                    Err(rustix::io::Errno::NOENT) => continue,
+                    Err(e) => return Err(Error::path("open", self.display_key(&child), errno(e))),
+                };
+                self.remove_unpacked_from(&sub, &child)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn display_key(&self, key: &[u8]) -> PathBuf {
+        self.root_path.join(OsStr::from_bytes(key))
+    }
+}
+
+/// Overlay-mode opaque whiteout: `trusted.overlay.opaque=y` on the directory.
+fn set_overlay_opaque(dir: BorrowedFd<'_>) -> rustix::io::Result<()> {
+    let d = rfs::openat(
+        dir,
+        ".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    rfs::fsetxattr(&d, "trusted.overlay.opaque", b"y", rfs::XattrFlags::empty())
+}
+
+/// Overlay-mode whiteout of `orig`: a 0/0 character device owned as the entry says.
+fn overlay_whiteout(
+    dir: BorrowedFd<'_>,
+    orig: &[u8],
+    hdr: &EntryHeader,
+    at: &dyn Fn() -> PathBuf,
+) -> Result<()> {
+    rfs::mknodat(dir, orig, FileType::CharacterDevice, Mode::empty(), 0)
+        .map_err(|e| Error::path("mknod whiteout", at(), errno(e)))?;
+    rfs::chownat(
+        dir,
+        orig,
+        owner_id(hdr.uid).map(rfs::Uid::from_raw),
+        owner_id(hdr.gid).map(rfs::Gid::from_raw),
+        AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .map_err(|e| Error::path("chown whiteout", at(), errno(e)))
+}

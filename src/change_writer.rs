@@ -1,0 +1,317 @@
+//! containerd's `archive.ChangeWriter` (docs/containerd.md §2): the changes of a walk, in walk
+//! order, to tar entries byte-identical to containerd's, written to a [`TarSink`].
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File, Metadata};
+use std::io::{self, Read};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use crate::control::CancelToken;
+use crate::error::{Error, Result};
+use crate::tar::{
+    encode_header, HeaderToWrite, BLOCK_SIZE, TYPE_BLOCK, TYPE_CHAR, TYPE_DIR, TYPE_FIFO,
+    TYPE_LINK, TYPE_REG, TYPE_SYMLINK,
+};
+use crate::walk::{self, ChangeKind};
+
+/// Where the change writer puts tar bytes. File contents can be read straight into the sink's
+/// own buffer ([`TarSink::spare`]), saving a copy.
+pub(crate) trait TarSink {
+    fn write_tar(&mut self, bytes: &[u8]) -> Result<()>;
+
+    /// Free room at the end of the sink's own buffer, so that file contents can be read
+    /// straight into it (one copy fewer); empty when the sink has no such buffer.
+    fn spare(&mut self) -> &mut [u8] {
+        &mut []
+    }
+
+    /// Take `n` bytes just read into the start of [`TarSink::spare`] as written.
+    fn commit_spare(&mut self, n: usize) -> Result<()> {
+        debug_assert_eq!(n, 0, "a sink without spare room got bytes in it");
+        Ok(())
+    }
+}
+
+/// containerd's `ChangeWriter`: receives changes in walk order and writes the tar entries.
+pub(crate) struct ChangeWriter<'a, S: TarSink> {
+    sink: S,
+    upper: PathBuf,
+    source_date_epoch: Option<i64>,
+    cancel: Option<&'a CancelToken>,
+    inode_src: HashMap<u64, Vec<u8>>,
+    inode_refs: HashMap<u64, Vec<Vec<u8>>>,
+    added_dirs: HashSet<Vec<u8>>,
+    header_buf: Vec<u8>,
+    copy_buf: Vec<u8>,
+}
+
+impl<'a, S: TarSink> ChangeWriter<'a, S> {
+    pub(crate) fn new(
+        sink: S,
+        upper: &Path,
+        source_date_epoch: Option<i64>,
+        cancel: Option<&'a CancelToken>,
+    ) -> Self {
+        ChangeWriter {
+            sink,
+            upper: upper.to_path_buf(),
+            source_date_epoch,
+            cancel,
+            inode_src: HashMap::new(),
+            inode_refs: HashMap::new(),
+            added_dirs: HashSet::new(),
+            header_buf: Vec::with_capacity(4 * BLOCK_SIZE),
+            copy_buf: vec![0; 256 * 1024],
+        }
+    }
+
+    /// Write the two zero blocks that end the archive and give back the sink.
+    pub(crate) fn finish(mut self) -> Result<S> {
+        self.sink.write_tar(&[0u8; 2 * BLOCK_SIZE])?;
+        Ok(self.sink)
+    }
+
+    fn full_path(&self, rel: &[u8]) -> PathBuf {
+        let rel = rel.strip_prefix(b"/").unwrap_or(rel);
+        if rel.is_empty() {
+            self.upper.clone()
+        } else {
+            self.upper.join(std::ffi::OsStr::from_bytes(rel))
+        }
+    }
+
+    fn write_header(&mut self, h: &HeaderToWrite) -> Result<()> {
+        self.header_buf.clear();
+        encode_header(h, &mut self.header_buf)?;
+        let buf = std::mem::take(&mut self.header_buf);
+        let r = self.sink.write_tar(&buf);
+        self.header_buf = buf;
+        r
+    }
+
+    /// containerd's `HandleChange`. `path` is `/`-rooted for walk changes (relative for the
+    /// parents `include_parents` adds, as in containerd); `meta` is the walk's lstat (absent
+    /// for deletions).
+    pub(crate) fn handle_change(
+        &mut self,
+        kind: ChangeKind,
+        path: &[u8],
+        meta: Option<&Metadata>,
+    ) -> Result<()> {
+        crate::control::check(self.cancel)?;
+        let meta = match (kind, meta) {
+            (ChangeKind::Delete, _) => return self.write_whiteout(path),
+            (_, Some(m)) => m,
+            (_, None) => return Err(Error::Internal("change without metadata".into())),
+        };
+        let ft = meta.file_type();
+        if ft.is_socket() {
+            return Ok(());
+        }
+        let source = self.full_path(path);
+        let mut h = self.header_from_meta(&source, path, meta)?;
+
+        let mut additional_links = Vec::new();
+        if !ft.is_dir() && meta.nlink() > 1 {
+            let inode = meta.ino();
+            if let Some(src) = self.inode_src.get(&inode) {
+                h.typeflag = TYPE_LINK;
+                h.linkname = src.clone();
+                h.size = 0;
+            } else {
+                if kind == ChangeKind::Unmodified {
+                    self.inode_refs.entry(inode).or_default().push(h.name);
+                    return Ok(());
+                }
+                self.inode_src.insert(inode, h.name.clone());
+                additional_links = self.inode_refs.remove(&inode).unwrap_or_default();
+            }
+        } else if kind == ChangeKind::Unmodified {
+            return Ok(());
+        }
+
+        h.capability = walk::capability(&source)?;
+        self.include_parents(&h)?;
+        self.write_header(&h)?;
+
+        if h.typeflag == TYPE_REG && h.size > 0 {
+            self.copy_file(&source, h.size as u64)?;
+        }
+
+        if !additional_links.is_empty() {
+            let link_source = std::mem::take(&mut h.name);
+            for extra in additional_links {
+                h.name = extra;
+                h.typeflag = TYPE_LINK;
+                h.linkname = link_source.clone();
+                h.size = 0;
+                self.include_parents(&h)?;
+                self.write_header(&h)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn write_whiteout(&mut self, path: &[u8]) -> Result<()> {
+        let path = path.strip_prefix(b"/").unwrap_or(path);
+        let (dir, base) = match path.iter().rposition(|&c| c == b'/') {
+            Some(i) => (&path[..=i], &path[i + 1..]),
+            None => (&b""[..], path),
+        };
+        let mut name = dir.to_vec();
+        name.extend_from_slice(crate::WHITEOUT_PREFIX);
+        name.extend_from_slice(base);
+        let h = HeaderToWrite {
+            name,
+            typeflag: TYPE_REG,
+            ..HeaderToWrite::default()
+        };
+        self.include_parents(&h)?;
+        self.write_header(&h)
+    }
+
+    /// `tarheader.FileInfoHeaderNoLookups` + the adjustments of `HandleChange`.
+    fn header_from_meta(
+        &self,
+        source: &Path,
+        path: &[u8],
+        meta: &Metadata,
+    ) -> Result<HeaderToWrite> {
+        let ft = meta.file_type();
+        let mut name = path.strip_prefix(b"/").unwrap_or(path).to_vec();
+        let mut h = HeaderToWrite {
+            mode: (meta.mode() & 0o7777) as i64,
+            uid: meta.uid() as i64,
+            gid: meta.gid() as i64,
+            ..HeaderToWrite::default()
+        };
+        if ft.is_file() {
+            h.typeflag = TYPE_REG;
+            h.size = meta.size() as i64;
+        } else if ft.is_dir() {
+            h.typeflag = TYPE_DIR;
+            if name.last() != Some(&b'/') {
+                name.push(b'/');
+            }
+        } else if ft.is_symlink() {
+            h.typeflag = TYPE_SYMLINK;
+            h.linkname = fs::read_link(source)
+                .map_err(|e| Error::path("readlink", source, e))?
+                .into_os_string()
+                .into_vec();
+        } else if ft.is_char_device() {
+            h.typeflag = TYPE_CHAR;
+        } else if ft.is_block_device() {
+            h.typeflag = TYPE_BLOCK;
+        } else if ft.is_fifo() {
+            h.typeflag = TYPE_FIFO;
+        } else {
+            return Err(Error::InvalidArgument(format!(
+                "unknown file type of {}",
+                source.display()
+            )));
+        }
+        h.name = name;
+        let mut mtime = meta.mtime();
+        if let Some(epoch) = self.source_date_epoch {
+            if mtime > epoch || (mtime == epoch && meta.mtime_nsec() > 0) {
+                mtime = epoch;
+            }
+        }
+        h.mtime = mtime;
+        // containerd tests the file type bits as a bit mask, so directories and symlinks
+        // (whose type bits overlap S_IFBLK/S_IFCHR) carry their rdev too.
+        let mode = meta.mode();
+        if mode & libc::S_IFBLK != 0 || mode & libc::S_IFCHR != 0 {
+            let rdev = meta.rdev();
+            h.devmajor = rustix::fs::major(rdev) as i64;
+            h.devminor = rustix::fs::minor(rdev) as i64;
+        }
+        Ok(h)
+    }
+
+    /// containerd's `includeParents`: emit the parent directory (from upper) before `h` unless
+    /// it is the root or already emitted.
+    fn include_parents(&mut self, h: &HeaderToWrite) -> Result<()> {
+        let trimmed_len = h.name.len() - h.name.iter().rev().take_while(|&&c| c == b'/').count();
+        let name = h.name[..trimmed_len].to_vec();
+        if let Some(i) = name.iter().rposition(|&c| c == b'/') {
+            let parent = name[..i].to_vec();
+            if !parent.is_empty() && !self.added_dirs.contains(&parent) {
+                self.added_dirs.insert(parent.clone());
+                let pname = self.full_path(&parent);
+                let meta = fs::metadata(&pname).map_err(|e| Error::path("stat", &pname, e))?;
+                self.handle_change(ChangeKind::Modify, &parent, Some(&meta))?;
+            }
+        }
+        if h.typeflag == TYPE_DIR {
+            self.added_dirs.insert(name);
+        }
+        Ok(())
+    }
+
+    /// Copy exactly `size` bytes of `source` into the tar, padded to a block; a file that
+    /// grew or shrank since it was stat'ed is an error.
+    fn copy_file(&mut self, source: &Path, size: u64) -> Result<()> {
+        let mut file = File::open(source).map_err(|e| Error::path("open", source, e))?;
+        let mut remaining = size;
+        while remaining > 0 {
+            crate::control::check(self.cancel)?;
+            let spare = self.sink.spare();
+            let n = if spare.is_empty() {
+                let want = remaining.min(self.copy_buf.len() as u64) as usize;
+                let n = read_some(&mut file, &mut self.copy_buf[..want], source)?;
+                let buf = std::mem::take(&mut self.copy_buf);
+                let r = self.sink.write_tar(&buf[..n]);
+                self.copy_buf = buf;
+                r?;
+                n
+            } else {
+                let want = remaining.min(spare.len() as u64) as usize;
+                let n = read_some(&mut file, &mut spare[..want], source)?;
+                self.sink.commit_spare(n)?;
+                n
+            };
+            remaining -= n as u64;
+        }
+        let mut probe = [0u8; 1];
+        loop {
+            match file.read(&mut probe) {
+                Ok(0) => break,
+                Ok(_) => return Err(changed_size(source)),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::path("read", source, e)),
+            }
+        }
+        let pad = (BLOCK_SIZE - (size % BLOCK_SIZE as u64) as usize) % BLOCK_SIZE;
+        if pad > 0 {
+            self.sink.write_tar(&[0u8; BLOCK_SIZE][..pad])?;
+        }
+        Ok(())
+    }
+}
+
+/// One read of at least one byte from a file expected to hold more; EOF means it shrank.
+fn read_some(file: &mut File, buf: &mut [u8], source: &Path) -> Result<usize> {
+    loop {
+        match file.read(buf) {
+            Ok(0) => return Err(changed_size(source)),
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::path("read", source, e)),
+        }
+    }
+}
+
+fn changed_size(source: &Path) -> Error {
+    Error::path(
+        "copy",
+        source,
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "file changed size while reading",
+        ),
+    )
+}

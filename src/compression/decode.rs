@@ -1,0 +1,77 @@
+//! Input side: the compression of a layer stream detected from its first bytes (as
+//! containerd's `DetectCompression`), and the matching decoder.
+
+use std::io::{self, BufRead, BufReader, Read};
+
+use crate::error::{Error, Result};
+
+/// The format of an input stream, detected from its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Detected {
+    Tar,
+    Gzip,
+    Zstd,
+}
+
+/// Detect the compression from the first bytes of a stream (containerd's `DetectCompression`
+/// looks at up to 10): gzip `1f 8b 08`, a zstd frame `28 b5 2f fd`, or a zstd skippable frame
+/// (magic `0x184D2A5?`, needing 8 bytes); anything else is plain tar.
+pub(crate) fn detect_bytes(head: &[u8]) -> Detected {
+    if head.starts_with(&[0x1f, 0x8b, 0x08]) {
+        Detected::Gzip
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
+        || (head.len() >= 8
+            && u32::from_le_bytes([head[0], head[1], head[2], head[3]]) & 0xFFFF_FFF0
+                == 0x184D_2A50)
+    {
+        Detected::Zstd
+    } else {
+        Detected::Tar
+    }
+}
+
+/// Wrap `input` in the decoder its first bytes call for. Gzip input may be multi-member, as
+/// Go's gzip reader accepts; zstd may hold several frames.
+pub(crate) fn decompress<'a, R: Read + 'a>(mut input: R) -> Result<Box<dyn Read + 'a>> {
+    // Peek up to 10 bytes even from a reader that returns short reads (pipes), as Go's Peek does.
+    let mut head = [0u8; 10];
+    let mut n = 0;
+    while n < head.len() {
+        match input.read(&mut head[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted && !crate::error::is_canceled(&e) => {}
+            Err(e) => return Err(Error::io("read layer", e)),
+        }
+    }
+    let kind = detect_bytes(&head[..n]);
+    let chained = io::Cursor::new(head[..n].to_vec()).chain(input);
+    decoder(kind, BufReader::with_capacity(256 * 1024, chained))
+}
+
+/// Like [`decompress`], for input that is already buffered: when its buffer holds the first
+/// 10 bytes, the decoders read straight from it (no second buffer, no extra copy).
+pub(crate) fn decompress_buffered<'a, R: BufRead + 'a>(mut input: R) -> Result<Box<dyn Read + 'a>> {
+    let kind = match input.fill_buf() {
+        Ok(head) if head.len() >= 10 => detect_bytes(head),
+        // A short first buffer (or an interrupted read) is peeked the general way.
+        Ok(_) => return decompress(input),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted && !crate::error::is_canceled(&e) => {
+            return decompress(input)
+        }
+        Err(e) => return Err(Error::io("read layer", e)),
+    };
+    decoder(kind, input)
+}
+
+/// The decoder for `kind` reading from `input`.
+fn decoder<'a, R: BufRead + 'a>(kind: Detected, input: R) -> Result<Box<dyn Read + 'a>> {
+    Ok(match kind {
+        Detected::Tar => Box::new(input),
+        Detected::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(input)),
+        Detected::Zstd => Box::new(
+            zstd::stream::read::Decoder::with_buffer(input)
+                .map_err(|e| Error::io("start zstd decoder", e))?,
+        ),
+    })
+}
