@@ -334,6 +334,7 @@ unsafe fn apply_options(
         // SAFETY: by the function's contract.
         cancel: unsafe { cancel_token(o.cancel) },
         progress: progress_hook(o.progress, o.progress_ctx),
+        expected_diff_id: None,
     })
 }
 
