@@ -15,6 +15,7 @@ pub mod control;
 pub mod digest;
 pub mod error;
 pub mod layer;
+pub mod list;
 pub mod resolve;
 pub mod tarread;
 pub mod walk;
@@ -24,6 +25,7 @@ pub use compare::{compare, CompareOptions, Diff};
 pub use compression::Compression;
 pub use control::{CancelToken, Progress};
 pub use error::{Error, ErrorKind, Result};
+pub use list::{list, Listed};
 
 /// OCI media type of an uncompressed layer.
 pub const MEDIA_TYPE_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
