@@ -3,7 +3,6 @@ package ls
 import (
 	"archive/tar"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"encoding/json"
 	"errors"
@@ -20,7 +19,6 @@ import (
 
 	"github.com/containerd/containerd/v2/pkg/archive"
 	"github.com/containerd/containerd/v2/pkg/archive/compression"
-	"github.com/klauspost/compress/zstd"
 	"golang.org/x/sys/unix"
 
 	"github.com/layerdiff/layerdiff/go/internal/randtree"
@@ -343,30 +341,11 @@ func goWritten(t *testing.T) []layerCase {
 	return cases
 }
 
-func gz(b []byte) []byte {
-	var out bytes.Buffer
-	w := gzip.NewWriter(&out)
-	w.Write(b)
-	w.Close()
-	return out.Bytes()
-}
-
-func zst(t *testing.T, b []byte) []byte {
-	var out bytes.Buffer
-	w, err := zstd.NewWriter(&out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.Write(b)
-	w.Close()
-	return out.Bytes()
-}
-
 func TestLsGoWriter(t *testing.T) {
 	cases := goWritten(t)
 	pax := cases[1].data
-	cases = append(cases, layerCase{"go-PAX-gzip", gz(pax)}, layerCase{"go-PAX-zstd", zst(t, pax)},
-		layerCase{"go-PAX-gzip-multimember", append(gz(pax[:1024]), gz(pax[1024:])...)})
+	cases = append(cases, layerCase{"go-PAX-gzip", testkit.Gzip(t, pax)}, layerCase{"go-PAX-zstd", testkit.Zstd(t, pax)},
+		layerCase{"go-PAX-gzip-multimember", append(testkit.Gzip(t, pax[:1024]), testkit.Gzip(t, pax[1024:])...)})
 	check(t, cases)
 }
 
@@ -465,11 +444,11 @@ func raw(t *testing.T) []layerCase {
 		{"bad-numeric", edited(file, func(b []byte) { copy(b[100:108], "0009\x00") })},
 		{"negative-size", edited(file, func(b []byte) { copy(b[124:136], bytes.Repeat([]byte{0xff}, 12)) })},
 		{"pax-bad-record", paxBad},
-		{"gzip-truncated", gz(bytes.Repeat(file, 50))[:100]},
-		{"gzip-trailing-garbage", append(gz(file), "junk"...)},
-		{"gzip-then-zeros", append(gz(file), make([]byte, 64)...)},
-		{"zstd-truncated", zst(t, bytes.Repeat(file, 50))[:30]},
-		{"zstd-skippable-first", append([]byte{0x5e, 0x2a, 0x4d, 0x18, 3, 0, 0, 0, 'a', 'b', 'c'}, zst(t, file)...)},
+		{"gzip-truncated", testkit.Gzip(t, bytes.Repeat(file, 50))[:100]},
+		{"gzip-trailing-garbage", append(testkit.Gzip(t, file), "junk"...)},
+		{"gzip-then-zeros", append(testkit.Gzip(t, file), make([]byte, 64)...)},
+		{"zstd-truncated", testkit.Zstd(t, bytes.Repeat(file, 50))[:30]},
+		{"zstd-skippable-first", append([]byte{0x5e, 0x2a, 0x4d, 0x18, 3, 0, 0, 0, 'a', 'b', 'c'}, testkit.Zstd(t, file)...)},
 		{"empty", nil},
 	}
 }
@@ -554,7 +533,7 @@ func TestLsGNUTar(t *testing.T) {
 		cases = append(cases, layerCase{"gnutar-sparse-" + v, out})
 	}
 	oldSparse := gnuTar(t, dir, "--format=gnu", "--sparse")
-	cases = append(cases, layerCase{"gnutar-sparse-oldgnu", oldSparse}, layerCase{"gnutar-sparse-oldgnu-zstd", zst(t, oldSparse)})
+	cases = append(cases, layerCase{"gnutar-sparse-oldgnu", oldSparse}, layerCase{"gnutar-sparse-oldgnu-zstd", testkit.Zstd(t, oldSparse)})
 	check(t, cases)
 }
 
