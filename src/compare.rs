@@ -65,6 +65,9 @@ pub fn compare<W: Write + Send>(
             opts.cancel.as_ref(),
         );
         walk::changes(lower, upper, opts.cancel.as_ref(), |kind, path, meta| {
+            if let Some(p) = &opts.progress {
+                p.count_entry();
+            }
             cw.handle_change(kind, path, meta)
         })?;
         cw.finish()?;

@@ -1,7 +1,7 @@
 //! Cancellation and progress: the two hooks a long-running compare or apply offers its caller.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
@@ -37,17 +37,35 @@ impl CancelToken {
 
 /// A progress callback, called with a running byte count (compare: uncompressed tar bytes
 /// written; apply: input bytes consumed, as containerd reports). May be called from a worker
-/// thread.
+/// thread. It also carries a count of entries (apply: tar entries read; compare: changes
+/// written), which callbacks made with [`Progress::with_entries`] receive.
 #[derive(Clone)]
-pub struct Progress(Arc<dyn Fn(u64) + Send + Sync>);
+pub struct Progress {
+    report: Arc<dyn Fn(u64, u64) + Send + Sync>,
+    entries: Arc<AtomicU64>,
+}
 
 impl Progress {
     pub fn new(f: impl Fn(u64) + Send + Sync + 'static) -> Self {
-        Progress(Arc::new(f))
+        Self::with_entries(move |bytes, _| f(bytes))
+    }
+
+    /// A callback given (bytes, entries so far).
+    pub fn with_entries(f: impl Fn(u64, u64) + Send + Sync + 'static) -> Self {
+        Progress {
+            report: Arc::new(f),
+            entries: Arc::default(),
+        }
     }
 
     pub fn report(&self, bytes: u64) {
-        (self.0)(bytes)
+        (self.report)(bytes, self.entries.load(Ordering::Relaxed))
+    }
+
+    /// Count one more entry; the next `report` passes the new count on. One relaxed atomic
+    /// add, so it can sit in the per-entry loop.
+    pub fn count_entry(&self) {
+        self.entries.fetch_add(1, Ordering::Relaxed);
     }
 }
 

@@ -4,6 +4,8 @@ use std::io::{self, Write};
 
 use sha2::{Digest as _, Sha256};
 
+use crate::error::{Error, Result};
+
 /// An OCI digest string, `sha256:<64 hex>`.
 pub(crate) fn format_sha256(hash: &[u8]) -> String {
     let mut s = String::with_capacity(7 + 64);
@@ -12,6 +14,18 @@ pub(crate) fn format_sha256(hash: &[u8]) -> String {
         s.push_str(&format!("{b:02x}"));
     }
     s
+}
+
+/// Check that `s` is a digest [`format_sha256`] could produce (`sha256:` and 64 lowercase hex
+/// digits): the only kind of diffID an apply can verify.
+pub fn validate_sha256(s: &str) -> Result<()> {
+    let hex = s.strip_prefix("sha256:").unwrap_or_default();
+    if hex.len() != 64 || !hex.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) {
+        return Err(Error::InvalidArgument(format!(
+            "diffID {s:?} is not of the form sha256:<64 lowercase hex digits>"
+        )));
+    }
+    Ok(())
 }
 
 /// A writer that hashes and counts every byte it forwards to `inner`.

@@ -18,6 +18,7 @@ mod compression;
 mod control;
 mod digest;
 mod error;
+mod list;
 mod resolve;
 mod sys;
 mod tar;
@@ -27,7 +28,9 @@ pub use apply::{apply, Applied, ApplyOptions, WhiteoutMode};
 pub use compare::{compare, CompareOptions, Diff};
 pub use compression::{Compression, GZIP_DEFAULT_LEVEL, ZSTD_DEFAULT_LEVEL};
 pub use control::{CancelToken, Progress};
+pub use digest::validate_sha256;
 pub use error::{Error, ErrorKind, Result};
+pub use list::{list, xattr_names, EntryHeader, Listed, Nanos, Whiteout};
 #[doc(hidden)]
 pub use resolve::Resolver;
 

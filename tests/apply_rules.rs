@@ -308,7 +308,10 @@ fn symlink_loops_are_errors() {
         &default_opts(),
     )
     .unwrap_err();
-    assert!(err.to_string().contains("resolve a/: too many links"), "{err}");
+    assert!(
+        err.to_string().contains("resolve a/: too many links"),
+        "{err}"
+    );
     sb.assert_outside_untouched();
 }
 

@@ -53,6 +53,10 @@ pub struct ApplyOptions {
     pub cancel: Option<CancelToken>,
     /// Called with the number of input (possibly compressed) bytes consumed so far.
     pub progress: Option<Progress>,
+    /// `sha256:...` the uncompressed stream must hash to (the layer's diffID), checked once it
+    /// has been read whole: on a mismatch apply fails, and the root may be partly written by
+    /// then (as containerd's unpacker finds out only after applying).
+    pub expected_diff_id: Option<String>,
     /// How paths are resolved in the root. Not a knob for callers (both ways are equally
     /// safe; the default picks the fast one): it lets the tests run the pre-5.6 fallback on
     /// any kernel, each apply on its own, hence hidden.
@@ -69,6 +73,7 @@ impl Default for ApplyOptions {
             sync_fs: false,
             cancel: None,
             progress: None,
+            expected_diff_id: None,
             resolver: Resolver::Auto,
         }
     }
@@ -96,6 +101,9 @@ impl Applied {
 /// with writing files; a fourth thread hashes each buffer once this one is done with it.
 pub fn apply<R: Read + Send>(root: &Path, input: R, opts: &ApplyOptions) -> Result<Applied> {
     control::check(opts.cancel.as_ref())?;
+    if let Some(want) = &opts.expected_diff_id {
+        crate::digest::validate_sha256(want)?;
+    }
     let root_dir =
         Root::open(root, opts.resolver).map_err(|e| Error::path("open root", root, e))?;
     let mut lowers = Vec::with_capacity(opts.parents.len());
@@ -111,6 +119,16 @@ pub fn apply<R: Read + Send>(root: &Path, input: R, opts: &ApplyOptions) -> Resu
         opts.cancel.clone(),
         |stream| Unpacker::new(root, &root_dir, lowers, opts)?.run(stream),
     )?;
+    if let Some(want) = opts
+        .expected_diff_id
+        .as_ref()
+        .filter(|&want| *want != digest)
+    {
+        return Err(Error::InvalidArchive(format!(
+            "layer diffID is {digest}, not the expected {want} ({} may be partly written)",
+            root.display()
+        )));
+    }
     if opts.sync_fs {
         let fd = rfs::open(
             root,

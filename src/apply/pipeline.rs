@@ -174,7 +174,7 @@ fn decode(
                 Ok(0) => break,
                 Ok(k) => n += k,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return fail(decode_error(e)),
+                Err(e) => return fail(compression::decode_error(e)),
             }
         }
         if n == 0 {
@@ -184,20 +184,6 @@ fn decode(
         if tx.send(Ok(buf)).is_err() {
             return;
         }
-    }
-}
-
-/// What a failed read of the decompressed stream means: anything the decoders report that is
-/// not a system error is bad data.
-fn decode_error(e: io::Error) -> Error {
-    let msg = format!("decompress layer: {e}");
-    if e.kind() == io::ErrorKind::UnexpectedEof
-        || e.raw_os_error().is_none()
-        || e.kind() == io::ErrorKind::InvalidInput
-    {
-        Error::InvalidArchive(msg)
-    } else {
-        Error::io("read layer", e)
     }
 }
 

@@ -142,6 +142,9 @@ impl<'a> Unpacker<'a> {
         loop {
             self.cancel_check()?;
             let Some(hdr) = tr.next_entry()? else { break };
+            if let Some(p) = &self.opts.progress {
+                p.count_entry();
+            }
             self.entry(&mut tr, hdr)?;
         }
         for (name, times) in std::mem::take(&mut self.dirs) {

@@ -1,26 +1,37 @@
-//! `layerdiff`: the two jobs of the library for people and scripts.
+//! `layerdiff`: the jobs of the library for people and scripts.
 //!
 //! ```text
 //! layerdiff diff  [--compression gzip|zstd|none] [--level N] [--source-date-epoch SECONDS] LOWER UPPER -o OUT
-//! layerdiff apply [--whiteouts remove|overlay] [--parent DIR]... [--no-same-owner] LAYER ROOT
+//! layerdiff apply [--whiteouts remove|overlay] [--parent DIR]... [--no-same-owner] [--diff-id DIGEST] LAYER ROOT
+//! layerdiff ls    [--json] LAYER
+//! layerdiff completions SHELL
 //! ```
+//!
+//! Exit status: 0 success, 1 failure, 2 usage error; every failure is one line on stderr.
+
+// Beside this file (a crate root looks in src/bin/, where Cargo would take them for programs).
+#[path = "layerdiff/listing.rs"]
+mod listing;
+#[path = "layerdiff/progress.rs"]
+mod progress;
+#[path = "layerdiff/report.rs"]
+mod report;
 
 use std::fs::File;
-use std::io::{self, IsTerminal, Write};
+use std::io;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use clap::{Parser, Subcommand, ValueEnum};
-use layerdiff::{ApplyOptions, CompareOptions, Compression, Progress, WhiteoutMode};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use layerdiff::{ApplyOptions, CompareOptions, Compression, WhiteoutMode};
+
+use progress::{Display, Job, When};
+use report::Failure;
 
 #[derive(Parser)]
 #[command(
     name = "layerdiff",
-    version,
     about = "Compute and apply OCI image layer diffs, byte-identical to containerd"
 )]
 struct Cli {
@@ -41,6 +52,17 @@ enum WhiteoutArg {
     Overlay,
 }
 
+/// How diff and apply show their progress on stderr.
+#[derive(Args)]
+struct DisplayArgs {
+    /// Progress display on stderr: auto (only when stderr is a terminal), always, never.
+    #[arg(long, value_enum, default_value = "auto", value_name = "WHEN")]
+    progress: When,
+    /// No progress display and no summary line (errors are still printed; stdout is unchanged).
+    #[arg(short, long)]
+    quiet: bool,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Write the layer that turns LOWER into UPPER (containerd's walking differ), print its descriptor.
@@ -53,7 +75,8 @@ enum Command {
         #[arg(long, allow_negative_numbers = true)]
         level: Option<i32>,
         /// Clamp mtimes later than this (seconds since 1970) to it, for reproducible layers.
-        #[arg(long, value_name = "SECONDS")]
+        /// Without it, a non-empty SOURCE_DATE_EPOCH in the environment is used.
+        #[arg(long, value_name = "SECONDS", allow_hyphen_values = true)]
         source_date_epoch: Option<i64>,
         /// The lower (parent) tree.
         lower: PathBuf,
@@ -62,6 +85,8 @@ enum Command {
         /// Where to write the layer; `-` for stdout (then no descriptor is printed).
         #[arg(short = 'o', long = "output", value_name = "OUT")]
         output: PathBuf,
+        #[command(flatten)]
+        display: DisplayArgs,
     },
     /// Unpack LAYER (tar, gzip or zstd; `-` for stdin) onto ROOT (containerd's fs applier), print its descriptor.
     Apply {
@@ -74,22 +99,58 @@ enum Command {
         /// Do not chown entries to the owners recorded in the layer.
         #[arg(long)]
         no_same_owner: bool,
+        /// Fail unless the uncompressed layer hashes to this diffID (sha256:...). It is checked
+        /// once the whole layer is read, so on a mismatch ROOT may be partly written already
+        /// (as with containerd's unpacker, which checks after applying).
+        #[arg(long, value_name = "DIGEST", value_parser = parse_diff_id)]
+        diff_id: Option<String>,
         /// The layer file, or `-` for stdin.
         layer: PathBuf,
         /// The directory to unpack into.
         root: PathBuf,
+        #[command(flatten)]
+        display: DisplayArgs,
     },
+    /// List the entries of LAYER (tar, gzip or zstd; `-` for stdin) as apply reads them, like `tar tv`.
+    #[command(long_about = listing::LONG_ABOUT)]
+    Ls {
+        /// One JSON object per entry and line instead of text.
+        #[arg(long)]
+        json: bool,
+        /// The layer file, or `-` for stdin.
+        layer: PathBuf,
+    },
+    /// Print a completion script for SHELL to stdout.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (generated from this command line's definition) into DIR.
+    #[command(hide = true)]
+    GenerateMan { dir: PathBuf },
+}
+
+/// The whole command line definition, with the version line naming the library's version.
+fn cli_definition() -> clap::Command {
+    Cli::command()
+        .version(report::version_line())
+        .after_long_help(report::after_help())
 }
 
 fn main() -> ExitCode {
     raise_open_file_limit();
-    let cli = Cli::parse();
+    let definition = cli_definition();
+    let cli = match definition
+        .clone()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m))
+    {
+        Ok(cli) => cli,
+        Err(e) => return report::exit_for_clap(e, &definition),
+    };
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("layerdiff: {e}");
-            ExitCode::FAILURE
-        }
+        Err(failure) => failure.report(),
     }
 }
 
@@ -106,7 +167,7 @@ fn raise_open_file_limit() {
     }
 }
 
-fn run(command: Command) -> Result<(), String> {
+fn run(command: Command) -> Result<(), Failure> {
     match command {
         Command::Diff {
             compression,
@@ -115,37 +176,45 @@ fn run(command: Command) -> Result<(), String> {
             lower,
             upper,
             output,
+            display,
         } => {
             let compression = compression_at(compression, level.unwrap_or(0))?;
+            let source_date_epoch = match source_date_epoch {
+                Some(s) => Some(s),
+                None => report::source_date_epoch_from_env()?,
+            };
+            let to_stdout = output.as_os_str() == "-";
+            let out: File = if to_stdout {
+                // Write to fd 1 unbuffered: Stdout's line buffering would scan binary data.
+                io::stdout()
+                    .as_fd()
+                    .try_clone_to_owned()
+                    .map_err(|e| format!("duplicate stdout: {e}"))?
+                    .into()
+            } else {
+                File::create(&output).map_err(|e| format!("create {}: {e}", output.display()))?
+            };
+            let display = Display::start(display.progress, display.quiet, Job::Diff);
             let opts = CompareOptions {
                 compression,
                 source_date_epoch,
                 cancel: None,
-                progress: progress_bar("diff"),
+                progress: display.as_ref().map(Display::hook),
             };
-            let to_stdout = output.as_os_str() == "-";
-            let result = if to_stdout {
-                // Write to fd 1 unbuffered: Stdout's line buffering would scan binary data.
-                let stdout = io::stdout()
-                    .as_fd()
-                    .try_clone_to_owned()
-                    .map_err(|e| format!("duplicate stdout: {e}"))?;
-                layerdiff::compare(&lower, &upper, File::from(stdout), &opts)
-            } else {
-                let file = File::create(&output)
-                    .map_err(|e| format!("create {}: {e}", output.display()))?;
-                layerdiff::compare(&lower, &upper, file, &opts)
-            };
-            finish_progress(&opts.progress);
+            let out = progress::CountingWriter::new(out, display.as_ref());
+            let result = layerdiff::compare(&lower, &upper, out, &opts);
             let diff = result.map_err(|e| e.chain_message())?;
+            if let Some(d) = display {
+                d.finish_diff(diff.uncompressed_size, diff.size);
+            }
             if !to_stdout {
-                print_json(&serde_json::json!({
+                report::print_line(&serde_json::json!({
                     "mediaType": diff.media_type,
                     "digest": diff.digest,
                     "size": diff.size,
                     "diffID": diff.diff_id,
                     "uncompressedSize": diff.uncompressed_size,
-                }));
+                }))?;
             }
             Ok(())
         }
@@ -153,9 +222,19 @@ fn run(command: Command) -> Result<(), String> {
             whiteouts,
             parents,
             no_same_owner,
+            diff_id,
             layer,
             root,
+            display,
         } => {
+            let input = report::open_input(&layer)?;
+            let display = Display::start(
+                display.progress,
+                display.quiet,
+                Job::Apply {
+                    total: progress::remaining_size(&input),
+                },
+            );
             let opts = ApplyOptions {
                 whiteouts: match whiteouts {
                     WhiteoutArg::Remove => WhiteoutMode::Remove,
@@ -165,25 +244,38 @@ fn run(command: Command) -> Result<(), String> {
                 same_owner: !no_same_owner,
                 sync_fs: false,
                 cancel: None,
-                progress: progress_bar("apply"),
+                progress: display.as_ref().map(Display::hook),
+                expected_diff_id: diff_id,
                 ..ApplyOptions::default()
             };
-            let result = if layer.as_os_str() == "-" {
-                layerdiff::apply(&root, io::stdin(), &opts)
-            } else {
-                let file =
-                    File::open(&layer).map_err(|e| format!("open {}: {e}", layer.display()))?;
-                layerdiff::apply(&root, file, &opts)
-            };
-            finish_progress(&opts.progress);
-            let applied = result.map_err(|e| e.chain_message())?;
-            print_json(&serde_json::json!({
+            let applied = layerdiff::apply(&root, input, &opts).map_err(|e| e.chain_message())?;
+            if let Some(d) = display {
+                d.finish_apply(applied.size);
+            }
+            report::print_line(&serde_json::json!({
                 "mediaType": layerdiff::Applied::MEDIA_TYPE,
                 "digest": applied.digest,
                 "size": applied.size,
-            }));
-            Ok(())
+            }))
         }
+        Command::Ls { json, layer } => {
+            let input = report::open_input(&layer)?;
+            listing::run(input, json)
+        }
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut cli_definition(), "layerdiff", &mut out);
+            report::write_stdout(&out)
+        }
+        Command::GenerateMan { dir } => report::write_man_pages(cli_definition(), &dir),
+    }
+}
+
+/// `--diff-id`, checked as the library checks it, so a typo is a usage error before any work.
+fn parse_diff_id(s: &str) -> Result<String, String> {
+    match layerdiff::validate_sha256(s) {
+        Ok(()) => Ok(s.to_string()),
+        Err(_) => Err("expected sha256: and 64 lowercase hex digits".into()),
     }
 }
 
@@ -214,38 +306,4 @@ fn compression_at(compression: CompressionArg, level: i32) -> Result<Compression
     };
     chosen.validate().map_err(|e| e.chain_message())?;
     Ok(chosen)
-}
-
-fn print_json(v: &serde_json::Value) {
-    println!("{v}");
-}
-
-/// A one-line byte counter on stderr, redrawn at most ten times a second, only on a terminal.
-fn progress_bar(label: &'static str) -> Option<Progress> {
-    if !io::stderr().is_terminal() {
-        return None;
-    }
-    let last_draw = Arc::new(AtomicU64::new(0));
-    Some(Progress::new(move |bytes| {
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        if now_ms.saturating_sub(last_draw.load(Ordering::Relaxed)) < 100 {
-            return;
-        }
-        last_draw.store(now_ms, Ordering::Relaxed);
-        let mut err = io::stderr().lock();
-        let _ = write!(
-            err,
-            "\r{label}: {:>10.1} MiB",
-            bytes as f64 / (1024.0 * 1024.0)
-        );
-        let _ = err.flush();
-    }))
-}
-
-fn finish_progress(progress: &Option<Progress>) {
-    if progress.is_some() {
-        eprintln!();
-    }
 }

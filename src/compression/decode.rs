@@ -75,3 +75,17 @@ fn decoder<'a, R: BufRead + 'a>(kind: Detected, input: R) -> Result<Box<dyn Read
         ),
     })
 }
+
+/// What a failed read of the decompressed stream means: anything the decoders report that is
+/// not a system error is bad data.
+pub(crate) fn decode_error(e: io::Error) -> Error {
+    let msg = format!("decompress layer: {e}");
+    if e.kind() == io::ErrorKind::UnexpectedEof
+        || e.raw_os_error().is_none()
+        || e.kind() == io::ErrorKind::InvalidInput
+    {
+        Error::InvalidArchive(msg)
+    } else {
+        Error::io("read layer", e)
+    }
+}

@@ -8,7 +8,7 @@ pub(crate) mod encode;
 use crate::error::{Error, Result};
 use crate::{MEDIA_TYPE_TAR, MEDIA_TYPE_TAR_GZIP, MEDIA_TYPE_TAR_ZSTD};
 
-pub(crate) use decode::decompress_buffered;
+pub(crate) use decode::{decode_error, decompress, decompress_buffered};
 
 /// Go's compress/gzip default level, which containerd's walking differ uses.
 /// cbindgen:ignore

@@ -21,25 +21,26 @@ use sparse::SparseState;
 const MAX_SPECIAL_FILE_SIZE: i64 = 1 << 20;
 
 /// Nanoseconds since the Unix epoch (wide enough for any `i64` seconds plus fraction).
-pub(crate) type Nanos = i128;
+pub type Nanos = i128;
 
-/// One entry as Go's `tar.Reader.Next` returns it (only the fields apply uses).
+/// One entry as Go's `tar.Reader.Next` returns it (only the fields apply uses); public as the
+/// entries [`crate::list`] yields.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct EntryHeader {
-    pub(crate) typeflag: u8,
-    pub(crate) name: Vec<u8>,
-    pub(crate) linkname: Vec<u8>,
-    pub(crate) size: i64,
-    pub(crate) mode: i64,
-    pub(crate) uid: i64,
-    pub(crate) gid: i64,
-    pub(crate) mtime: Nanos,
+pub struct EntryHeader {
+    pub typeflag: u8,
+    pub name: Vec<u8>,
+    pub linkname: Vec<u8>,
+    pub size: i64,
+    pub mode: i64,
+    pub uid: i64,
+    pub gid: i64,
+    pub mtime: Nanos,
     /// `None` when the archive carries no access time (Go's zero `time.Time`).
-    pub(crate) atime: Option<Nanos>,
-    pub(crate) devmajor: i64,
-    pub(crate) devminor: i64,
+    pub atime: Option<Nanos>,
+    pub devmajor: i64,
+    pub devminor: i64,
     /// Every PAX record of the entry, `SCHILY.xattr.*` included (later duplicates win).
-    pub(crate) pax: PaxRecords,
+    pub pax: std::collections::BTreeMap<Vec<u8>, Vec<u8>>,
 }
 
 /// A failed read of the layer stream: cut short, or what the stage before us reported.

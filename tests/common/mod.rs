@@ -4,7 +4,7 @@
 //!
 //! Each test crate compiles its own copy and uses only part of it, so unused items are not
 //! dead code here.
-#![allow(dead_code)]
+#![allow(dead_code, unused_macros, unused_imports)]
 
 pub mod compress;
 pub mod rng;

@@ -3,7 +3,6 @@ package apply
 import (
 	"archive/tar"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"fmt"
 	"math/rand"
@@ -15,30 +14,14 @@ import (
 	"time"
 
 	"github.com/containerd/containerd/v2/pkg/archive"
-	"github.com/klauspost/compress/zstd"
 	"golang.org/x/sys/unix"
 
 	"github.com/layerdiff/layerdiff/go/internal/testkit"
 )
 
-func gz(t *testing.T, b []byte) []byte {
-	var out bytes.Buffer
-	w := gzip.NewWriter(&out)
-	w.Write(b)
-	w.Close()
-	return out.Bytes()
-}
+func gz(t *testing.T, b []byte) []byte { return testkit.Gzip(t, b) }
 
-func zst(t *testing.T, b []byte) []byte {
-	var out bytes.Buffer
-	w, err := zstd.NewWriter(&out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.Write(b)
-	w.Close()
-	return out.Bytes()
-}
+func zst(t *testing.T, b []byte) []byte { return testkit.Zstd(t, b) }
 
 // baseTree is a small existing tree most crafted layers are applied onto.
 var baseTree = tree(
