@@ -248,7 +248,6 @@ func knownApplyFinding(o outcome) string {
 	return ""
 }
 
-
 // listNames lists the entries of each directory (full paths).
 func listNames(dirs []string) map[string]bool {
 	out := map[string]bool{}
