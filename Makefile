@@ -15,7 +15,7 @@ SOMAJOR := $(firstword $(subst ., ,$(VERSION)))
 # header, library and pkg-config file only.
 TEST_PREFIX := $(CURDIR)/build/prefix
 
-.PHONY: all build deps header header-check lint test rust-test c-test go-test demo bench install clean
+.PHONY: all build deps header header-check lint test rust-test c-test go-test fuzz-short fuzz demo bench install clean
 
 all: build
 
@@ -63,6 +63,23 @@ GO_LIB_STAMP = CGO_CFLAGS="-g -O2 -DLAYERDIFF_LIB_STAMP=$$(cksum < $(CURDIR)/$(R
 go-test: build
 	cd go && $(GO_LIB_STAMP) $(GO) vet ./... && $(GO_LIB_STAMP) $(GO) test -count=1 ./...
 	cd go && $(GO_LIB_STAMP) $(GO) test -count=1 -race -run Concurrent .
+
+# Differential fuzzing with Go's native fuzzer (docs/fuzzing.md): apply against containerd's
+# archive.Apply, diff against its WriteDiff, the tar reader against Go's archive/tar. Each
+# target runs for FUZZ_TIME (15s: a bounded run for `make test`); a long run is
+# `make fuzz FUZZ_TIME=2h`. A failing input is saved under go/<package>/testdata/fuzz/.
+FUZZ_TIME     ?= 15s
+FUZZ_PARALLEL ?= 1
+FUZZ_TARGETS  := FuzzApply:./parity/hostile FuzzCompare:./parity/compare FuzzTarHeaders:./parity/tarread
+
+fuzz-short: build
+	@set -e; cd go; for t in $(FUZZ_TARGETS); do \
+	  echo "fuzz: $${t%%:*} for $(FUZZ_TIME)"; \
+	  $(GO) test -run '^$$' -fuzz "^$${t%%:*}$$" -fuzztime $(FUZZ_TIME) -fuzzminimizetime 10s \
+	    -parallel $(FUZZ_PARALLEL) $${t#*:}; \
+	done
+
+fuzz: fuzz-short
 
 demo: build
 	cd go && $(GO_LIB_STAMP) $(GO) run ./cmd/demo

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/containerd/containerd/v2/pkg/archive/compression"
+	"github.com/containerd/log"
 	"golang.org/x/sys/unix"
 
 	"github.com/layerdiff/layerdiff/go/internal/testkit"
@@ -47,7 +48,11 @@ func FuzzApply(f *testing.F) {
 	})
 }
 
-func init() { testkit.UseBuiltinGzip() }
+func init() {
+	testkit.UseBuiltinGzip()
+	// containerd warns of every xattr it ignores; fuzzing applies thousands of layers.
+	log.SetLevel("error")
+}
 
 const (
 	// Both appliers must finish within the 10 s Go's fuzzing engine grants one input (then

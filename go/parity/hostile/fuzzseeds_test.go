@@ -20,8 +20,8 @@ import (
 	"github.com/layerdiff/layerdiff/go/internal/testkit"
 )
 
-// TestWriteFuzzSeeds (re)writes the checked-in seed corpora of FuzzApply (here) and
-// FuzzTarHeaders (../tarread): the hostile generator's layers for a handful of seeds, the
+// TestWriteFuzzSeeds (re)writes the checked-in seed corpora of FuzzApply (here),
+// FuzzTarHeaders (../tarread) and the Rust tar_reader target (fuzz/seeds, raw files): the hostile generator's layers for a handful of seeds, the
 // regression inputs of issue 10 that are tar bytes, corrupted gzip/zstd/tar samples, and
 // Go's own archive/tar test archives. Run it when the generator or the list changes:
 //
@@ -32,13 +32,20 @@ func TestWriteFuzzSeeds(t *testing.T) {
 	}
 	applyDir := filepath.Join("testdata", "fuzz", "FuzzApply")
 	tarDir := filepath.Join("..", "tarread", "testdata", "fuzz", "FuzzTarHeaders")
-	for _, d := range []string{applyDir, tarDir} {
+	rustDir := filepath.Join("..", "..", "..", "fuzz", "seeds", "tar_reader")
+	for _, d := range []string{applyDir, tarDir, rustDir} {
 		if err := os.RemoveAll(d); err != nil {
 			t.Fatal(err)
 		}
 	}
+	if err := os.MkdirAll(rustDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	seeds := fuzzSeeds(t)
 	for _, s := range seeds {
+		if err := os.WriteFile(filepath.Join(rustDir, s.name), s.layer, 0o644); err != nil {
+			t.Fatal(err)
+		}
 		if err := testkit.WriteCorpusEntry(tarDir, s.name, s.layer); err != nil {
 			t.Fatal(err)
 		}
