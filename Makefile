@@ -70,12 +70,15 @@ go-test: build
 # `make fuzz FUZZ_TIME=2h`. A failing input is saved under go/<package>/testdata/fuzz/.
 FUZZ_TIME     ?= 15s
 FUZZ_PARALLEL ?= 1
+# Go spends up to 60 s shrinking each new interesting input by default: most of a short run
+# when one input costs a CLI run and fresh sandboxes.
+FUZZ_MINIMIZE ?= 3s
 FUZZ_TARGETS  := FuzzApply:./parity/hostile FuzzCompare:./parity/compare FuzzTarHeaders:./parity/tarread
 
 fuzz-short: build
 	@set -e; cd go; for t in $(FUZZ_TARGETS); do \
 	  echo "fuzz: $${t%%:*} for $(FUZZ_TIME)"; \
-	  $(GO) test -run '^$$' -fuzz "^$${t%%:*}$$" -fuzztime $(FUZZ_TIME) -fuzzminimizetime 10s \
+	  $(GO) test -run '^$$' -fuzz "^$${t%%:*}$$" -fuzztime $(FUZZ_TIME) -fuzzminimizetime $(FUZZ_MINIMIZE) \
 	    -parallel $(FUZZ_PARALLEL) $${t#*:}; \
 	done
 
