@@ -67,7 +67,8 @@ go-test: build
 # Differential fuzzing with Go's native fuzzer (docs/fuzzing.md): apply against containerd's
 # archive.Apply, diff against its WriteDiff, the tar reader against Go's archive/tar. Each
 # target runs for FUZZ_TIME (15s: a bounded run for `make test`); a long run is
-# `make fuzz FUZZ_TIME=2h`. A failing input is saved under go/<package>/testdata/fuzz/.
+# `make fuzz FUZZ_TIME=2h`. -v shows why a target skips. A failing input is saved under
+# go/<package>/testdata/fuzz/.
 FUZZ_TIME     ?= 15s
 FUZZ_PARALLEL ?= 1
 # Go spends up to 60 s shrinking each new interesting input by default: most of a short run
@@ -78,7 +79,7 @@ FUZZ_TARGETS  := FuzzApply:./parity/hostile FuzzCompare:./parity/compare FuzzTar
 fuzz-short: build
 	@set -e; cd go; for t in $(FUZZ_TARGETS); do \
 	  echo "fuzz: $${t%%:*} for $(FUZZ_TIME)"; \
-	  $(GO) test -run '^$$' -fuzz "^$${t%%:*}$$" -fuzztime $(FUZZ_TIME) -fuzzminimizetime $(FUZZ_MINIMIZE) \
+	  $(GO) test -v -run '^$$' -fuzz "^$${t%%:*}$$" -fuzztime $(FUZZ_TIME) -fuzzminimizetime $(FUZZ_MINIMIZE) \
 	    -parallel $(FUZZ_PARALLEL) $${t#*:}; \
 	done
 
