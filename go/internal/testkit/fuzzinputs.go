@@ -132,6 +132,17 @@ func StarBadCtime(b []byte) bool {
 	return false
 }
 
+// SetTarChecksum writes the checksum of a patched tar header block (the unsigned sum of its
+// bytes, the field counted as spaces).
+func SetTarChecksum(blk []byte) {
+	copy(blk[148:156], "        ")
+	var sum int64
+	for _, c := range blk[:512] {
+		sum += int64(c)
+	}
+	copy(blk[148:156], fmt.Sprintf("%06o\x00 ", sum))
+}
+
 // validChecksum: Go's tar checksum test (unsigned or signed sum with the field as spaces).
 func validChecksum(blk []byte) bool {
 	field := blk[148:156]

@@ -4,7 +4,6 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
-	"fmt"
 	"strings"
 	"testing"
 )
@@ -58,12 +57,7 @@ func TestStarBadCtime(t *testing.T) {
 		blk := b.Bytes()[:512]
 		copy(blk[488:500], ctime)
 		copy(blk[508:512], "tar\x00")
-		copy(blk[148:156], "        ")
-		var sum int64
-		for _, c := range blk {
-			sum += int64(c)
-		}
-		copy(blk[148:156], fmt.Sprintf("%06o\x00 ", sum))
+		SetTarChecksum(blk)
 		return b.Bytes()
 	}
 	if !StarBadCtime(star("9999999999x\x00")) {

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"compress/gzip"
 	"encoding/base64"
-	"fmt"
 	"math/rand"
 	"os"
 	"path/filepath"
@@ -187,12 +186,7 @@ func starBadCtime(t *testing.T) []byte {
 	copy(blk[476:488], "00000000000\x00") // atime: fine
 	copy(blk[488:500], "9999999999x\x00") // ctime: not octal
 	copy(blk[508:512], "tar\x00")
-	copy(blk[148:156], "        ")
-	var sum int64
-	for _, c := range blk {
-		sum += int64(c)
-	}
-	copy(blk[148:156], fmt.Sprintf("%06o\x00 ", sum))
+	testkit.SetTarChecksum(blk)
 	if !testkit.StarBadCtime(b) {
 		t.Fatal("starBadCtime: not recognised as such")
 	}
