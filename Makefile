@@ -21,7 +21,7 @@ SOMAJOR := $(firstword $(subst ., ,$(VERSION)))
 # header, library and pkg-config file only.
 TEST_PREFIX := $(CURDIR)/build/prefix
 
-.PHONY: all build deps header header-check lint test rust-test c-test go-test demo bench install install-cli clean
+.PHONY: all build deps header header-check lint test rust-test c-test go-test fuzz-short fuzz demo bench install install-cli clean
 
 all: build
 
@@ -42,7 +42,7 @@ header-check: deps
 	  else diff -u include/layerdiff.h $$tmp | head -40; rm -f $$tmp; \
 	       echo "header-check: include/layerdiff.h is stale: run 'make header'"; exit 1; fi
 
-test: deps lint rust-test header-check c-test go-test
+test: deps lint rust-test header-check c-test go-test fuzz-short
 
 # Debian packages, rustfmt/clippy and cbindgen, installed only when missing (fresh machine).
 deps:
@@ -69,6 +69,27 @@ GO_LIB_STAMP = CGO_CFLAGS="-g -O2 -DLAYERDIFF_LIB_STAMP=$$(cksum < $(CURDIR)/$(R
 go-test: build
 	cd go && $(GO_LIB_STAMP) $(GO) vet ./... && $(GO_LIB_STAMP) $(GO) test -count=1 ./...
 	cd go && $(GO_LIB_STAMP) $(GO) test -count=1 -race -run Concurrent .
+
+# Differential fuzzing with Go's native fuzzer (docs/fuzzing.md): apply against containerd's
+# archive.Apply, diff against its WriteDiff, the tar reader against Go's archive/tar. Each
+# target runs for FUZZ_TIME (15s: a bounded run for `make test`); a long run is
+# `make fuzz FUZZ_TIME=2h`. -v shows why a target skips. A failing input is saved under
+# go/<package>/testdata/fuzz/.
+FUZZ_TIME     ?= 15s
+FUZZ_PARALLEL ?= 1
+# Go spends up to 60 s shrinking each new interesting input by default: most of a short run
+# when one input costs a CLI run and fresh sandboxes.
+FUZZ_MINIMIZE ?= 3s
+FUZZ_TARGETS  := FuzzApply:./parity/hostile FuzzCompare:./parity/compare FuzzTarHeaders:./parity/tarread
+
+fuzz-short: build
+	@set -e; cd go; for t in $(FUZZ_TARGETS); do \
+	  echo "fuzz: $${t%%:*} for $(FUZZ_TIME)"; \
+	  $(GO) test -v -run '^$$' -fuzz "^$${t%%:*}$$" -fuzztime $(FUZZ_TIME) -fuzzminimizetime $(FUZZ_MINIMIZE) \
+	    -parallel $(FUZZ_PARALLEL) $${t#*:}; \
+	done
+
+fuzz: fuzz-short
 
 demo: build
 	cd go && $(GO_LIB_STAMP) $(GO) run ./cmd/demo
