@@ -9,6 +9,7 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
+use common::breakouts::{self, Breakout, INVALID_WHITEOUTS};
 use common::require_root;
 use common::sandbox::{apply_bytes, default_opts, same_file, Sandbox};
 use common::tar::{Header, Tar};
@@ -134,25 +135,13 @@ fn missing_parents_take_the_ro_branches_attributes() {
     assert_eq!(listing(top.path()), ["a d"]);
 }
 
-fn etc_tree(sb: &Sandbox) {
-    fs::create_dir(sb.p("etc")).unwrap();
-    fs::write(sb.p("etc/passwd"), "inside").unwrap();
-}
-
 /// containerd's `validateWhiteout` holds in aufs mode too: a name leaving its directory.
 #[test]
 fn whiteouts_leaving_their_directory_are_refused() {
     require_root!();
-    for name in [
-        ".wh...",
-        "etc/.wh...",
-        ".wh..",
-        "etc/.wh..",
-        ".wh.",
-        "etc/.wh.",
-    ] {
+    for name in INVALID_WHITEOUTS.iter().chain(&[".wh.", "etc/.wh."]) {
         let sb = Sandbox::new();
-        etc_tree(&sb);
+        sb.etc_tree();
         let err = run(&sb, Tar::new().file(name, b"").finish()).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidArchive, "{name}: {err}");
         assert!(
@@ -167,120 +156,114 @@ fn whiteouts_leaving_their_directory_are_refused() {
     }
 }
 
+/// Apply the case in aufs mode: the root must then hold exactly `want`.
+fn breakout(case: Breakout, want: &[&str]) {
+    run(&case.sb, case.layer).unwrap();
+    assert_eq!(listing(&case.sb.root()), want);
+}
+
 #[test]
 fn whiteout_symlink() {
     require_root!();
-    let sb = Sandbox::new();
-    etc_tree(&sb);
-    std::os::unix::fs::symlink("/etc", sb.p("localetc")).unwrap();
-    run(&sb, Tar::new().file(".wh.localetc", b"").finish()).unwrap();
-    assert_eq!(
-        listing(&sb.root()),
-        [
+    breakout(
+        breakouts::whiteout_symlink(),
+        &[
             ".wh.localetc f",
             "etc d",
             "etc/passwd f inside",
-            "localetc l /etc"
-        ]
+            "localetc l /etc",
+        ],
     );
 }
 
 #[test]
 fn whiteout_symlink_path() {
     require_root!();
-    let sb = Sandbox::new();
-    etc_tree(&sb);
-    fs::write(sb.p("etc/whitedout"), "w").unwrap();
-    std::os::unix::fs::symlink("/etc", sb.p("localetc")).unwrap();
-    run(&sb, Tar::new().file("localetc/.wh.whitedout", b"").finish()).unwrap();
     // The symlink resolves inside the root: the marker lands in the root's etc.
-    assert_eq!(
-        listing(&sb.root()),
-        [
+    breakout(
+        breakouts::whiteout_symlink_path(),
+        &[
             "etc d",
             "etc/.wh.whitedout f",
             "etc/passwd f inside",
             "etc/whitedout f w",
-            "localetc l /etc"
-        ]
+            "localetc l /etc",
+        ],
     );
 }
 
 #[test]
 fn whiteout_directory_name() {
     require_root!();
-    let sb = Sandbox::new();
-    etc_tree(&sb);
-    run(
-        &sb,
-        Tar::new().file(".wh.etc/somefile", b"non-empty").finish(),
-    )
-    .unwrap();
-    assert_eq!(
-        listing(&sb.root()),
-        [
+    breakout(
+        breakouts::whiteout_directory_name(),
+        &[
             ".wh.etc d",
             ".wh.etc/somefile f non-empty",
             "etc d",
-            "etc/passwd f inside"
-        ]
+            "etc/passwd f inside",
+            "localetc l /etc",
+        ],
     );
 }
 
 #[test]
 fn whiteout_dead_symlink_parent() {
     require_root!();
-    let sb = Sandbox::new();
-    etc_tree(&sb);
-    std::os::unix::fs::symlink("/dne", sb.p("localetc")).unwrap();
-    run(&sb, Tar::new().file("localetc/.wh.etc", b"").finish()).unwrap();
     // The dead symlink resolves to /dne inside the root, made as a parent.
-    assert_eq!(
-        listing(&sb.root()),
-        [
+    breakout(
+        breakouts::whiteout_dead_symlink_parent(),
+        &[
             "dne d",
             "dne/.wh.etc f",
             "etc d",
             "etc/passwd f inside",
-            "localetc l /dne"
-        ]
+            "localetc l /dne",
+        ],
     );
 }
 
 #[test]
 fn whiteout_relative_path() {
     require_root!();
-    let sb = Sandbox::new();
-    etc_tree(&sb);
-    run(&sb, Tar::new().file("dne/../.wh.etc", b"").finish()).unwrap();
-    assert_eq!(
-        listing(&sb.root()),
-        [".wh.etc f", "etc d", "etc/passwd f inside"]
+    breakout(
+        breakouts::whiteout_relative_path(),
+        &[
+            ".wh.etc f",
+            "etc d",
+            "etc/passwd f inside",
+            "localetc l /dne",
+        ],
     );
 }
 
 #[test]
-fn whiteout_opaque_in_either_order() {
+fn whiteout_opaque() {
     require_root!();
-    for opaque_first in [true, false] {
-        let sb = Sandbox::new();
-        etc_tree(&sb);
-        let (a, b) = if opaque_first {
-            ("etc/.wh..wh..opq", "etc/group")
-        } else {
-            ("etc/group", "etc/.wh..wh..opq")
-        };
-        run(&sb, Tar::new().file(a, b"").file(b, b"").finish()).unwrap();
-        assert_eq!(
-            listing(&sb.root()),
-            [
-                "etc d",
-                "etc/.wh..wh..opq f",
-                "etc/group f",
-                "etc/passwd f inside"
-            ]
-        );
-    }
+    breakout(
+        breakouts::whiteout_opaque(),
+        &[
+            "etc d",
+            "etc/.wh..wh..opq f",
+            "etc/group f all groups",
+            "etc/passwd f inside",
+            "etc/shadow f s",
+        ],
+    );
+}
+
+#[test]
+fn whiteout_opaque_out_of_order() {
+    require_root!();
+    breakout(
+        breakouts::whiteout_opaque_out_of_order(),
+        &[
+            "etc d",
+            "etc/.wh..wh..opq f",
+            "etc/group f all groups",
+            "etc/passwd f inside",
+        ],
+    );
 }
 
 /// A whiteout written through a symlink that points outside the root lands inside it.
