@@ -92,8 +92,8 @@ type CompareResult struct {
 // ApplyOptions configure [Apply]; the zero value is containerd's archive.Apply defaults.
 type ApplyOptions struct {
 	Whiteouts WhiteoutMode
-	// Parents are overlay lowerdirs or aufs ro branches, top first: a missing parent directory takes its
-	// attributes from the first of them that has it.
+	// Parents are overlay lowerdirs or aufs ro branches, top first: a missing parent
+	// directory takes its attributes from the first of them that has it.
 	Parents []string
 	// NoSameOwner skips the lchown to the layer's uid/gid.
 	NoSameOwner bool
