@@ -140,7 +140,9 @@ func (d *Differ) Apply(ctx context.Context, desc ocispec.Descriptor, mounts []mo
 }
 
 // applyMounts applies r onto the mounts: straight into the upperdir of a single overlay
-// mount (overlay whiteouts, lowerdirs as parents), else onto a temporary mount.
+// mount (overlay whiteouts, lowerdirs as parents) or the rw branch of a single aufs mount
+// (whiteouts kept as files, ro branches as parents; containerd 1.x's path), else onto a
+// temporary mount.
 func applyMounts(ctx context.Context, mounts []mount.Mount, r io.Reader, sync bool) (res ApplyResult, retErr error) {
 	switch {
 	case len(mounts) == 1 && mounts[0].Type == "overlay":
@@ -156,6 +158,16 @@ func applyMounts(ctx context.Context, mounts []mount.Mount, r io.Reader, sync bo
 			return res, err
 		}
 		return Apply(ctx, upper, r, ApplyOptions{Whiteouts: WhiteoutsOverlay, Parents: lowers, SyncFs: sync})
+	case len(mounts) == 1 && mounts[0].Type == "aufs":
+		rw, ro, err := aufsDirs(mounts[0].Options)
+		if err != nil {
+			if errdefs.IsInvalidArgument(err) {
+				break
+			}
+			return res, err
+		}
+		// containerd 1.x ignored sync here; a requested sync is done (docs/deviations.md).
+		return Apply(ctx, rw, r, ApplyOptions{Whiteouts: WhiteoutsAufs, Parents: ro, SyncFs: sync})
 	case sync && len(mounts) == 1 && mounts[0].Type == "bind":
 		defer func() {
 			if retErr == nil {

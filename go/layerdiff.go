@@ -61,6 +61,9 @@ const (
 	WhiteoutsRemove WhiteoutMode = C.LAYERDIFF_WHITEOUTS_REMOVE
 	// WhiteoutsOverlay writes overlayfs whiteouts (the root is an overlay upperdir).
 	WhiteoutsOverlay WhiteoutMode = C.LAYERDIFF_WHITEOUTS_OVERLAY
+	// WhiteoutsAufs writes whiteouts as the .wh. files they are (the root is an aufs rw
+	// branch), as containerd 1.x's AufsConvertWhiteout.
+	WhiteoutsAufs WhiteoutMode = C.LAYERDIFF_WHITEOUTS_AUFS
 )
 
 // CompareOptions configure [Compare]; the zero value is gzip at level 6, no epoch.
@@ -89,8 +92,8 @@ type CompareResult struct {
 // ApplyOptions configure [Apply]; the zero value is containerd's archive.Apply defaults.
 type ApplyOptions struct {
 	Whiteouts WhiteoutMode
-	// Parents are overlay lowerdirs, top first: a missing parent directory takes its
-	// attributes from the first of them that has it.
+	// Parents are overlay lowerdirs or aufs ro branches, top first: a missing parent
+	// directory takes its attributes from the first of them that has it.
 	Parents []string
 	// NoSameOwner skips the lchown to the layer's uid/gid.
 	NoSameOwner bool

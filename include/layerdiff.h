@@ -65,6 +65,12 @@
 #define LAYERDIFF_WHITEOUTS_OVERLAY 1
 
 /**
+ * Whiteouts are written as the plain files the layer names (`.wh.NAME`, `.wh..wh..opq`): the
+ * root is an aufs rw branch (containerd 1.x's `AufsConvertWhiteout`).
+ */
+#define LAYERDIFF_WHITEOUTS_AUFS 2
+
+/**
  * A bad argument or option.
  */
 #define LAYERDIFF_ERROR_INVALID_ARGUMENT 1
@@ -233,10 +239,10 @@ typedef struct layerdiff_apply_options {
    */
   uint8_t reserved_bytes[2];
   /**
-   * Overlay lowerdirs, top first: a parent directory the layer needs but the root lacks takes
-   * its owner, mode, times and xattrs from the first of these that has it. An array of
-   * `parents_len` NUL-terminated paths, read only during the call; may be NULL when
-   * `parents_len` is 0.
+   * Overlay lowerdirs or aufs ro branches, top first: a parent directory the layer needs but
+   * the root lacks takes its owner, mode, times and xattrs from the first of these that has
+   * it. An array of `parents_len` NUL-terminated paths, read only during the call; may be
+   * NULL when `parents_len` is 0.
    */
   const char *const *parents;
   /**

@@ -6,6 +6,7 @@ mod common;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 
+use common::breakouts::{self, Breakout, INVALID_WHITEOUTS};
 use common::require_root;
 use common::sandbox::{apply_bytes, default_opts, same_file, Sandbox};
 use common::tar::Tar;
@@ -19,11 +20,6 @@ fn run(sb: &Sandbox, layer: Vec<u8>) -> layerdiff::Result<layerdiff::Applied> {
 
 fn unbroken(sb: &Sandbox) {
     assert_eq!(fs::read(sb.p("etc/unbroken")).unwrap(), b"unbroken");
-}
-
-fn etc_tree(sb: &Sandbox) {
-    fs::create_dir(sb.p("etc")).unwrap();
-    fs::write(sb.p("etc/passwd"), "inside").unwrap();
 }
 
 #[test]
@@ -288,7 +284,7 @@ fn symlink_slash_ended() {
 fn symlink_override_directory() {
     require_root!();
     let sb = Sandbox::new();
-    etc_tree(&sb);
+    sb.etc_tree();
     fs::create_dir(sb.p("localetc")).unwrap();
     run(
         &sb,
@@ -305,7 +301,7 @@ fn symlink_override_directory() {
 fn symlink_override_directory_relative() {
     require_root!();
     let sb = Sandbox::new();
-    etc_tree(&sb);
+    sb.etc_tree();
     fs::create_dir(sb.p("localetc")).unwrap();
     run(
         &sb,
@@ -322,7 +318,7 @@ fn symlink_override_directory_relative() {
 fn directory_override_symlink() {
     require_root!();
     let sb = Sandbox::new();
-    etc_tree(&sb);
+    sb.etc_tree();
     std::os::unix::fs::symlink("/etc", sb.p("localetc")).unwrap();
     run(
         &sb,
@@ -343,7 +339,7 @@ fn directory_override_symlink() {
 fn directory_override_symlink_and_hardlink() {
     require_root!();
     let sb = Sandbox::new();
-    etc_tree(&sb);
+    sb.etc_tree();
     std::os::unix::fs::symlink("etc", sb.p("localetc")).unwrap();
     fs::hard_link(sb.p("etc/passwd"), sb.p("etc/localpasswd")).unwrap();
     run(
@@ -363,7 +359,7 @@ fn directory_override_symlink_and_hardlink() {
 
 fn invalid_whiteout(name: &str) {
     let sb = Sandbox::new();
-    etc_tree(&sb);
+    sb.etc_tree();
     let err = run(&sb, Tar::new().file(name, b"").finish()).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidArchive, "{err}");
     assert!(err.to_string().contains("invalid whiteout name"), "{err}");
@@ -373,34 +369,32 @@ fn invalid_whiteout(name: &str) {
 #[test]
 fn whiteout_root_parent() {
     require_root!();
-    invalid_whiteout(".wh...");
+    invalid_whiteout(INVALID_WHITEOUTS[0]);
 }
 
 #[test]
 fn whiteout_parent() {
     require_root!();
-    invalid_whiteout("etc/.wh...");
+    invalid_whiteout(INVALID_WHITEOUTS[1]);
 }
 
 #[test]
 fn whiteout_root() {
     require_root!();
-    invalid_whiteout(".wh..");
+    invalid_whiteout(INVALID_WHITEOUTS[2]);
 }
 
 #[test]
 fn whiteout_current_directory() {
     require_root!();
-    invalid_whiteout("etc/.wh..");
+    invalid_whiteout(INVALID_WHITEOUTS[3]);
 }
 
 #[test]
 fn whiteout_symlink() {
     require_root!();
-    let sb = Sandbox::new();
-    etc_tree(&sb);
-    std::os::unix::fs::symlink("/etc", sb.p("localetc")).unwrap();
-    run(&sb, Tar::new().file(".wh.localetc", b"").finish()).unwrap();
+    let Breakout { sb, layer } = breakouts::whiteout_symlink();
+    run(&sb, layer).unwrap();
     assert_eq!(fs::read(sb.p("etc/passwd")).unwrap(), b"inside");
     assert!(fs::symlink_metadata(sb.p("localetc")).is_err());
 }
@@ -408,11 +402,8 @@ fn whiteout_symlink() {
 #[test]
 fn whiteout_symlink_path() {
     require_root!();
-    let sb = Sandbox::new();
-    etc_tree(&sb);
-    fs::write(sb.p("etc/whitedout"), "w").unwrap();
-    std::os::unix::fs::symlink("/etc", sb.p("localetc")).unwrap();
-    run(&sb, Tar::new().file("localetc/.wh.whitedout", b"").finish()).unwrap();
+    let Breakout { sb, layer } = breakouts::whiteout_symlink_path();
+    run(&sb, layer).unwrap();
     assert_eq!(fs::read(sb.p("etc/passwd")).unwrap(), b"inside");
     assert!(fs::symlink_metadata(sb.p("etc/whitedout")).is_err());
 }
@@ -420,14 +411,8 @@ fn whiteout_symlink_path() {
 #[test]
 fn whiteout_directory_name() {
     require_root!();
-    let sb = Sandbox::new();
-    etc_tree(&sb);
-    std::os::unix::fs::symlink("/etc", sb.p("localetc")).unwrap();
-    run(
-        &sb,
-        Tar::new().file(".wh.etc/somefile", b"non-empty").finish(),
-    )
-    .unwrap();
+    let Breakout { sb, layer } = breakouts::whiteout_directory_name();
+    run(&sb, layer).unwrap();
     assert_eq!(fs::read(sb.p("etc/passwd")).unwrap(), b"inside");
     assert_eq!(fs::read(sb.p(".wh.etc/somefile")).unwrap(), b"non-empty");
 }
@@ -435,37 +420,24 @@ fn whiteout_directory_name() {
 #[test]
 fn whiteout_dead_symlink_parent() {
     require_root!();
-    let sb = Sandbox::new();
-    etc_tree(&sb);
-    std::os::unix::fs::symlink("/dne", sb.p("localetc")).unwrap();
-    run(&sb, Tar::new().file("localetc/.wh.etc", b"").finish()).unwrap();
+    let Breakout { sb, layer } = breakouts::whiteout_dead_symlink_parent();
+    run(&sb, layer).unwrap();
     assert_eq!(fs::read(sb.p("etc/passwd")).unwrap(), b"inside");
 }
 
 #[test]
 fn whiteout_relative_path() {
     require_root!();
-    let sb = Sandbox::new();
-    etc_tree(&sb);
-    std::os::unix::fs::symlink("/dne", sb.p("localetc")).unwrap();
-    run(&sb, Tar::new().file("dne/../.wh.etc", b"").finish()).unwrap();
+    let Breakout { sb, layer } = breakouts::whiteout_relative_path();
+    run(&sb, layer).unwrap();
     assert!(fs::symlink_metadata(sb.p("etc/passwd")).is_err());
 }
 
 #[test]
 fn whiteout_opaque() {
     require_root!();
-    let sb = Sandbox::new();
-    etc_tree(&sb);
-    fs::write(sb.p("etc/shadow"), "s").unwrap();
-    run(
-        &sb,
-        Tar::new()
-            .file("etc/.wh..wh..opq", b"")
-            .file("etc/group", b"all groups")
-            .finish(),
-    )
-    .unwrap();
+    let Breakout { sb, layer } = breakouts::whiteout_opaque();
+    run(&sb, layer).unwrap();
     assert!(fs::symlink_metadata(sb.p("etc/passwd")).is_err());
     assert!(fs::symlink_metadata(sb.p("etc/shadow")).is_err());
     assert_eq!(fs::read(sb.p("etc/group")).unwrap(), b"all groups");
@@ -474,16 +446,8 @@ fn whiteout_opaque() {
 #[test]
 fn whiteout_opaque_out_of_order() {
     require_root!();
-    let sb = Sandbox::new();
-    etc_tree(&sb);
-    run(
-        &sb,
-        Tar::new()
-            .file("etc/group", b"all groups")
-            .file("etc/.wh..wh..opq", b"")
-            .finish(),
-    )
-    .unwrap();
+    let Breakout { sb, layer } = breakouts::whiteout_opaque_out_of_order();
+    run(&sb, layer).unwrap();
     assert!(fs::symlink_metadata(sb.p("etc/passwd")).is_err());
     assert_eq!(fs::read(sb.p("etc/group")).unwrap(), b"all groups");
 }

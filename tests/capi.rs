@@ -810,6 +810,33 @@ fn round_trip_through_the_abi() {
 }
 
 #[test]
+fn aufs_whiteouts_are_written_as_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let (lower, upper) = sample_trees(dir.path());
+    let root = dir.path().join("root");
+    fs::create_dir_all(root.join("a")).unwrap();
+    fs::write(root.join("a/gone"), b"gone").unwrap();
+    let layer = dir.path().join("layer");
+    let out = File::create(&layer).unwrap();
+    let (err, _) = compare_call(&lower, &upper, out.as_raw_fd(), None);
+    expect_success(err);
+    drop(out);
+
+    let input = File::open(&layer).unwrap();
+    let options = layerdiff_apply_options {
+        whiteouts: LAYERDIFF_WHITEOUTS_AUFS,
+        ..zero_apply_options()
+    };
+    let (err, _) = apply_call(&c_path(&root), input.as_raw_fd(), Some(&options));
+    expect_success(err);
+    assert!(
+        root.join("a/.wh.gone").is_file(),
+        "no .wh. file in the branch"
+    );
+    assert_eq!(fs::read(root.join("a/gone")).unwrap(), b"gone");
+}
+
+#[test]
 fn corrupt_layer_is_an_invalid_archive() {
     let dir = tempfile::tempdir().unwrap();
     let root = c_path(dir.path());

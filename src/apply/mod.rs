@@ -3,8 +3,8 @@
 //!
 //! - [`pipeline`]: the threads (input reader, decoder, hasher) around the unpacker;
 //! - [`unpacker`]: one tar entry at a time onto the root (containerd's `createTarFile`);
-//! - [`whiteouts`]: `.wh.` entries, removed or turned into overlay whiteouts
-//!   (containerd's `convertWhiteout`);
+//! - [`whiteouts`]: `.wh.` entries, removed, turned into overlay whiteouts or kept as files
+//!   for aufs (containerd's `convertWhiteout`);
 //! - [`parents`]: missing parent directories (containerd's `mkparent`);
 //! - [`metadata`]: owner, xattrs, mode and times of an entry;
 //! - [`remove`] and [`xattrs`]: the fd-relative `os.RemoveAll` and xattr reads they use.
@@ -37,14 +37,18 @@ pub enum WhiteoutMode {
     /// Write overlayfs whiteouts: 0/0 character devices and `trusted.overlay.opaque=y`
     /// (the root is an overlay upperdir).
     Overlay,
+    /// Write them as the plain files the layer names, `.wh.NAME` and `.wh..wh..opq` (the root
+    /// is an aufs rw branch: aufs reads its whiteouts from the branch). containerd 1.x's
+    /// `AufsConvertWhiteout`.
+    Aufs,
 }
 
 /// Options of [`apply`].
 #[derive(Debug, Clone)]
 pub struct ApplyOptions {
     pub whiteouts: WhiteoutMode,
-    /// Overlay lowerdirs, top first: a missing parent directory takes its owner, mode, times
-    /// and non-`trusted.*` xattrs from the first of these that has it.
+    /// Overlay lowerdirs or aufs ro branches, top first: a missing parent directory takes its
+    /// owner, mode, times and non-`trusted.*` xattrs from the first of these that has it.
     pub parents: Vec<PathBuf>,
     /// lchown entries to the uid/gid in the layer (containerd's default).
     pub same_owner: bool,

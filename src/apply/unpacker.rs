@@ -267,7 +267,9 @@ impl<'a> Unpacker<'a> {
         }
         let parent = self.parent_dir(&dir)?;
         if let Some(orig) = base.strip_prefix(WHITEOUT_PREFIX) {
-            return self.convert_whiteout(&parent, &base, orig, &hdr);
+            if !self.convert_whiteout(&parent, &base, orig, &hdr)? {
+                return Ok(());
+            }
         }
         let pfd = parent.fd.as_fd();
         let rp = self.root_path;

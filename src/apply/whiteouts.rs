@@ -1,6 +1,7 @@
 //! Whiteout entries (containerd's `convertWhiteout`): `.wh.NAME` removes `NAME` and
 //! `.wh..wh..opq` hides what lower layers put in its directory — by deleting (a plain directory
-//! as the root) or by writing overlayfs whiteouts (an overlay upperdir as the root).
+//! as the root), by writing overlayfs whiteouts (an overlay upperdir as the root), or by
+//! keeping them as the files they are (an aufs rw branch as the root).
 
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -20,14 +21,16 @@ use crate::tar::EntryHeader;
 use crate::WHITEOUT_OPAQUE;
 
 impl Unpacker<'_> {
-    /// The whiteout `base` (`.wh.` + `orig`) in `parent`.
+    /// The whiteout `base` (`.wh.` + `orig`) in `parent`. True if the entry is still to be
+    /// written as the file it is (containerd's `writeFile`).
     pub(super) fn convert_whiteout(
         &mut self,
         parent: &ParentDir,
         base: &[u8],
         orig: &[u8],
         hdr: &EntryHeader,
-    ) -> Result<()> {
+    ) -> Result<bool> {
+        // containerd's `validateWhiteout`, in every mode: the name must stay in its directory.
         if base != WHITEOUT_OPAQUE && matches!(orig, b"" | b"." | b"..") {
             return Err(Error::InvalidArchive(format!(
                 "invalid whiteout name: {}",
@@ -36,6 +39,8 @@ impl Unpacker<'_> {
         }
         let opaque = base == WHITEOUT_OPAQUE;
         match (self.opts.whiteouts, opaque) {
+            // containerd 1.x's `AufsConvertWhiteout`: aufs reads the whiteout from the branch.
+            (WhiteoutMode::Aufs, _) => return Ok(true),
             (WhiteoutMode::Remove, true) => self.remove_opaque(parent),
             (WhiteoutMode::Remove, false) => {
                 self.invalidate();
@@ -69,6 +74,7 @@ impl Unpacker<'_> {
             },
             other => other,
         })
+        .map(|()| false)
     }
 
     /// Remove-mode opaque whiteout, once per directory and layer.

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! layerdiff diff  [--compression gzip|zstd|none] [--level N] [--source-date-epoch SECONDS] LOWER UPPER -o OUT
-//! layerdiff apply [--whiteouts remove|overlay] [--parent DIR]... [--no-same-owner] [--diff-id DIGEST] LAYER ROOT
+//! layerdiff apply [--whiteouts remove|overlay|aufs] [--parent DIR]... [--no-same-owner] [--diff-id DIGEST] LAYER ROOT
 //! layerdiff ls    [--json] LAYER
 //! layerdiff completions SHELL
 //! ```
@@ -50,6 +50,7 @@ enum CompressionArg {
 enum WhiteoutArg {
     Remove,
     Overlay,
+    Aufs,
 }
 
 /// How diff and apply show their progress on stderr.
@@ -90,10 +91,12 @@ enum Command {
     },
     /// Unpack LAYER (tar, gzip or zstd; `-` for stdin) onto ROOT (containerd's fs applier), print its descriptor.
     Apply {
-        /// How whiteouts are applied: delete paths, or write overlayfs whiteouts (ROOT is an upperdir).
+        /// How whiteouts are applied: delete paths, write overlayfs whiteouts (ROOT is an
+        /// upperdir), or keep them as `.wh.` files (ROOT is an aufs rw branch).
         #[arg(long, value_enum, default_value = "remove")]
         whiteouts: WhiteoutArg,
-        /// An overlay lowerdir (top first, repeatable) supplying attributes of parents to create.
+        /// An overlay lowerdir or aufs ro branch (top first, repeatable) supplying attributes of
+        /// parents to create.
         #[arg(long = "parent", value_name = "DIR")]
         parents: Vec<PathBuf>,
         /// Do not chown entries to the owners recorded in the layer.
@@ -239,6 +242,7 @@ fn run(command: Command) -> Result<(), Failure> {
                 whiteouts: match whiteouts {
                     WhiteoutArg::Remove => WhiteoutMode::Remove,
                     WhiteoutArg::Overlay => WhiteoutMode::Overlay,
+                    WhiteoutArg::Aufs => WhiteoutMode::Aufs,
                 },
                 parents,
                 same_owner: !no_same_owner,

@@ -55,6 +55,9 @@ pub const LAYERDIFF_WHITEOUTS_REMOVE: u32 = 0;
 /// Whiteouts become overlayfs whiteouts (0/0 character devices, `trusted.overlay.opaque=y`):
 /// the root is an overlay upperdir.
 pub const LAYERDIFF_WHITEOUTS_OVERLAY: u32 = 1;
+/// Whiteouts are written as the plain files the layer names (`.wh.NAME`, `.wh..wh..opq`): the
+/// root is an aufs rw branch (containerd 1.x's `AufsConvertWhiteout`).
+pub const LAYERDIFF_WHITEOUTS_AUFS: u32 = 2;
 
 /// An opaque cancellation handle. Create it with layerdiff_cancel_new(), put it in the options
 /// of any number of calls, trigger it from any thread with layerdiff_cancel_trigger() (those
@@ -138,10 +141,10 @@ pub struct layerdiff_apply_options {
     pub sync_fs: bool,
     /// Must be zero (room for future options).
     pub reserved_bytes: [u8; 2],
-    /// Overlay lowerdirs, top first: a parent directory the layer needs but the root lacks takes
-    /// its owner, mode, times and xattrs from the first of these that has it. An array of
-    /// `parents_len` NUL-terminated paths, read only during the call; may be NULL when
-    /// `parents_len` is 0.
+    /// Overlay lowerdirs or aufs ro branches, top first: a parent directory the layer needs but
+    /// the root lacks takes its owner, mode, times and xattrs from the first of these that has
+    /// it. An array of `parents_len` NUL-terminated paths, read only during the call; may be
+    /// NULL when `parents_len` is 0.
     pub parents: *const *const c_char,
     /// Number of entries in `parents`.
     pub parents_len: usize,
@@ -445,9 +448,10 @@ unsafe fn apply_options(
     let whiteouts = match o.whiteouts {
         LAYERDIFF_WHITEOUTS_REMOVE => WhiteoutMode::Remove,
         LAYERDIFF_WHITEOUTS_OVERLAY => WhiteoutMode::Overlay,
+        LAYERDIFF_WHITEOUTS_AUFS => WhiteoutMode::Aufs,
         other => {
             return Err(layerdiff_error::invalid_argument(format!(
-                "unknown whiteout mode {other} (LAYERDIFF_WHITEOUTS_REMOVE or _OVERLAY)"
+                "unknown whiteout mode {other} (LAYERDIFF_WHITEOUTS_REMOVE, _OVERLAY or _AUFS)"
             )))
         }
     };

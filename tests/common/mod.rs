@@ -6,6 +6,7 @@
 //! dead code here.
 #![allow(dead_code, unused_macros, unused_imports)]
 
+pub mod breakouts;
 pub mod compress;
 pub mod rng;
 pub mod root;

@@ -36,6 +36,12 @@ impl Sandbox {
         self.root().join(rel)
     }
 
+    /// containerd's breakout fixture: `etc/passwd` reading "inside".
+    pub fn etc_tree(&self) {
+        fs::create_dir(self.p("etc")).unwrap();
+        fs::write(self.p("etc/passwd"), "inside").unwrap();
+    }
+
     /// Nothing beside the root changed.
     pub fn assert_outside_untouched(&self) {
         let mut names: Vec<_> = fs::read_dir(self.dir.path())

@@ -101,14 +101,20 @@ var ErrCrash = errors.New("layerdiff apply crashed")
 // say why on stderr; a hang or a crash is reported as ErrHang / ErrCrash.
 func ApplyOurs(t testing.TB, root string, layer []byte, overlay bool, parents []string, hangAfter time.Duration) Result {
 	t.Helper()
+	if !overlay {
+		return applyCLI(t, root, layer, "remove", nil, hangAfter)
+	}
+	return applyCLI(t, root, layer, "overlay", parents, hangAfter)
+}
+
+// applyCLI runs `layerdiff apply --whiteouts MODE [--parent P]... - ROOT` on layer.
+func applyCLI(t testing.TB, root string, layer []byte, whiteouts string, parents []string, hangAfter time.Duration) Result {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), hangAfter)
 	defer cancel()
-	args := []string{"apply"}
-	if overlay {
-		args = append(args, "--whiteouts", "overlay")
-		for _, p := range parents {
-			args = append(args, "--parent", p)
-		}
+	args := []string{"apply", "--whiteouts", whiteouts}
+	for _, p := range parents {
+		args = append(args, "--parent", p)
 	}
 	args = append(args, "-", root)
 	cmd := exec.CommandContext(ctx, LayerdiffBin(t), args...)
