@@ -819,19 +819,31 @@ fn sample_layer(dir: &Path) -> (std::path::PathBuf, String) {
     (layer, c_string(&diff.diff_id))
 }
 
+/// Apply `layer` onto `root` (created empty) with `expected_diff_id` = `want`; also returns
+/// how far the input was read.
+fn apply_expecting(
+    layer: &Path,
+    root: &Path,
+    want: &[u8],
+) -> (*mut layerdiff_error, layerdiff_apply_result, u64) {
+    fs::create_dir(root).unwrap();
+    let want = CString::new(want).unwrap();
+    let options = layerdiff_apply_options {
+        expected_diff_id: want.as_ptr(),
+        ..zero_apply_options()
+    };
+    let mut input = File::open(layer).unwrap();
+    let (err, applied) = apply_call(&c_path(root), input.as_raw_fd(), Some(&options));
+    let offset = std::io::Seek::stream_position(&mut input).unwrap();
+    (err, applied, offset)
+}
+
 #[test]
 fn expected_diff_id_passes_when_it_matches() {
     let dir = tempfile::tempdir().unwrap();
     let (layer, diff_id) = sample_layer(dir.path());
     let root = dir.path().join("root");
-    fs::create_dir(&root).unwrap();
-    let want = CString::new(diff_id.clone()).unwrap();
-    let options = layerdiff_apply_options {
-        expected_diff_id: want.as_ptr(),
-        ..zero_apply_options()
-    };
-    let input = File::open(&layer).unwrap();
-    let (err, applied) = apply_call(&c_path(&root), input.as_raw_fd(), Some(&options));
+    let (err, applied, _) = apply_expecting(&layer, &root, diff_id.as_bytes());
     expect_success(err);
     assert_eq!(c_string(&applied.digest), diff_id);
     assert_eq!(fs::read(root.join("a/new")).unwrap(), vec![7u8; 100_000]);
@@ -842,18 +854,11 @@ fn expected_diff_id_mismatch_is_an_invalid_archive_in_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let (layer, diff_id) = sample_layer(dir.path());
     let root = dir.path().join("root");
-    fs::create_dir(&root).unwrap();
     // Another well-formed digest: the real one with its last hex digit changed.
     let mut wrong = diff_id.clone();
     let last = if wrong.ends_with('0') { "1" } else { "0" };
     wrong.replace_range(wrong.len() - 1.., last);
-    let want = CString::new(wrong.clone()).unwrap();
-    let options = layerdiff_apply_options {
-        expected_diff_id: want.as_ptr(),
-        ..zero_apply_options()
-    };
-    let input = File::open(&layer).unwrap();
-    let (err, _) = apply_call(&c_path(&root), input.as_raw_fd(), Some(&options));
+    let (err, _, _) = apply_expecting(&layer, &root, wrong.as_bytes());
     let failure = take(err).expect("apply with a wrong diffID succeeded");
     assert_eq!(failure.kind, LAYERDIFF_ERROR_INVALID_ARCHIVE, "{failure:?}");
     let expected = format!(
@@ -868,8 +873,6 @@ fn expected_diff_id_mismatch_is_an_invalid_archive_in_one_line() {
 fn malformed_expected_diff_id_is_invalid_before_anything_is_read_or_written() {
     let dir = tempfile::tempdir().unwrap();
     let (layer, diff_id) = sample_layer(dir.path());
-    let root = dir.path().join("root");
-    fs::create_dir(&root).unwrap();
     let short = &diff_id.as_bytes()[..diff_id.len() - 1];
     let malformed: Vec<Vec<u8>> = vec![
         Vec::new(),
@@ -879,22 +882,16 @@ fn malformed_expected_diff_id_is_invalid_before_anything_is_read_or_written() {
         [diff_id.as_bytes(), b"0"].concat(),
         [short, b"\xff"].concat(),
     ];
-    for bad in malformed {
-        let want = CString::new(bad.clone()).unwrap();
-        let options = layerdiff_apply_options {
-            expected_diff_id: want.as_ptr(),
-            ..zero_apply_options()
-        };
-        let mut input = File::open(&layer).unwrap();
-        let (err, _) = apply_call(&c_path(&root), input.as_raw_fd(), Some(&options));
-        let shown = String::from_utf8_lossy(&bad);
+    for (i, bad) in malformed.iter().enumerate() {
+        let root = dir.path().join(format!("root{i}"));
+        let (err, _, offset) = apply_expecting(&layer, &root, bad);
+        let shown = String::from_utf8_lossy(bad);
         expect_failure(
             err,
             LAYERDIFF_ERROR_INVALID_ARGUMENT,
             Some(0),
             &format!("invalid argument: diffID {shown:?} is not of the form sha256:"),
         );
-        let offset = std::io::Seek::stream_position(&mut input).unwrap();
         assert_eq!(offset, 0, "{shown:?}: a rejected apply read its input");
         let written = fs::read_dir(&root).unwrap().count();
         assert_eq!(written, 0, "{shown:?}: a rejected apply wrote");
