@@ -35,6 +35,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/cgo"
+	"strings"
 	"sync"
 	"time"
 	"unsafe"
@@ -99,6 +100,12 @@ type ApplyOptions struct {
 	NoSameOwner bool
 	// SyncFs syncs the root's filesystem at the end.
 	SyncFs bool
+	// ExpectedDiffID, when set ("sha256:<64 lowercase hex>"), is the digest the uncompressed
+	// stream must have: otherwise Apply fails with an error matching ErrInvalidArchive. That
+	// is known only once the whole layer is read, so root may be partly written by then (as
+	// with containerd's unpacker, which checks after applying). A malformed value fails with
+	// errdefs.ErrInvalidArgument before anything is written. "" = no check.
+	ExpectedDiffID digest.Digest
 	// Progress is called with the number of input bytes consumed so far, possibly from
 	// another thread. A panic in it cancels the apply.
 	Progress func(bytes uint64)
@@ -200,6 +207,16 @@ func Apply(ctx context.Context, root string, r io.Reader, opts ApplyOptions) (Ap
 	defer C.free(unsafe.Pointer(cRoot))
 	cParents := newCStrings(opts.Parents)
 	defer cParents.free()
+	var cDiffID *C.char
+	if strings.ContainsRune(string(opts.ExpectedDiffID), 0) {
+		// C would read only up to the NUL: refuse it as the core refuses any malformed one.
+		return ApplyResult{}, &Error{Op: "apply", Kind: KindInvalidArgument, Message: fmt.Sprintf(
+			"invalid argument: diffID %q is not of the form sha256:<64 lowercase hex digits>", opts.ExpectedDiffID)}
+	}
+	if opts.ExpectedDiffID != "" {
+		cDiffID = C.CString(string(opts.ExpectedDiffID))
+		defer C.free(unsafe.Pointer(cDiffID))
+	}
 
 	pr, pw, err := newPipe()
 	if err != nil {
@@ -224,6 +241,7 @@ func Apply(ctx context.Context, root string, r io.Reader, opts ApplyOptions) (Ap
 	aopts.parents_len = C.size_t(cParents.len())
 	aopts.no_same_owner = C.bool(opts.NoSameOwner)
 	aopts.sync_fs = C.bool(opts.SyncFs)
+	aopts.expected_diff_id = cDiffID
 	aopts.cancel = call.handle
 	aopts.progress, aopts.progress_ctx = call.progressHooks()
 

@@ -219,7 +219,7 @@ typedef struct layerdiff_compare_result {
  * Options of layerdiff_apply(). Zero the whole struct (memset, or `= {0}`), then set the
  * fields you need: the all-zero struct, like a NULL options pointer, means remove whiteouts,
  * no parents, lchown entries to the layer's uid/gid (like containerd), no syncfs, no
- * cancellation, no progress. The `reserved*` fields must stay zero.
+ * cancellation, no progress, no diffID check. The `reserved*` fields must stay zero.
  */
 typedef struct layerdiff_apply_options {
   /**
@@ -262,9 +262,18 @@ typedef struct layerdiff_apply_options {
    */
   void *progress_ctx;
   /**
+   * The layer's diffID, "sha256:<64 lowercase hex>" NUL-terminated, read only during the
+   * call, or NULL for no check. The uncompressed stream must hash to it, or the call fails
+   * with LAYERDIFF_ERROR_INVALID_ARCHIVE. That is known only once the whole layer is read,
+   * so `root` may be partly written by then (as containerd's unpacker, which checks after
+   * applying). A malformed value fails with LAYERDIFF_ERROR_INVALID_ARGUMENT before
+   * anything is read or written.
+   */
+  const char *expected_diff_id;
+  /**
    * Must be zero (room for future options).
    */
-  uint64_t reserved[16];
+  uint64_t reserved[15];
 } layerdiff_apply_options;
 
 /**

@@ -809,6 +809,95 @@ fn round_trip_through_the_abi() {
     assert_eq!(fs::read(root.join("a/keep")).unwrap(), b"keep");
 }
 
+/// A layer of [`sample_trees`] in `dir`, with its diffID.
+fn sample_layer(dir: &Path) -> (std::path::PathBuf, String) {
+    let (lower, upper) = sample_trees(dir);
+    let layer = dir.join("layer");
+    let out = File::create(&layer).unwrap();
+    let (err, diff) = compare_call(&lower, &upper, out.as_raw_fd(), None);
+    expect_success(err);
+    (layer, c_string(&diff.diff_id))
+}
+
+/// Apply `layer` onto `root` (created empty) with `expected_diff_id` = `want`; also returns
+/// how far the input was read.
+fn apply_expecting(
+    layer: &Path,
+    root: &Path,
+    want: &[u8],
+) -> (*mut layerdiff_error, layerdiff_apply_result, u64) {
+    fs::create_dir(root).unwrap();
+    let want = CString::new(want).unwrap();
+    let options = layerdiff_apply_options {
+        expected_diff_id: want.as_ptr(),
+        ..zero_apply_options()
+    };
+    let mut input = File::open(layer).unwrap();
+    let (err, applied) = apply_call(&c_path(root), input.as_raw_fd(), Some(&options));
+    let offset = std::io::Seek::stream_position(&mut input).unwrap();
+    (err, applied, offset)
+}
+
+#[test]
+fn expected_diff_id_passes_when_it_matches() {
+    let dir = tempfile::tempdir().unwrap();
+    let (layer, diff_id) = sample_layer(dir.path());
+    let root = dir.path().join("root");
+    let (err, applied, _) = apply_expecting(&layer, &root, diff_id.as_bytes());
+    expect_success(err);
+    assert_eq!(c_string(&applied.digest), diff_id);
+    assert_eq!(fs::read(root.join("a/new")).unwrap(), vec![7u8; 100_000]);
+}
+
+#[test]
+fn expected_diff_id_mismatch_is_an_invalid_archive_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let (layer, diff_id) = sample_layer(dir.path());
+    let root = dir.path().join("root");
+    // Another well-formed digest: the real one with its last hex digit changed.
+    let mut wrong = diff_id.clone();
+    let last = if wrong.ends_with('0') { "1" } else { "0" };
+    wrong.replace_range(wrong.len() - 1.., last);
+    let (err, _, _) = apply_expecting(&layer, &root, wrong.as_bytes());
+    let failure = take(err).expect("apply with a wrong diffID succeeded");
+    assert_eq!(failure.kind, LAYERDIFF_ERROR_INVALID_ARCHIVE, "{failure:?}");
+    let expected = format!(
+        "layer diffID is {diff_id}, not the expected {wrong} ({} may be partly written)",
+        root.display()
+    );
+    assert!(failure.message.ends_with(&expected), "{failure:?}");
+    assert!(!failure.message.contains('\n'), "{failure:?}");
+}
+
+#[test]
+fn malformed_expected_diff_id_is_invalid_before_anything_is_read_or_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let (layer, diff_id) = sample_layer(dir.path());
+    let short = &diff_id.as_bytes()[..diff_id.len() - 1];
+    let malformed: Vec<Vec<u8>> = vec![
+        Vec::new(),
+        diff_id.to_uppercase().into_bytes(),
+        diff_id.replace("sha256:", "sha512:").into_bytes(),
+        short.to_vec(),
+        [diff_id.as_bytes(), b"0"].concat(),
+        [short, b"\xff"].concat(),
+    ];
+    for (i, bad) in malformed.iter().enumerate() {
+        let root = dir.path().join(format!("root{i}"));
+        let (err, _, offset) = apply_expecting(&layer, &root, bad);
+        let shown = String::from_utf8_lossy(bad);
+        expect_failure(
+            err,
+            LAYERDIFF_ERROR_INVALID_ARGUMENT,
+            Some(0),
+            &format!("invalid argument: diffID {shown:?} is not of the form sha256:"),
+        );
+        assert_eq!(offset, 0, "{shown:?}: a rejected apply read its input");
+        let written = fs::read_dir(&root).unwrap().count();
+        assert_eq!(written, 0, "{shown:?}: a rejected apply wrote");
+    }
+}
+
 #[test]
 fn aufs_whiteouts_are_written_as_files() {
     let dir = tempfile::tempdir().unwrap();
@@ -955,7 +1044,7 @@ fn nonzero_reserved_option_space_is_rejected_naming_the_field() {
     let apply_cases = poisoned_reserved(
         zero_apply_options,
         (2, |o, i, v| o.reserved_bytes[i] = v),
-        (16, |o, i, v| o.reserved[i] = v),
+        (15, |o, i, v| o.reserved[i] = v),
     );
     for (options, needle) in &apply_cases {
         let (err, _) = apply_call(&path, input.as_raw_fd(), Some(options));

@@ -130,7 +130,7 @@ pub struct layerdiff_compare_result {
 /// Options of layerdiff_apply(). Zero the whole struct (memset, or `= {0}`), then set the
 /// fields you need: the all-zero struct, like a NULL options pointer, means remove whiteouts,
 /// no parents, lchown entries to the layer's uid/gid (like containerd), no syncfs, no
-/// cancellation, no progress. The `reserved*` fields must stay zero.
+/// cancellation, no progress, no diffID check. The `reserved*` fields must stay zero.
 #[repr(C)]
 pub struct layerdiff_apply_options {
     /// LAYERDIFF_WHITEOUTS_*; 0 = remove.
@@ -154,8 +154,15 @@ pub struct layerdiff_apply_options {
     pub progress: layerdiff_progress_fn,
     /// Passed to `progress` as its first argument; layerdiff never dereferences it.
     pub progress_ctx: *mut c_void,
+    /// The layer's diffID, "sha256:<64 lowercase hex>" NUL-terminated, read only during the
+    /// call, or NULL for no check. The uncompressed stream must hash to it, or the call fails
+    /// with LAYERDIFF_ERROR_INVALID_ARCHIVE. That is known only once the whole layer is read,
+    /// so `root` may be partly written by then (as containerd's unpacker, which checks after
+    /// applying). A malformed value fails with LAYERDIFF_ERROR_INVALID_ARGUMENT before
+    /// anything is read or written.
+    pub expected_diff_id: *const c_char,
     /// Must be zero (room for future options).
-    pub reserved: [u64; 16],
+    pub reserved: [u64; 15],
 }
 
 /// What layerdiff_apply() read. The library writes the whole struct, only on success.
@@ -201,7 +208,8 @@ impl Default for layerdiff_apply_options {
             cancel: std::ptr::null(),
             progress: None,
             progress_ctx: std::ptr::null_mut(),
-            reserved: [0; 16],
+            expected_diff_id: std::ptr::null(),
+            reserved: [0; 15],
         }
     }
 }
@@ -224,8 +232,8 @@ const _: () = {
     assert!(offset_of!(Ao, sync_fs) == 5 && offset_of!(Ao, reserved_bytes) == 6);
     assert!(offset_of!(Ao, parents) == 8 && offset_of!(Ao, parents_len) == 16);
     assert!(offset_of!(Ao, cancel) == 24 && offset_of!(Ao, progress) == 32);
-    assert!(offset_of!(Ao, progress_ctx) == 40 && offset_of!(Ao, reserved) == 48);
-    assert!(size_of::<Ao>() == 176);
+    assert!(offset_of!(Ao, progress_ctx) == 40 && offset_of!(Ao, expected_diff_id) == 48);
+    assert!(offset_of!(Ao, reserved) == 56 && size_of::<Ao>() == 176);
 
     type Cr = layerdiff_compare_result;
     assert!(offset_of!(Cr, media_type) == 0 && offset_of!(Cr, digest) == 64);
@@ -470,6 +478,8 @@ unsafe fn apply_options(
             parents.push(unsafe { path_arg(&format!("parents[{i}]"), entry) }?);
         }
     }
+    // SAFETY: NULL or NUL-terminated, by the function's contract.
+    let expected_diff_id = unsafe { diff_id_arg(o.expected_diff_id) }?;
     let (guard, progress) = ProgressGuard::new(o.progress, o.progress_ctx).unzip();
     let options = ApplyOptions {
         whiteouts,
@@ -479,9 +489,27 @@ unsafe fn apply_options(
         // SAFETY: by the function's contract.
         cancel: unsafe { cancel_token(o.cancel) },
         progress,
+        expected_diff_id,
         ..ApplyOptions::default()
     };
     Ok((options, guard))
+}
+
+/// The `expected_diff_id` option: NULL for none, else checked as the core checks it, so a
+/// malformed one fails before the root is opened.
+///
+/// # Safety
+/// `ptr` is NULL or a NUL-terminated string.
+unsafe fn diff_id_arg(ptr: *const c_char) -> Result<Option<String>, layerdiff_error> {
+    if ptr.is_null() {
+        return Ok(None);
+    }
+    // SAFETY: non-NULL and NUL-terminated by contract.
+    let bytes = unsafe { CStr::from_ptr(ptr) }.to_bytes();
+    // A non-UTF-8 value is as malformed as any other; the core's check names it.
+    let text = String::from_utf8_lossy(bytes).into_owned();
+    crate::validate_sha256(&text)?;
+    Ok(Some(text))
 }
 
 /// Compute the layer that turns the directory `lower` into the directory `upper`, with the

@@ -1,7 +1,7 @@
 /* The option and result structs as the installed header lays them out: sizes and offsets fixed
  * for .so.0, the all-zero struct (memset or `= {0}`) equal to NULL options, level 0 the
- * compression's default, every nonzero reserved field rejected by name before any I/O, and
- * the reserved space of results zeroed on success. */
+ * compression's default, every nonzero reserved field rejected by name before any I/O, the
+ * reserved space of results zeroed on success, and expected_diff_id checked. */
 #include "test_util.h"
 
 #include <stddef.h>
@@ -18,7 +18,8 @@ _Static_assert(sizeof(layerdiff_apply_options) == 176, "apply options size");
 _Static_assert(offsetof(layerdiff_apply_options, reserved_bytes) == 6, "apply options");
 _Static_assert(offsetof(layerdiff_apply_options, parents) == 8, "apply options");
 _Static_assert(offsetof(layerdiff_apply_options, progress_ctx) == 40, "apply options");
-_Static_assert(offsetof(layerdiff_apply_options, reserved) == 48, "apply options");
+_Static_assert(offsetof(layerdiff_apply_options, expected_diff_id) == 48, "apply options");
+_Static_assert(offsetof(layerdiff_apply_options, reserved) == 56, "apply options");
 _Static_assert(sizeof(layerdiff_compare_result) == 288, "compare result size");
 _Static_assert(offsetof(layerdiff_compare_result, reserved) == 224, "compare result");
 _Static_assert(sizeof(layerdiff_apply_result) == 208, "apply result size");
@@ -144,6 +145,92 @@ static void test_level_zero(const char *dir, const char *lower, const char *uppe
     }
 }
 
+/* Apply `layer` onto dir/<name> (a fresh copy of the lower tree, or empty when `empty`) with
+ * expected_diff_id set to `want`; returns the error (NULL on success). in_offset receives how
+ * far in_fd was read. */
+static layerdiff_error *apply_expecting(const char *dir, const char *name, int empty,
+                                        const char *layer, const char *want, char *root,
+                                        off_t *in_offset)
+{
+    path_join(root, 4096, dir, name);
+    make_dir(dir, name, 0755);
+    if (!empty)
+        build_lower(root, 1);
+    int in_fd = open(layer, O_RDONLY | O_CLOEXEC);
+    if (in_fd < 0)
+        DIE("open %s: %s", layer, strerror(errno));
+    layerdiff_apply_options options = {0};
+    options.expected_diff_id = want;
+    layerdiff_apply_result applied;
+    layerdiff_error *err = layerdiff_apply(root, in_fd, &options, &applied);
+    if (err == NULL)
+        CHECK(strcmp(applied.digest, want) == 0, "applied %s, expected %s", applied.digest, want);
+    *in_offset = lseek(in_fd, 0, SEEK_CUR);
+    close(in_fd);
+    return err;
+}
+
+static int is_empty_dir(const char *path)
+{
+    DIR *d = opendir(path);
+    if (d == NULL)
+        return 0;
+    int entries = 0;
+    for (struct dirent *e; (e = readdir(d)) != NULL;)
+        entries += strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
+    closedir(d);
+    return entries == 0;
+}
+
+static void test_expected_diff_id(const char *dir, const char *lower, const char *upper)
+{
+    printf("expected_diff_id: the right one passes, a wrong one fails, a malformed one is refused\n");
+    layerdiff_compare_result result;
+    size_t len;
+    unsigned char *bytes = layer_bytes(dir, lower, upper, NULL, &len, &result);
+    char layer[4096], root[4096];
+    path_join(layer, sizeof layer, dir, "diffid.layer");
+    write_file(dir, "diffid.layer", bytes, len, 0644);
+    free(bytes);
+    off_t offset;
+
+    if (expect_ok("apply with the right diffID",
+                  apply_expecting(dir, "diffid-right", 0, layer, result.diff_id, root, &offset)))
+        CHECK(tree_diff(upper, root, 1) == 0, "apply with the right diffID did not give upper");
+
+    char wrong[72], message[4096 + 256];
+    snprintf(wrong, sizeof wrong, "%s", result.diff_id);
+    wrong[70] = wrong[70] == '0' ? '1' : '0';
+    layerdiff_error *err = apply_expecting(dir, "diffid-wrong", 0, layer, wrong, root, &offset);
+    snprintf(message, sizeof message,
+             "layer diffID is %s, not the expected %s (%s may be partly written)", result.diff_id,
+             wrong, root);
+    CHECK(err == NULL || strchr(layerdiff_error_message(err), '\n') == NULL,
+          "mismatch message is more than one line: %s", layerdiff_error_message(err));
+    expect_error("apply with a wrong diffID", err, LAYERDIFF_ERROR_INVALID_ARCHIVE, 0, message);
+
+    static const char *const malformed[] = {
+        "",
+        "sha256:",
+        "sha256:0123",
+        "SHA256:0000000000000000000000000000000000000000000000000000000000000000",
+        "sha256:000000000000000000000000000000000000000000000000000000000000000G",
+        "sha512:0000000000000000000000000000000000000000000000000000000000000000",
+        "sha256:00000000000000000000000000000000000000000000000000000000000000000",
+    };
+    for (size_t i = 0; i < COUNT(malformed); i++) {
+        char name[64], needle[256];
+        snprintf(name, sizeof name, "diffid-malformed%zu", i);
+        snprintf(needle, sizeof needle, "invalid argument: diffID \"%s\" is not of the form",
+                 malformed[i]);
+        err = apply_expecting(dir, name, 1, layer, malformed[i], root, &offset);
+        expect_error(needle, err, LAYERDIFF_ERROR_INVALID_ARGUMENT, 0, needle);
+        CHECK(offset == 0, "%s: a refused apply read in_fd (offset %lld)", malformed[i],
+              (long long)offset);
+        CHECK(is_empty_dir(root), "%s: a refused apply wrote into the root", malformed[i]);
+    }
+}
+
 /* A call given options with a nonzero reserved field: rejected naming it, before any I/O. */
 static void reject_compare(const char *dir, int out_fd, const layerdiff_compare_options *options,
                            const char *needle)
@@ -195,6 +282,7 @@ int main(void)
 
     test_zero_is_the_default(dir, lower, upper);
     test_level_zero(dir, lower, upper);
+    test_expected_diff_id(dir, lower, upper);
 
     int out_fd = file_fd(dir, "rejected.out", "", 0, O_RDWR);
     int in_fd = file_fd(dir, "rejected.in", "not a layer, and never read", 27, O_RDONLY);
