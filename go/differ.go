@@ -54,7 +54,18 @@ var emptyDesc = ocispec.Descriptor{}
 
 // Compare diffs the lower and upper mounts and stores the layer in the content store,
 // returning its descriptor (as walking.Compare does).
-func (d *Differ) Compare(ctx context.Context, lower, upper []mount.Mount, opts ...diff.Opt) (ocispec.Descriptor, error) {
+func (d *Differ) Compare(ctx context.Context, lower, upper []mount.Mount, opts ...diff.Opt) (created ocispec.Descriptor, err error) {
+	t1 := time.Now()
+	defer func() {
+		if err == nil {
+			log.G(ctx).WithFields(log.Fields{
+				"d":      time.Since(t1),
+				"digest": created.Digest,
+				"size":   created.Size,
+				"media":  created.MediaType,
+			}).Debugf("diff created (layerdiff)")
+		}
+	}()
 	var config diff.Config
 	for _, opt := range opts {
 		if err := opt(&config); err != nil {
