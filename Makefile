@@ -15,7 +15,7 @@ SOMAJOR := $(firstword $(subst ., ,$(VERSION)))
 # installed header, libraries and pkg-config files only.
 TEST_PREFIX := $(CURDIR)/build/prefix
 
-.PHONY: all build deps header header-check lint test rust-test test-prefix c-test go-test demo bench install clean
+.PHONY: all build deps header header-check lint test rust-test test-prefix c-test go-test e2e demo bench install clean
 
 all: build
 
@@ -36,7 +36,7 @@ header-check: deps
 	  else diff -u include/layerdiff.h $$tmp | head -40; rm -f $$tmp; \
 	       echo "header-check: include/layerdiff.h is stale: run 'make header'"; exit 1; fi
 
-test: deps lint rust-test header-check c-test go-test
+test: deps lint rust-test header-check c-test go-test e2e
 
 # Debian packages, rustfmt/clippy and cbindgen, installed only when missing (fresh machine).
 deps:
@@ -70,6 +70,13 @@ GO_ENV = PKG_CONFIG_PATH=$(TEST_PREFIX)/lib/pkgconfig \
 go-test: test-prefix
 	cd go && $(GO_ENV) $(GO) vet ./... && $(GO_ENV) $(GO) test -count=1 ./...
 	cd go && $(GO_ENV) $(GO) test -count=1 -race -run Concurrent .
+
+# A real containerd daemon, stock (with the layerdiff-diffd proxy plugin) and built with the
+# layerdiff plugin; go/e2e is its own module (containerd's daemon pulls in CRI and more).
+# The daemons are built into E2E_BIN_CACHE when set (reused while go/e2e/go.sum and the library
+# are unchanged), else into a temporary directory.
+e2e: test-prefix
+	cd go/e2e && $(GO_ENV) $(GO) vet ./... && $(GO_ENV) $(GO) test -count=1 -timeout 20m -v ./...
 
 demo: test-prefix
 	cd go && $(GO_ENV) $(GO) run ./cmd/demo
