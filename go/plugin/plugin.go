@@ -5,12 +5,14 @@
 //
 // It logs once at info level when it loads, each apply and compare at debug level, and counts
 // them in containerd_layerdiff_applies_total / containerd_layerdiff_compares_total on
-// containerd's metrics endpoint.
+// containerd's metrics endpoint. A layer it cannot apply goes to containerd's own applier
+// (see internal/daemondiffer).
 package plugin
 
 import (
 	"errors"
 
+	"github.com/containerd/containerd/v2/core/diff/apply"
 	"github.com/containerd/containerd/v2/core/metadata"
 	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/containerd/v2/plugins"
@@ -20,7 +22,7 @@ import (
 	"github.com/containerd/plugin/registry"
 
 	layerdiff "github.com/layerdiff/layerdiff/go"
-	"github.com/layerdiff/layerdiff/go/internal/instrument"
+	"github.com/layerdiff/layerdiff/go/internal/daemondiffer"
 )
 
 // ID is the plugin's ID, as named in the diff service's `default` list.
@@ -50,7 +52,8 @@ func init() {
 			ic.Meta.Exports["version"] = layerdiff.Version()
 			cs := md.(*metadata.DB).ContentStore()
 			log.G(ic.Context).WithField("version", layerdiff.Version()).Info("layerdiff differ active")
-			return instrument.Counted(layerdiff.NewDiffer(cs, layerdiff.WithMountManager(mm))), nil
+			return daemondiffer.New(layerdiff.NewDiffer(cs, layerdiff.WithMountManager(mm)),
+				apply.NewFileSystemApplierWithMountManager(cs, mm)), nil
 		},
 	})
 }

@@ -26,6 +26,7 @@ import (
 
 	diffapi "github.com/containerd/containerd/api/services/diff/v1"
 	contentproxy "github.com/containerd/containerd/v2/core/content/proxy"
+	"github.com/containerd/containerd/v2/core/diff/apply"
 	"github.com/containerd/containerd/v2/core/mount"
 	mountproxy "github.com/containerd/containerd/v2/core/mount/proxy"
 	"github.com/containerd/containerd/v2/defaults"
@@ -38,7 +39,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	layerdiff "github.com/layerdiff/layerdiff/go"
-	"github.com/layerdiff/layerdiff/go/internal/instrument"
+	"github.com/layerdiff/layerdiff/go/internal/daemondiffer"
 )
 
 const (
@@ -78,9 +79,11 @@ github.com/layerdiff/layerdiff has the whole config, CRI included):
     snapshotter = 'overlayfs'
     differ = 'layerdiff'
 
-Requests layerdiff does not handle are answered "not implemented", so containerd's diff
-service passes them to walking. Layers of media types that need a stream processor (e.g.
-encrypted layers) use the processors of --containerd-config, as the daemon does. SIGTERM or SIGINT stops it: requests in flight get
+Layers of media types that need a stream processor (encrypted layers) use the processors
+of --containerd-config, as the daemon does; a layer layerdiff does not apply goes to
+containerd's own applier here, as the walking differ would apply it. A diff of a media type
+layerdiff does not write is answered "not implemented", so the diff service passes it to
+walking. SIGTERM or SIGINT stops it: requests in flight get
 --shutdown-timeout to finish, then are cancelled; the socket is removed.
 
 Flags:
@@ -168,8 +171,9 @@ func run(o options) error {
 	defer conn.Close()
 	// The daemon's mount manager activates multi-mount sets as it does for its own differs;
 	// a daemon without the mounts API answers NotImplemented and the mounts are used as given.
-	differ := instrument.Counted(layerdiff.NewDiffer(contentproxy.NewContentStore(conn),
-		layerdiff.WithMountManager(mountproxy.NewMountManager(conn))))
+	cs, mm := contentproxy.NewContentStore(conn), mountproxy.NewMountManager(conn)
+	differ := daemondiffer.New(layerdiff.NewDiffer(cs, layerdiff.WithMountManager(mm)),
+		apply.NewFileSystemApplierWithMountManager(cs, mm))
 
 	l, err := listen(o.address)
 	if err != nil {

@@ -17,7 +17,7 @@ import (
 	"github.com/containerd/typeurl/v2"
 	"google.golang.org/grpc"
 
-	"github.com/layerdiff/layerdiff/go/internal/instrument"
+	"github.com/layerdiff/layerdiff/go/internal/daemondiffer"
 )
 
 // diffServer serves containerd.services.diff.v1.Diff with one differ. It maps requests onto
@@ -26,7 +26,7 @@ import (
 // service whether the differ runs inside the daemon or here.
 type diffServer struct {
 	diffapi.UnimplementedDiffServer
-	differ instrument.Differ
+	differ daemondiffer.Differ
 }
 
 var _ diffapi.DiffServer = (*diffServer)(nil)
