@@ -25,18 +25,19 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Media types only a stream processor turns into a tar: "handled" has a processor in the
-// daemons and in layerdiff-diffd, "fallback" only in the daemons (so diffd answers not
-// implemented and the proxy daemon's walking differ applies it), "unknown" has none.
+// Media types only a stream processor turns into a tar. containerd takes a manifest entry
+// for a layer by the prefix application/vnd.oci.image.layer., and decompresses any
+// ...v1.tar+...+gzip itself, so these are neither. "handled" has a processor in the daemons
+// and in layerdiff-diffd, "daemon-only" only in the daemons, "unknown" has none.
 const (
-	handledMediaType  = "application/vnd.e2e.handled.layer.v1.tar+gzip"
-	fallbackMediaType = "application/vnd.e2e.fallback.layer.v1.tar+gzip"
-	unknownMediaType  = "application/vnd.e2e.unknown.layer.v1.tar+gzip"
+	handledMediaType    = "application/vnd.oci.image.layer.v1.e2e-handled"
+	daemonOnlyMediaType = "application/vnd.oci.image.layer.v1.e2e-daemon-only"
+	unknownMediaType    = "application/vnd.oci.image.layer.v1.e2e-unknown"
 )
 
 var (
-	handledProcessor  = gunzipProcessor("e2e.handled", handledMediaType)
-	fallbackProcessor = gunzipProcessor("e2e.fallback", fallbackMediaType)
+	handledProcessor    = gunzipProcessor("e2e.handled", handledMediaType)
+	daemonOnlyProcessor = gunzipProcessor("e2e.daemon-only", daemonOnlyMediaType)
 )
 
 func gunzipProcessor(id, mediaType string) streamProcessor {
@@ -78,11 +79,11 @@ func (i *testImage) diffIDs() []digest.Digest {
 func (i *testImage) chainID() string { return identity.ChainID(i.diffIDs()).String() }
 
 type testImages struct {
-	base, change, tail blob
-	full               *testImage // real tree + change layer + zstd tail
-	handled, fallback  *testImage // the change layer under a stream-processor media type
-	unknown, corrupt   *testImage
-	realFiles          int
+	base, change, tail  blob
+	full                *testImage // real tree + change layer + zstd tail
+	handled, daemonOnly *testImage // the change layer under a stream-processor media type
+	unknown, corrupt    *testImage
+	realFiles           int
 }
 
 // realTrees are directories of this machine the base layer is copied from.
@@ -136,7 +137,7 @@ func buildImages(dir string) (*testImages, error) {
 	}{
 		{&ti.full, "full", []blob{ti.base, ti.change, ti.tail}},
 		{&ti.handled, "handled", []blob{ti.base, ti.change.as(handledMediaType)}},
-		{&ti.fallback, "fallback", []blob{ti.base, ti.change.as(fallbackMediaType)}},
+		{&ti.daemonOnly, "daemon-only", []blob{ti.base, ti.change.as(daemonOnlyMediaType)}},
 		{&ti.unknown, "unknown", []blob{ti.base, ti.change.as(unknownMediaType)}},
 		{&ti.corrupt, "corrupt", []blob{ti.base, corrupt}},
 	} {

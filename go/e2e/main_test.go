@@ -84,7 +84,7 @@ func run(m *testing.M) (code int, err error) {
 	}
 
 	ctx := context.Background()
-	procs := []streamProcessor{handledProcessor, fallbackProcessor}
+	procs := []streamProcessor{handledProcessor, daemonOnlyProcessor}
 	if env.stock, err = startDaemon(ctx, env.bins, tmp, stockWalking, daemonOptions{processors: procs}); err != nil {
 		return 1, err
 	}
