@@ -258,8 +258,11 @@ func startDiffd(bins, dir, address, containerdAddress string, processors []strea
 	dd.exited = make(chan struct{})
 	go func() { _ = dd.cmd.Wait(); close(dd.exited) }()
 	if err := waitFor(10*time.Second, dd.exited, func() bool {
-		fi, err := os.Stat(address)
-		return err == nil && fi.Mode().Type() == fs.ModeSocket
+		c, err := net.Dial("unix", address)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
 	}); err != nil {
 		dd.stop()
 		return nil, fmt.Errorf("layerdiff-diffd did not start: %v\n%s", err, tail(dd.log, 30))

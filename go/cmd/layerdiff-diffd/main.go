@@ -142,6 +142,9 @@ func run(o options) error {
 		return fmt.Errorf("--log-format: %w", err)
 	}
 	ctx := context.Background()
+	// From the start: a SIGTERM while starting up stops the server once it is up, cleanly.
+	signals := make(chan os.Signal, 2)
+	signal.Notify(signals, unix.SIGTERM, unix.SIGINT)
 
 	// Temporary mounts live under our state directory; a predecessor that died mid-request
 	// may have left some mounted (containerd does the same with its tmpmounts).
@@ -198,8 +201,6 @@ func run(o options) error {
 		"version":    layerdiff.Version(),
 	}).Info("layerdiff-diffd serving the Diff API")
 
-	signals := make(chan os.Signal, 2)
-	signal.Notify(signals, unix.SIGTERM, unix.SIGINT)
 	select {
 	case err := <-served:
 		// Serve only returns on its own when the listener fails.
