@@ -24,6 +24,7 @@ import (
 	"path/filepath"
 	"time"
 
+	contentapi "github.com/containerd/containerd/api/services/content/v1"
 	diffapi "github.com/containerd/containerd/api/services/diff/v1"
 	contentproxy "github.com/containerd/containerd/v2/core/content/proxy"
 	"github.com/containerd/containerd/v2/core/diff/apply"
@@ -174,7 +175,8 @@ func run(o options) error {
 	defer conn.Close()
 	// The daemon's mount manager activates multi-mount sets as it does for its own differs;
 	// a daemon without the mounts API answers NotImplemented and the mounts are used as given.
-	cs, mm := contentproxy.NewContentStore(conn), mountproxy.NewMountManager(conn)
+	cs := streamingStore{Store: contentproxy.NewContentStore(conn), client: contentapi.NewContentClient(conn)}
+	mm := mountproxy.NewMountManager(conn)
 	differ := daemondiffer.New(layerdiff.NewDiffer(cs, layerdiff.WithMountManager(mm)),
 		apply.NewFileSystemApplierWithMountManager(cs, mm))
 
