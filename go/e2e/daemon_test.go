@@ -131,7 +131,28 @@ type daemonOptions struct {
 	// diffdProcessors is the config layerdiff-diffd reads its stream processors from (proxy);
 	// nil: none beyond containerd's defaults.
 	diffdProcessors []streamProcessor
+	// readme, when set, is the config (a README block) instead of the test's own: only the
+	// root, state, disabled plugins and debug level are added, the socket comes from
+	// --address, and layerdiff-diffd's default socket is replaced by the test's.
+	readme string
 }
+
+// readmeConfig is a README config block made to run in dir.
+func readmeConfig(block, dir, diffdAddress string) string {
+	var quoted []string
+	for _, p := range disabledPlugins {
+		quoted = append(quoted, "'"+p+"'")
+	}
+	top := fmt.Sprintf("root = '%s/root'\nstate = '%s/state'\ndisabled_plugins = [%s]\n", dir, dir, strings.Join(quoted, ", "))
+	version, rest, _ := strings.Cut(block, "\n")
+	if diffdAddress != "" {
+		rest = strings.ReplaceAll(rest, "'"+defaultDiffdAddress+"'", "'"+diffdAddress+"'")
+	}
+	return version + "\n" + top + rest + "\n[debug]\n  level = 'debug'\n"
+}
+
+// defaultDiffdAddress is layerdiff-diffd's default socket, as the README's config names it.
+const defaultDiffdAddress = "/run/layerdiff-diffd/diffd.sock"
 
 func writeConfig(path string, data any) error {
 	var b bytes.Buffer
@@ -175,7 +196,15 @@ func startDaemon(ctx context.Context, bins, parent string, kind daemonKind, o da
 		d.diffd = dd
 		d.metrics = dd.metrics
 	}
-	if err := writeConfig(d.config, map[string]any{
+	if o.readme != "" {
+		if err := os.WriteFile(d.config, []byte(readmeConfig(o.readme, dir, diffdAddress)), 0o600); err != nil {
+			return nil, err
+		}
+		d.metrics = ""
+		if d.diffd != nil {
+			d.metrics = d.diffd.metrics
+		}
+	} else if err := writeConfig(d.config, map[string]any{
 		"Dir": dir, "Address": d.address, "Metrics": containerdMetrics, "Disabled": disabledPlugins,
 		"Order": order, "Differ": differ, "Unpacks": o.unpacks, "Snapshotters": []string{"overlayfs", "native"},
 		"Diffd": diffdAddress, "Processors": o.processors,
@@ -188,7 +217,7 @@ func startDaemon(ctx context.Context, bins, parent string, kind daemonKind, o da
 		return nil, err
 	}
 	defer logf.Close()
-	d.cmd = exec.Command(binary, "--config", d.config)
+	d.cmd = exec.Command(binary, "--config", d.config, "--address", d.address)
 	d.cmd.Stdout, d.cmd.Stderr = logf, logf
 	// Its own process group: a signal to the test does not reach it before its cleanup.
 	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

@@ -151,9 +151,18 @@ func buildImages(dir string) (*testImages, error) {
 }
 
 // stageBase copies the real trees into staging/ (cp -a: owners, modes, times, xattrs and
-// hardlinks kept) next to a small synthetic tree the change layer edits; it returns the
-// number of entries copied.
+// hardlinks kept; up to about 2000 entries) next to a small synthetic tree the change layer
+// edits; it returns the number of entries copied.
 func stageBase(staging string) (int, error) {
+	copied, err := stageReal(staging, 2000)
+	if err != nil {
+		return 0, err
+	}
+	return copied, stageSynthetic(staging)
+}
+
+// stageReal copies whole real trees into staging until at least limit entries are there.
+func stageReal(staging string, limit int) (int, error) {
 	var copied int
 	for _, pattern := range realTrees {
 		matches, _ := filepath.Glob(pattern)
@@ -171,17 +180,19 @@ func stageBase(staging string) (int, error) {
 			n := 0
 			_ = filepath.Walk(dst, func(string, os.FileInfo, error) error { n++; return nil })
 			copied += n
-			if copied >= 2000 {
-				break
+			if copied >= limit {
+				return copied, nil
 			}
-		}
-		if copied >= 2000 {
-			break
 		}
 	}
 	if copied < 1000 {
 		return 0, fmt.Errorf("found only %d entries in %v; the e2e image needs a real tree of thousands", copied, realTrees)
 	}
+	return copied, nil
+}
+
+// stageSynthetic adds the tree the change layer edits, every entry at a fixed time.
+func stageSynthetic(staging string) error {
 	base := filepath.Join(staging, "e2e", "base")
 	when := time.Unix(1700000000, 123456789)
 	files := map[string]string{
@@ -193,20 +204,20 @@ func stageBase(staging string) (int, error) {
 	for name, data := range files {
 		p := filepath.Join(base, name)
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			return 0, err
+			return err
 		}
 		if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
-			return 0, err
+			return err
 		}
 	}
 	if err := os.Link(filepath.Join(base, "hl1"), filepath.Join(base, "hl2")); err != nil {
-		return 0, err
+		return err
 	}
 	if err := os.Symlink("dir1/a", filepath.Join(base, "sym")); err != nil {
-		return 0, err
+		return err
 	}
 	if err := unix.Mkfifo(filepath.Join(base, "fifo"), 0o600); err != nil {
-		return 0, err
+		return err
 	}
 	// Every synthetic entry gets a fixed time, directories last (deepest first).
 	var dirs []string
@@ -221,17 +232,17 @@ func stageBase(staging string) (int, error) {
 		return lutimes(p, when)
 	})
 	if err != nil {
-		return 0, err
+		return err
 	}
 	sort.Sort(sort.Reverse(sort.StringSlice(dirs)))
 	for _, d := range append(dirs, staging, filepath.Join(staging, "usr")) {
 		if _, err := os.Lstat(d); err == nil {
 			if err := lutimes(d, when); err != nil {
-				return 0, err
+				return err
 			}
 		}
 	}
-	return copied, nil
+	return nil
 }
 
 func lutimes(p string, t time.Time) error {
