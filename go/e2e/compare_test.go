@@ -162,6 +162,14 @@ func testCompare(t *testing.T, d *daemon) {
 		}
 	}
 	wantCounts(t, d, before, map[string]int{"compares/ok": len(cases)})
+	if d.kind == proxy {
+		// containerd passes the namespace to its proxy plugins but not the lease: diffd holds
+		// each blob with a lease of its own until the client references it.
+		ls, err := d.client.LeasesService().List(ctx, `labels."layerdiff.io/diffd"`)
+		if err != nil || len(ls) != len(cases) {
+			t.Errorf("diffd's leases: %d (%v), want one per compare (%d)", len(ls), err, len(cases))
+		}
+	}
 	if diffIDs["epoch"] == diffIDs["default"] {
 		t.Errorf("the source-date-epoch did not reach the differ: same diffID %s with and without", diffIDs["epoch"])
 	}

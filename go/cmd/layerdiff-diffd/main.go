@@ -26,8 +26,10 @@ import (
 
 	contentapi "github.com/containerd/containerd/api/services/content/v1"
 	diffapi "github.com/containerd/containerd/api/services/diff/v1"
+	leasesapi "github.com/containerd/containerd/api/services/leases/v1"
 	contentproxy "github.com/containerd/containerd/v2/core/content/proxy"
 	"github.com/containerd/containerd/v2/core/diff/apply"
+	leasesproxy "github.com/containerd/containerd/v2/core/leases/proxy"
 	"github.com/containerd/containerd/v2/core/mount"
 	mountproxy "github.com/containerd/containerd/v2/core/mount/proxy"
 	"github.com/containerd/containerd/v2/defaults"
@@ -57,6 +59,7 @@ type options struct {
 	logLevel          string
 	logFormat         string
 	shutdownTimeout   time.Duration
+	blobLease         time.Duration
 	version           bool
 }
 
@@ -104,6 +107,8 @@ func parseFlags(args []string) (options, *flag.FlagSet, error) {
 	fs.StringVar(&o.logLevel, "log-level", "info", "trace, debug, info, warn or error (debug logs every request)")
 	fs.StringVar(&o.logFormat, "log-format", string(log.TextFormat), "text or json")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long requests in flight may run on after SIGTERM")
+	fs.DurationVar(&o.blobLease, "diff-lease", time.Hour,
+		"how long a diff blob is kept for a client that has not referenced it yet (containerd does not pass the client's lease on)")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return o, fs, err
@@ -147,23 +152,15 @@ func run(o options) error {
 	signals := make(chan os.Signal, 2)
 	signal.Notify(signals, unix.SIGTERM, unix.SIGINT)
 
-	// Temporary mounts live under our state directory; a predecessor that died mid-request
-	// may have left some mounted (containerd does the same with its tmpmounts).
-	tmpMounts := filepath.Join(o.state, "tmpmounts")
-	if err := os.MkdirAll(tmpMounts, 0o700); err != nil {
-		return err
-	}
-	if err := mount.SetTempMountLocation(tmpMounts); err != nil {
-		return err
-	}
-	warnings, err := mount.CleanupTempMounts(0)
-	for _, w := range warnings {
-		log.G(ctx).WithError(w).Warn("cleanup temp mount")
-	}
+	// The socket first: a second diffd must not touch the first one's mounts.
+	l, err := listen(o.address)
 	if err != nil {
-		return fmt.Errorf("unmounting leftover temporary mounts: %w", err)
+		return err
 	}
-
+	defer l.Close()
+	if err := cleanTempMounts(ctx, filepath.Join(o.state, "tmpmounts")); err != nil {
+		return err
+	}
 	if err := registerStreamProcessors(ctx, o.containerdConfig); err != nil {
 		return err
 	}
@@ -180,17 +177,13 @@ func run(o options) error {
 	differ := daemondiffer.New(layerdiff.NewDiffer(cs, layerdiff.WithMountManager(mm)),
 		apply.NewFileSystemApplierWithMountManager(cs, mm))
 
-	l, err := listen(o.address)
-	if err != nil {
-		return err
-	}
 	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(recoverUnary), grpc.WaitForHandlers(true))
-	diffapi.RegisterDiffServer(srv, &diffServer{differ: differ})
+	diffapi.RegisterDiffServer(srv, &diffServer{differ: differ,
+		leases: leasesproxy.NewLeaseManager(leasesapi.NewLeasesClient(conn)), blobLease: o.blobLease})
 
 	var metricsSrv *http.Server
 	if o.metricsAddress != "" {
 		if metricsSrv, err = serveMetrics(ctx, o.metricsAddress); err != nil {
-			l.Close()
 			return err
 		}
 	}
@@ -233,6 +226,25 @@ func run(o options) error {
 		log.G(ctx).WithError(err).Warn("removing the socket")
 	}
 	log.G(ctx).Info("stopped")
+	return nil
+}
+
+// cleanTempMounts makes dir the place of temporary mounts and unmounts what a predecessor
+// that died mid-request left there (as containerd does with its tmpmounts).
+func cleanTempMounts(ctx context.Context, dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	if err := mount.SetTempMountLocation(dir); err != nil {
+		return err
+	}
+	warnings, err := mount.CleanupTempMounts(0)
+	for _, w := range warnings {
+		log.G(ctx).WithError(w).Warn("cleanup temp mount")
+	}
+	if err != nil {
+		return fmt.Errorf("unmounting leftover temporary mounts: %w", err)
+	}
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"runtime/debug"
+	"time"
 
 	diffapi "github.com/containerd/containerd/api/services/diff/v1"
 	"github.com/containerd/containerd/v2/core/diff"
@@ -27,6 +28,9 @@ import (
 type diffServer struct {
 	diffapi.UnimplementedDiffServer
 	differ daemondiffer.Differ
+	// leases and blobLease: see Diff.
+	leases    leases.Manager
+	blobLease time.Duration
 }
 
 var _ diffapi.DiffServer = (*diffServer)(nil)
@@ -61,11 +65,23 @@ func (s *diffServer) Apply(ctx context.Context, req *diffapi.ApplyRequest) (*dif
 	return &diffapi.ApplyResponse{Applied: oci.DescriptorToProto(applied)}, nil
 }
 
-// Diff is local.Diff of containerd's diff service, with one differ.
+// Diff is local.Diff of containerd's diff service, with one differ. The blob it writes must
+// outlive the request until the client references it: inside the daemon the client's lease
+// holds it, but containerd's proxy client does not pass the lease on (only the namespace),
+// so a request without one gets a lease of its own that expires after blobLease.
 func (s *diffServer) Diff(ctx context.Context, req *diffapi.DiffRequest) (*diffapi.DiffResponse, error) {
 	ctx, err := requestContext(ctx)
 	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
+	}
+	if _, ok := leases.FromContext(ctx); !ok && s.leases != nil {
+		l, err := s.leases.Create(ctx, leases.WithRandomID(), leases.WithExpiration(s.blobLease),
+			leases.WithLabel("layerdiff.io/diffd", "blob written for a request without a lease"))
+		if err != nil {
+			return nil, errgrpc.ToGRPC(fmt.Errorf("creating a lease for the diff: %w", err))
+		}
+		ctx = leases.WithLease(ctx, l.ID)
+		log.G(ctx).WithField("lease", l.ID).Debug("diff written under a lease of its own")
 	}
 	var opts []diff.Opt
 	if req.MediaType != "" {
