@@ -73,10 +73,12 @@ go-test: test-prefix
 
 # A real containerd daemon, stock (with the layerdiff-diffd proxy plugin) and built with the
 # layerdiff plugin; go/e2e is its own module (containerd's daemon pulls in CRI and more).
-# The daemons are built into E2E_BIN_CACHE when set (reused while go/e2e/go.sum and the library
-# are unchanged), else into a temporary directory.
+# The four programs it builds are kept in E2E_BIN_CACHE, under a key of their sources and the
+# library (only the newest key is kept).
+E2E_BIN_CACHE ?= $(CURDIR)/build/e2e-bin
 e2e: test-prefix
-	cd go/e2e && $(GO_ENV) $(GO) vet ./... && $(GO_ENV) $(GO) test -count=1 -timeout 20m -v ./...
+	cd go/e2e && $(GO_ENV) $(GO) vet ./... && \
+	  E2E_BIN_CACHE=$(E2E_BIN_CACHE) $(GO_ENV) $(GO) test -count=1 -timeout 20m -v ./...
 
 demo: test-prefix
 	cd go && $(GO_ENV) $(GO) run ./cmd/demo

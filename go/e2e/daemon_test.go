@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -475,10 +476,12 @@ func mountsUnder(dir string) ([]string, error) {
 	return out, nil
 }
 
-// binaryKey identifies the sources of the daemons and tools the tests build: this module's
-// go.sum, every non-test Go file of the layerdiff module, and the installed library.
+// binaryKey identifies the sources of the daemons and tools the tests build: the Go
+// toolchain, every non-test Go file, go.mod and go.sum of the layerdiff modules, and the
+// installed library.
 func binaryKey(goRoot, pcPath string) (string, error) {
 	h := sha256.New()
+	fmt.Fprintln(h, runtime.Version())
 	err := filepath.WalkDir(goRoot, func(p string, de fs.DirEntry, err error) error {
 		if err != nil {
 			return err

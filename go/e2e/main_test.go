@@ -5,7 +5,8 @@
 // CRI off; they are stopped by PID, and the run fails if anything is left mounted.
 //
 // Run it with `make e2e` (it needs the installed library: PKG_CONFIG_PATH pointing at
-// layerdiff-static.pc). E2E_BIN_CACHE=DIR keeps the built daemons between runs.
+// layerdiff-static.pc). E2E_BIN_CACHE=DIR keeps the built daemons between runs (make e2e
+// uses build/e2e-bin).
 package e2e
 
 import (
@@ -116,7 +117,8 @@ func findPC() (string, error) {
 }
 
 // binaries returns a directory with the four programs, built once per source state when
-// E2E_BIN_CACHE is set, else into the test's temporary directory.
+// E2E_BIN_CACHE is set (older builds there are removed), else into the test's temporary
+// directory.
 func binaries(pcPath string) (string, error) {
 	cache := os.Getenv("E2E_BIN_CACHE")
 	if cache == "" {
@@ -137,6 +139,13 @@ func binaries(pcPath string) (string, error) {
 	}
 	if err := buildBinaries(dir); err != nil {
 		return "", err
+	}
+	if old, err := filepath.Glob(filepath.Join(cache, "*")); err == nil {
+		for _, o := range old {
+			if o != dir {
+				_ = os.RemoveAll(o)
+			}
+		}
 	}
 	return dir, os.WriteFile(filepath.Join(dir, "complete"), nil, 0o644)
 }

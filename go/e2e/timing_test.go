@@ -54,10 +54,10 @@ func TestTiming(t *testing.T) {
 	t.Log(b.String())
 }
 
-// bigImage is a one-layer image of real trees, about 12,000 entries.
+// bigImage is a one-layer image of real trees, 5000 entries or more.
 func bigImage(dir string) (*testImage, int, error) {
 	staging := filepath.Join(dir, "staging")
-	entries, err := stageReal(staging, 12000)
+	entries, err := stageReal(staging, 5000)
 	if err != nil {
 		return nil, 0, err
 	}
