@@ -58,12 +58,7 @@ func (d *Differ) Compare(ctx context.Context, lower, upper []mount.Mount, opts .
 	t1 := time.Now()
 	defer func() {
 		if err == nil {
-			log.G(ctx).WithFields(log.Fields{
-				"d":      time.Since(t1),
-				"digest": created.Digest,
-				"size":   created.Size,
-				"media":  created.MediaType,
-			}).Debugf("diff created (layerdiff)")
+			logDone(ctx, t1, created, "diff created (layerdiff)")
 		}
 	}()
 	var config diff.Config
@@ -206,6 +201,17 @@ func (d *Differ) writeDiff(ctx context.Context, lowerRoot, upperRoot string, con
 		Size:      info.Size,
 		Digest:    info.Digest,
 	}, nil
+}
+
+// logDone says at debug level what was done and how long it took, with the fields of
+// containerd's applier's "diff applied" line.
+func logDone(ctx context.Context, t1 time.Time, desc ocispec.Descriptor, msg string) {
+	log.G(ctx).WithFields(log.Fields{
+		"d":      time.Since(t1),
+		"digest": desc.Digest,
+		"size":   desc.Size,
+		"media":  desc.MediaType,
+	}).Debug(msg)
 }
 
 func uniqueRef() string {
