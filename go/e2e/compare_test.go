@@ -17,6 +17,7 @@ import (
 	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/containerd/v2/pkg/labels"
 	"github.com/containerd/containerd/v2/plugins/diff/walking"
+	"github.com/containerd/errdefs"
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sys/unix"
@@ -161,7 +162,15 @@ func testCompare(t *testing.T, d *daemon) {
 			gzipLayer = ours
 		}
 	}
-	wantCounts(t, d, before, map[string]int{"compares/ok": len(cases)})
+	// A media type neither differ writes: layerdiff answers not implemented, the diff
+	// service tries walking, and the caller gets walking's answer.
+	const unsupported = "application/vnd.oci.image.layer.v1.tar+e2e-unsupported"
+	_, ours := d.client.DiffService().Compare(ctx, lower, upper, diff.WithMediaType(unsupported))
+	_, theirs := walker.Compare(ctx, lower, upper, diff.WithMediaType(unsupported))
+	if !errdefs.IsNotImplemented(ours) || theirs == nil || !strings.HasPrefix(ours.Error(), theirs.Error()) || strings.Contains(ours.Error(), "\n") {
+		t.Errorf("unsupported media type: %v, want walking's %v", ours, theirs)
+	}
+	wantCounts(t, d, before, map[string]int{"compares/ok": len(cases), "compares/not_implemented": 1})
 	if d.kind == proxy {
 		// containerd passes the namespace to its proxy plugins but not the lease: diffd holds
 		// each blob with a lease of its own until the client references it.

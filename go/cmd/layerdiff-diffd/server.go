@@ -69,19 +69,26 @@ func (s *diffServer) Apply(ctx context.Context, req *diffapi.ApplyRequest) (*dif
 // outlive the request until the client references it: inside the daemon the client's lease
 // holds it, but containerd's proxy client does not pass the lease on (only the namespace),
 // so a request without one gets a lease of its own that expires after blobLease.
-func (s *diffServer) Diff(ctx context.Context, req *diffapi.DiffRequest) (*diffapi.DiffResponse, error) {
-	ctx, err := requestContext(ctx)
+func (s *diffServer) Diff(ctx context.Context, req *diffapi.DiffRequest) (_ *diffapi.DiffResponse, err error) {
+	ctx, err = requestContext(ctx)
 	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
 	if _, ok := leases.FromContext(ctx); !ok && s.leases != nil {
-		l, err := s.leases.Create(ctx, leases.WithRandomID(), leases.WithExpiration(s.blobLease),
+		l, lerr := s.leases.Create(ctx, leases.WithRandomID(), leases.WithExpiration(s.blobLease),
 			leases.WithLabel("layerdiff.io/diffd", "blob written for a request without a lease"))
-		if err != nil {
-			return nil, errgrpc.ToGRPC(fmt.Errorf("creating a lease for the diff: %w", err))
+		if lerr != nil {
+			return nil, errgrpc.ToGRPC(fmt.Errorf("creating a lease for the diff: %w", lerr))
 		}
 		ctx = leases.WithLease(ctx, l.ID)
 		log.G(ctx).WithField("lease", l.ID).Debug("diff written under a lease of its own")
+		defer func() {
+			if err != nil { // no blob to hold
+				if derr := s.leases.Delete(context.WithoutCancel(ctx), l); derr != nil {
+					log.G(ctx).WithError(derr).WithField("lease", l.ID).Warn("deleting the lease of a failed diff")
+				}
+			}
+		}()
 	}
 	var opts []diff.Opt
 	if req.MediaType != "" {
