@@ -17,11 +17,11 @@ ZSHCOMPDIR  := $(PREFIX)/share/zsh/site-functions
 FISHCOMPDIR := $(PREFIX)/share/fish/vendor_completions.d
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 SOMAJOR := $(firstword $(subst ., ,$(VERSION)))
-# Where `make test` installs the library for the C tests, which build against the installed
-# header, library and pkg-config file only.
+# Where `make test` installs the library for the C and Go tests, which build against the
+# installed header, libraries and pkg-config files only.
 TEST_PREFIX := $(CURDIR)/build/prefix
 
-.PHONY: all build deps header header-check lint test rust-test c-test go-test fuzz-short fuzz demo bench install install-cli clean
+.PHONY: all build deps header header-check lint test rust-test test-prefix c-test go-test e2e fuzz-short fuzz demo bench install install-cli clean
 
 all: build
 
@@ -42,7 +42,7 @@ header-check: deps
 	  else diff -u include/layerdiff.h $$tmp | head -40; rm -f $$tmp; \
 	       echo "header-check: include/layerdiff.h is stale: run 'make header'"; exit 1; fi
 
-test: deps lint rust-test header-check c-test go-test fuzz-short
+test: deps lint rust-test header-check c-test go-test e2e fuzz-short
 
 # Debian packages, rustfmt/clippy and cbindgen, installed only when missing (fresh machine).
 deps:
@@ -57,18 +57,25 @@ lint:
 rust-test:
 	$(CARGO) test --release --locked
 
-c-test:
-	$(MAKE) install PREFIX=$(TEST_PREFIX)
+# The prefix the C and Go tests build against: `make install` into the tree, so they see the
+# installed header, libraries and pkg-config files exactly as a user of an install does.
+test-prefix:
+	@$(MAKE) --no-print-directory install PREFIX=$(TEST_PREFIX) >/dev/null
+
+c-test: test-prefix
 	$(MAKE) -C tests/c PREFIX=$(TEST_PREFIX)
 
-# Go's build cache does not hash the library named in #cgo LDFLAGS, so a rebuilt
-# liblayerdiff.a would link stale test binaries; a define carrying the library's checksum
-# makes the cgo compile (and so every link) depend on it.
-GO_LIB_STAMP = CGO_CFLAGS="-g -O2 -DLAYERDIFF_LIB_STAMP=$$(cksum < $(CURDIR)/$(RELEASE)/liblayerdiff.a | cut -d' ' -f1)"
+# The Go package finds liblayerdiff through pkg-config (layerdiff-static.pc). Go's build cache
+# hashes neither the library nor pkg-config's output, so a rebuilt liblayerdiff.a (or another
+# prefix) would link stale binaries; a define carrying their checksum makes the cgo compile (and
+# so every link) depend on them.
+GO_ENV = PKG_CONFIG_PATH=$(TEST_PREFIX)/lib/pkgconfig \
+  CGO_CFLAGS="-g -O2 -DLAYERDIFF_LIB_STAMP=$$( { cat $(TEST_PREFIX)/lib/liblayerdiff.a; \
+    PKG_CONFIG_PATH=$(TEST_PREFIX)/lib/pkgconfig pkg-config --cflags --libs layerdiff-static; } | cksum | cut -d' ' -f1)"
 
-go-test: build
-	cd go && $(GO_LIB_STAMP) $(GO) vet ./... && $(GO_LIB_STAMP) $(GO) test -count=1 ./...
-	cd go && $(GO_LIB_STAMP) $(GO) test -count=1 -race -run Concurrent .
+go-test: test-prefix
+	cd go && $(GO_ENV) $(GO) vet ./... && $(GO_ENV) $(GO) test -count=1 ./...
+	cd go && $(GO_ENV) $(GO) test -count=1 -race -run Concurrent .
 
 # Differential fuzzing with Go's native fuzzer (docs/fuzzing.md): apply against containerd's
 # archive.Apply, diff against its WriteDiff, the tar reader against Go's archive/tar. Each
@@ -82,24 +89,36 @@ FUZZ_PARALLEL ?= 1
 FUZZ_MINIMIZE ?= 3s
 FUZZ_TARGETS  := FuzzApply:./parity/hostile FuzzCompare:./parity/compare FuzzTarHeaders:./parity/tarread
 
-fuzz-short: build
+fuzz-short: test-prefix
 	@set -e; cd go; for t in $(FUZZ_TARGETS); do \
 	  echo "fuzz: $${t%%:*} for $(FUZZ_TIME)"; \
-	  $(GO) test -v -run '^$$' -fuzz "^$${t%%:*}$$" -fuzztime $(FUZZ_TIME) -fuzzminimizetime $(FUZZ_MINIMIZE) \
+	  $(GO_ENV) $(GO) test -v -run '^$$' -fuzz "^$${t%%:*}$$" -fuzztime $(FUZZ_TIME) -fuzzminimizetime $(FUZZ_MINIMIZE) \
 	    -parallel $(FUZZ_PARALLEL) $${t#*:}; \
 	done
 
 fuzz: fuzz-short
 
-demo: build
-	cd go && $(GO_LIB_STAMP) $(GO) run ./cmd/demo
+# A real containerd daemon, stock (with the layerdiff-diffd proxy plugin) and built with the
+# layerdiff plugin; go/e2e is its own module (containerd's daemon pulls in CRI and more).
+# The four programs it builds are kept in E2E_BIN_CACHE, under a key of their sources and the
+# library (only the newest key is kept).
+E2E_BIN_CACHE ?= $(CURDIR)/build/e2e-bin
+e2e: test-prefix
+	cd go/e2e && $(GO_ENV) $(GO) vet ./... && \
+	  E2E_BIN_CACHE=$(E2E_BIN_CACHE) $(GO_ENV) $(GO) test -count=1 -timeout 20m -v ./...
 
-bench: build
+demo: test-prefix
+	cd go && $(GO_ENV) $(GO) run ./cmd/demo
+
+bench: test-prefix
 	$(CARGO) bench --locked
-	cd go && $(GO_LIB_STAMP) $(GO) test -run '^$$' -bench . -benchmem -benchtime 3x -timeout 60m ./...
+	cd go && $(GO_ENV) $(GO) test -run '^$$' -bench . -benchmem -benchtime 3x -timeout 60m ./...
 
 # The installed shared library carries the full version; its SONAME (set in build.rs) is
-# liblayerdiff.so.$(SOMAJOR).
+# liblayerdiff.so.$(SOMAJOR). Two pkg-config files: layerdiff.pc is the usual one (shared by
+# default, fully static with --static); layerdiff-static.pc names liblayerdiff.a itself, for
+# programs that link liblayerdiff statically but libc dynamically (the Go package does: `-l`
+# would pick the .so installed beside the .a).
 install: build $(RELEASE)/native-static-libs
 	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCDIR) $(DESTDIR)$(LIBDIR)/pkgconfig
 	install -m 0644 $(RELEASE)/liblayerdiff.a $(DESTDIR)$(LIBDIR)/
@@ -107,18 +126,10 @@ install: build $(RELEASE)/native-static-libs
 	ln -sfn liblayerdiff.so.$(VERSION) $(DESTDIR)$(LIBDIR)/liblayerdiff.so.$(SOMAJOR)
 	ln -sfn liblayerdiff.so.$(SOMAJOR) $(DESTDIR)$(LIBDIR)/liblayerdiff.so
 	install -m 0644 include/layerdiff.h $(DESTDIR)$(INCDIR)/
-	printf '%s\n' \
-	  'prefix=$(PREFIX)' \
-	  'libdir=$(LIBDIR)' \
-	  'includedir=$(INCDIR)' \
-	  '' \
-	  'Name: layerdiff' \
-	  'Description: Compute and apply OCI image layer diffs, byte-identical to containerd' \
-	  'Version: $(VERSION)' \
-	  'Cflags: -I$${includedir}' \
-	  'Libs: -L$${libdir} -llayerdiff' \
-	  "Libs.private: $$(cat $(RELEASE)/native-static-libs)" \
-	  > $(DESTDIR)$(LIBDIR)/pkgconfig/layerdiff.pc
+	$(call write_pc,layerdiff,'Libs: -L$${libdir} -llayerdiff' \
+	  "Libs.private: $$(cat $(RELEASE)/native-static-libs)") > $(DESTDIR)$(LIBDIR)/pkgconfig/layerdiff.pc
+	$(call write_pc,layerdiff-static,'Libs: $${libdir}/liblayerdiff.a '"$$(cat $(RELEASE)/native-static-libs)") \
+	  > $(DESTDIR)$(LIBDIR)/pkgconfig/layerdiff-static.pc
 	$(MAKE) install-cli
 
 # The CLI, its man pages and shell completions; the last two are generated by the CLI itself
@@ -131,6 +142,19 @@ install-cli: build
 	$(RELEASE)/layerdiff completions bash > $(DESTDIR)$(BASHCOMPDIR)/layerdiff
 	$(RELEASE)/layerdiff completions zsh > $(DESTDIR)$(ZSHCOMPDIR)/_layerdiff
 	$(RELEASE)/layerdiff completions fish > $(DESTDIR)$(FISHCOMPDIR)/layerdiff.fish
+
+# $(call write_pc,NAME,LIBS-LINES): print a pkg-config file for this install; LIBS-LINES are
+# printf arguments (quoted shell words), one line each.
+write_pc = printf '%s\n' \
+	  'prefix=$(PREFIX)' \
+	  'libdir=$(LIBDIR)' \
+	  'includedir=$(INCDIR)' \
+	  '' \
+	  'Name: $(1)' \
+	  'Description: Compute and apply OCI image layer diffs, byte-identical to containerd' \
+	  'Version: $(VERSION)' \
+	  'Cflags: -I$${includedir}' \
+	  $(2)
 
 # The system libraries a static link of liblayerdiff.a needs, as rustc reports them (for the
 # pkg-config file's Libs.private). Recomputed only when the dependencies change. -lgcc_s is

@@ -18,7 +18,6 @@ import (
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/errdefs"
-	"github.com/containerd/log"
 	"github.com/moby/sys/userns"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sys/unix"
@@ -47,12 +46,7 @@ func (d *Differ) Apply(ctx context.Context, desc ocispec.Descriptor, mounts []mo
 	t1 := time.Now()
 	defer func() {
 		if err == nil {
-			log.G(ctx).WithFields(log.Fields{
-				"d":      time.Since(t1),
-				"digest": desc.Digest,
-				"size":   desc.Size,
-				"media":  desc.MediaType,
-			}).Debugf("diff applied (layerdiff)")
+			logDone(ctx, t1, desc, "diff applied (layerdiff)")
 		}
 	}()
 
@@ -87,7 +81,7 @@ func (d *Differ) Apply(ctx context.Context, desc ocispec.Descriptor, mounts []mo
 		if err != nil {
 			if errors.Is(err, diff.ErrNoProcessor) {
 				// NotImplemented lets the diff service try its next applier.
-				err = fmt.Errorf("%w: %w", err, errdefs.ErrNotImplemented)
+				err = withClass(err, errdefs.ErrNotImplemented)
 			}
 			return emptyDesc, fmt.Errorf("failed to get stream processor for %s: %w", desc.MediaType, err)
 		}
@@ -223,8 +217,8 @@ func refuseCompressedTar(r io.Reader, mediaType string) (io.Reader, error) {
 		magic []byte
 	}{{"gzip", []byte{0x1f, 0x8b, 0x08}}, {"zstd", []byte{0x28, 0xb5, 0x2f, 0xfd}}} {
 		if bytes.HasPrefix(head, m.magic) {
-			return nil, fmt.Errorf("layer of media type %s is %s-compressed, not a tar: %w: %w",
-				mediaType, m.name, ErrInvalidArchive, errdefs.ErrInvalidArgument)
+			return nil, fmt.Errorf("layer of media type %s is %s-compressed, not a tar: %w",
+				mediaType, m.name, ErrInvalidArchive)
 		}
 	}
 	return br, nil

@@ -54,7 +54,13 @@ var emptyDesc = ocispec.Descriptor{}
 
 // Compare diffs the lower and upper mounts and stores the layer in the content store,
 // returning its descriptor (as walking.Compare does).
-func (d *Differ) Compare(ctx context.Context, lower, upper []mount.Mount, opts ...diff.Opt) (ocispec.Descriptor, error) {
+func (d *Differ) Compare(ctx context.Context, lower, upper []mount.Mount, opts ...diff.Opt) (created ocispec.Descriptor, err error) {
+	t1 := time.Now()
+	defer func() {
+		if err == nil {
+			logDone(ctx, t1, created, "diff created (layerdiff)")
+		}
+	}()
 	var config diff.Config
 	for _, opt := range opts {
 		if err := opt(&config); err != nil {
@@ -195,6 +201,17 @@ func (d *Differ) writeDiff(ctx context.Context, lowerRoot, upperRoot string, con
 		Size:      info.Size,
 		Digest:    info.Digest,
 	}, nil
+}
+
+// logDone says at debug level what was done and how long it took, with the fields of
+// containerd's applier's "diff applied" line.
+func logDone(ctx context.Context, t1 time.Time, desc ocispec.Descriptor, msg string) {
+	log.G(ctx).WithFields(log.Fields{
+		"d":      time.Since(t1),
+		"digest": desc.Digest,
+		"size":   desc.Size,
+		"media":  desc.MediaType,
+	}).Debug(msg)
 }
 
 func uniqueRef() string {

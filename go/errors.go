@@ -42,12 +42,21 @@ func (k ErrorKind) String() string {
 	return fmt.Sprintf("error kind %d", uint32(k))
 }
 
-// ErrInvalidArchive matches errors about a malformed or hostile layer stream; such errors
-// also match errdefs.ErrInvalidArgument, as containerd reports them.
-var ErrInvalidArchive = errors.New("invalid archive")
+// ErrInvalidArchive matches errors about a malformed or hostile layer stream; it is itself of
+// the class errdefs.ErrInvalidArgument, as containerd reports such errors.
+var ErrInvalidArchive error = &invalidArchive{}
 
-// Error is an error of the core. It matches (errors.Is) the errdefs class of its kind,
-// its errno when a system call failed, and ctx.Err() when a context ended the call.
+type invalidArchive struct{}
+
+func (*invalidArchive) Error() string { return "invalid archive" }
+func (*invalidArchive) Unwrap() error { return errdefs.ErrInvalidArgument }
+
+// Error is an error of the core. It matches (errors.Is) the errdefs class of its kind (which
+// errdefs.Resolve and errgrpc find through Unwrap), ErrInvalidArchive, its errno when a system
+// call failed, and ctx.Err() when a context ended the call.
+//
+// One error, one chain: a second chain (Unwrap() []error) would reach a gRPC client as a
+// second line (errgrpc sends the extra errors as details, which ToNative joins).
 type Error struct {
 	Op      string // "compare" or "apply"
 	Kind    ErrorKind
@@ -60,30 +69,54 @@ func (e *Error) Error() string {
 	return "layerdiff " + e.Op + ": " + e.Message
 }
 
-// Unwrap lists what the error matches: the errdefs class, the errno, the context's error.
-func (e *Error) Unwrap() []error {
-	var errs []error
+// Unwrap returns the error's class: an errdefs error, ErrInvalidArchive, or the context's
+// error; nil for I/O errors (class unknown, as an errno is to containerd).
+func (e *Error) Unwrap() error {
 	switch e.Kind {
 	case KindInvalidArgument:
-		errs = append(errs, errdefs.ErrInvalidArgument)
+		return errdefs.ErrInvalidArgument
 	case KindNotFound:
-		errs = append(errs, errdefs.ErrNotFound)
+		return errdefs.ErrNotFound
 	case KindNotImplemented:
-		errs = append(errs, errdefs.ErrNotImplemented)
+		return errdefs.ErrNotImplemented
 	case KindInvalidArchive:
-		errs = append(errs, ErrInvalidArchive, errdefs.ErrInvalidArgument)
+		return ErrInvalidArchive
 	case KindCanceled:
-		if e.cause == nil {
-			errs = append(errs, context.Canceled)
+		if e.cause != nil {
+			return e.cause
 		}
+		return context.Canceled
 	case KindInternal:
-		errs = append(errs, errdefs.ErrInternal)
+		return errdefs.ErrInternal
 	}
-	if e.Errno != 0 {
-		errs = append(errs, e.Errno)
-	}
-	if e.cause != nil {
-		errs = append(errs, e.cause)
-	}
-	return errs
+	return nil
 }
+
+// Is matches the errno (errors.Is(err, unix.ENOSPC)); the class is matched through Unwrap.
+func (e *Error) Is(target error) bool {
+	errno, ok := target.(unix.Errno)
+	return ok && e.Errno != 0 && errno == e.Errno
+}
+
+// As fills a *unix.Errno with the errno, when there is one.
+func (e *Error) As(target any) bool {
+	if p, ok := target.(*unix.Errno); ok && e.Errno != 0 {
+		*p = e.Errno
+		return true
+	}
+	return false
+}
+
+// withClass puts err in an errdefs class it does not carry itself. errors.Is and errors.As see
+// both; the chain that errdefs.Resolve and errgrpc follow holds only the class, so the error
+// stays one line through gRPC (unlike fmt.Errorf("%w: %w")).
+func withClass(err, class error) error {
+	return &classified{err: err, class: class}
+}
+
+type classified struct{ err, class error }
+
+func (c *classified) Error() string        { return c.err.Error() + ": " + c.class.Error() }
+func (c *classified) Unwrap() error        { return c.class }
+func (c *classified) Is(target error) bool { return errors.Is(c.err, target) }
+func (c *classified) As(target any) bool   { return errors.As(c.err, target) }

@@ -7,13 +7,13 @@
 //   - [Differ] implements containerd's diff.Comparer and diff.Applier over a content store,
 //     with containerd's mounts, labels, options and stream processors (see differ.go).
 //
-// The static library target/release/liblayerdiff.a must be built first (`make` at the
-// repository root).
+// It links liblayerdiff.a through pkg-config (layerdiff-static.pc, installed by `make install`
+// at the repository root), so programs need no liblayerdiff.so at run time; set
+// PKG_CONFIG_PATH when the library is installed under a prefix pkg-config does not search.
 package layerdiff
 
 /*
-#cgo CFLAGS: -I${SRCDIR}/../include
-#cgo LDFLAGS: ${SRCDIR}/../target/release/liblayerdiff.a -lpthread -ldl -lm
+#cgo pkg-config: layerdiff-static
 #include <stdlib.h>
 #include "layerdiff.h"
 
