@@ -350,15 +350,6 @@ func TestLsGoWriter(t *testing.T) {
 
 // ---- header forms Go's writer does not make, and bad input ----
 
-func fixChecksum(blk []byte) {
-	copy(blk[148:156], "        ")
-	var sum int64
-	for _, c := range blk[:512] {
-		sum += int64(c)
-	}
-	copy(blk[148:156], fmt.Sprintf("%06o\x00 ", sum))
-}
-
 func ustar(t *testing.T, hs ...tar.Header) []byte {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
@@ -381,7 +372,7 @@ func ustar(t *testing.T, hs ...tar.Header) []byte {
 func edited(b []byte, edit func(blk []byte)) []byte {
 	b = append([]byte{}, b...)
 	edit(b[:512])
-	fixChecksum(b[:512])
+	testkit.SetTarChecksum(b[:512])
 	return b
 }
 
