@@ -65,6 +65,29 @@
 #define LAYERDIFF_WHITEOUTS_OVERLAY 1
 
 /**
+ * An ID outside a non-empty UID/GID map is an error naming the path and the ID. The zero
+ * value.
+ */
+#define LAYERDIFF_UNMAPPED_ERROR 0
+
+/**
+ * An ID outside a non-empty UID/GID map becomes the options' `unmapped_id` (e.g. 65534, the
+ * overflow ID).
+ */
+#define LAYERDIFF_UNMAPPED_SUBSTITUTE 1
+
+/**
+ * The layer carries only the `security.capability` xattr, as containerd. The zero value.
+ */
+#define LAYERDIFF_XATTRS_CAPABILITY 0
+
+/**
+ * The layer carries every xattr the kernel lets the caller read, as `SCHILY.xattr.NAME` PAX
+ * records, except overlayfs's own `trusted.overlay.*` and `user.overlay.*`.
+ */
+#define LAYERDIFF_XATTRS_ALL 1
+
+/**
  * A bad argument or option.
  */
 #define LAYERDIFF_ERROR_INVALID_ARGUMENT 1
@@ -100,6 +123,12 @@
 #define LAYERDIFF_ERROR_INTERNAL 7
 
 /**
+ * The most ranges a map takes: the kernel's limit for a user namespace's `uid_map` (Linux
+ * 4.15 on), which also bounds the overlap check.
+ */
+#define MAX_RANGES 340
+
+/**
  * An opaque cancellation handle. Create it with layerdiff_cancel_new(), put it in the options
  * of any number of calls, trigger it from any thread with layerdiff_cancel_trigger() (those
  * calls then fail promptly with LAYERDIFF_ERROR_CANCELED), release it with
@@ -130,6 +159,17 @@ typedef struct layerdiff_error layerdiff_error;
  * may call layerdiff_cancel_trigger().
  */
 typedef void (*layerdiff_progress_fn)(void *ctx, uint64_t bytes);
+
+/**
+ * One range of a UID or GID map, in containerd's form: container IDs
+ * `container_id..container_id+size` are host IDs `host_id..host_id+size`. Ranges of one map
+ * must not overlap on either side.
+ */
+typedef struct layerdiff_idmap {
+  uint32_t container_id;
+  uint32_t host_id;
+  uint32_t size;
+} layerdiff_idmap;
 
 /**
  * Options of layerdiff_compare(). Zero the whole struct (memset, or `= {0}`), then set the
@@ -175,7 +215,42 @@ typedef struct layerdiff_compare_options {
   /**
    * Must be zero (room for future options).
    */
-  uint64_t reserved[16];
+  uint64_t reserved[10];
+  /**
+   * UID map (host IDs on disk → container IDs in the layer): `uidmap_len` ranges, read only
+   * during the call; NULL with length 0 = IDs unchanged.
+   */
+  const struct layerdiff_idmap *uidmap;
+  /**
+   * Number of entries in `uidmap` (at most 340, the kernel's limit).
+   */
+  size_t uidmap_len;
+  /**
+   * GID map, as `uidmap`.
+   */
+  const struct layerdiff_idmap *gidmap;
+  /**
+   * Number of entries in `gidmap`.
+   */
+  size_t gidmap_len;
+  /**
+   * LAYERDIFF_UNMAPPED_*: what an ID outside a non-empty map becomes; 0 = an error naming
+   * the path and the ID.
+   */
+  uint32_t unmapped;
+  /**
+   * The ID used for unmapped IDs with LAYERDIFF_UNMAPPED_SUBSTITUTE (e.g. 65534).
+   */
+  uint32_t unmapped_id;
+  /**
+   * LAYERDIFF_XATTRS_*: which xattrs the layer carries; 0 = only `security.capability`,
+   * as containerd.
+   */
+  uint32_t xattrs;
+  /**
+   * Must be zero (room for future options).
+   */
+  uint32_t reserved_word;
 } layerdiff_compare_options;
 
 /**
@@ -258,7 +333,32 @@ typedef struct layerdiff_apply_options {
   /**
    * Must be zero (room for future options).
    */
-  uint64_t reserved[16];
+  uint64_t reserved[11];
+  /**
+   * UID map (container IDs in the layer → host IDs on disk), as in
+   * layerdiff_compare_options; NULL with length 0 = IDs unchanged.
+   */
+  const struct layerdiff_idmap *uidmap;
+  /**
+   * Number of entries in `uidmap` (at most 340).
+   */
+  size_t uidmap_len;
+  /**
+   * GID map, as `uidmap`.
+   */
+  const struct layerdiff_idmap *gidmap;
+  /**
+   * Number of entries in `gidmap`.
+   */
+  size_t gidmap_len;
+  /**
+   * LAYERDIFF_UNMAPPED_*, as in layerdiff_compare_options.
+   */
+  uint32_t unmapped;
+  /**
+   * The ID used for unmapped IDs with LAYERDIFF_UNMAPPED_SUBSTITUTE.
+   */
+  uint32_t unmapped_id;
 } layerdiff_apply_options;
 
 /**

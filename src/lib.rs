@@ -18,16 +18,19 @@ mod compression;
 mod control;
 mod digest;
 mod error;
+mod idmap;
 mod resolve;
 mod sys;
 mod tar;
 mod walk;
+mod xattrs;
 
 pub use apply::{apply, Applied, ApplyOptions, WhiteoutMode};
 pub use compare::{compare, CompareOptions, Diff};
 pub use compression::{Compression, GZIP_DEFAULT_LEVEL, ZSTD_DEFAULT_LEVEL};
 pub use control::{CancelToken, Progress};
 pub use error::{Error, ErrorKind, Result};
+pub use idmap::{IdMap, IdMaps, IdRange, UnmappedId};
 #[doc(hidden)]
 pub use resolve::Resolver;
 

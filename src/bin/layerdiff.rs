@@ -1,8 +1,10 @@
 //! `layerdiff`: the two jobs of the library for people and scripts.
 //!
 //! ```text
-//! layerdiff diff  [--compression gzip|zstd|none] [--level N] [--source-date-epoch SECONDS] LOWER UPPER -o OUT
-//! layerdiff apply [--whiteouts remove|overlay] [--parent DIR]... [--no-same-owner] LAYER ROOT
+//! layerdiff diff  [--compression gzip|zstd|none] [--level N] [--source-date-epoch SECONDS]
+//!                 [--xattrs capability|all] [IDMAP] LOWER UPPER -o OUT
+//! layerdiff apply [--whiteouts remove|overlay] [--parent DIR]... [--no-same-owner] [IDMAP] LAYER ROOT
+//! IDMAP: [--uidmap C:H:N]... [--gidmap C:H:N]... [--unmapped-id ID]
 //! ```
 
 use std::fs::File;
@@ -14,8 +16,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use clap::{Parser, Subcommand, ValueEnum};
-use layerdiff::{ApplyOptions, CompareOptions, Compression, Progress, WhiteoutMode};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use layerdiff::{
+    ApplyOptions, CompareOptions, Compression, IdMap, IdMaps, IdRange, Progress, UnmappedId,
+    WhiteoutMode,
+};
 
 #[derive(Parser)]
 #[command(
@@ -41,6 +46,46 @@ enum WhiteoutArg {
     Overlay,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum XattrsArg {
+    /// Only `security.capability`, as containerd.
+    Capability,
+    /// Every readable xattr but overlayfs's own (`trusted.overlay.*`, `user.overlay.*`).
+    All,
+}
+
+/// `--uidmap`/`--gidmap`/`--unmapped-id`, shared by diff and apply.
+#[derive(Args)]
+struct IdMapArgs {
+    /// A UID range CONTAINER:HOST:SIZE (repeatable), as `ctr run --uidmap`: diff writes host
+    /// UIDs as container UIDs, apply sets container UIDs as host UIDs.
+    #[arg(long = "uidmap", value_name = "C:H:N", value_parser = parse_range)]
+    uidmap: Vec<IdRange>,
+    /// A GID range CONTAINER:HOST:SIZE (repeatable), as `--uidmap`.
+    #[arg(long = "gidmap", value_name = "C:H:N", value_parser = parse_range)]
+    gidmap: Vec<IdRange>,
+    /// Map IDs outside the maps to this ID (e.g. 65534) instead of failing.
+    #[arg(long, value_name = "ID")]
+    unmapped_id: Option<u32>,
+}
+
+fn parse_range(s: &str) -> Result<IdRange, String> {
+    s.parse().map_err(|e: layerdiff::Error| e.to_string())
+}
+
+impl IdMapArgs {
+    fn id_maps(self) -> Result<IdMaps, String> {
+        let map = |what, ranges| IdMap::new(what, ranges).map_err(|e| e.to_string());
+        Ok(IdMaps {
+            uid: map("--uidmap", self.uidmap)?,
+            gid: map("--gidmap", self.gidmap)?,
+            unmapped: self
+                .unmapped_id
+                .map_or(UnmappedId::Error, UnmappedId::Substitute),
+        })
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Write the layer that turns LOWER into UPPER (containerd's walking differ), print its descriptor.
@@ -55,6 +100,11 @@ enum Command {
         /// Clamp mtimes later than this (seconds since 1970) to it, for reproducible layers.
         #[arg(long, value_name = "SECONDS")]
         source_date_epoch: Option<i64>,
+        /// Which xattrs the layer carries.
+        #[arg(long, value_enum, default_value = "capability")]
+        xattrs: XattrsArg,
+        #[command(flatten)]
+        ids: IdMapArgs,
         /// The lower (parent) tree.
         lower: PathBuf,
         /// The upper (changed) tree.
@@ -74,6 +124,8 @@ enum Command {
         /// Do not chown entries to the owners recorded in the layer.
         #[arg(long)]
         no_same_owner: bool,
+        #[command(flatten)]
+        ids: IdMapArgs,
         /// The layer file, or `-` for stdin.
         layer: PathBuf,
         /// The directory to unpack into.
@@ -112,6 +164,8 @@ fn run(command: Command) -> Result<(), String> {
             compression,
             level,
             source_date_epoch,
+            xattrs,
+            ids,
             lower,
             upper,
             output,
@@ -122,6 +176,8 @@ fn run(command: Command) -> Result<(), String> {
                 source_date_epoch,
                 cancel: None,
                 progress: progress_bar("diff"),
+                id_maps: ids.id_maps()?,
+                all_xattrs: matches!(xattrs, XattrsArg::All),
             };
             let to_stdout = output.as_os_str() == "-";
             let result = if to_stdout {
@@ -153,6 +209,7 @@ fn run(command: Command) -> Result<(), String> {
             whiteouts,
             parents,
             no_same_owner,
+            ids,
             layer,
             root,
         } => {
@@ -166,6 +223,7 @@ fn run(command: Command) -> Result<(), String> {
                 sync_fs: false,
                 cancel: None,
                 progress: progress_bar("apply"),
+                id_maps: ids.id_maps()?,
                 ..ApplyOptions::default()
             };
             let result = if layer.as_os_str() == "-" {

@@ -41,7 +41,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use crate::{ApplyOptions, CancelToken, CompareOptions, Compression, Progress, WhiteoutMode};
+use crate::{
+    ApplyOptions, CancelToken, CompareOptions, Compression, IdMap, IdMaps, IdRange, Progress,
+    UnmappedId, WhiteoutMode,
+};
 
 /// Compress the layer with gzip (the zero value, as containerd's walking differ).
 pub const LAYERDIFF_COMPRESSION_GZIP: u32 = 0;
@@ -55,6 +58,19 @@ pub const LAYERDIFF_WHITEOUTS_REMOVE: u32 = 0;
 /// Whiteouts become overlayfs whiteouts (0/0 character devices, `trusted.overlay.opaque=y`):
 /// the root is an overlay upperdir.
 pub const LAYERDIFF_WHITEOUTS_OVERLAY: u32 = 1;
+
+/// An ID outside a non-empty UID/GID map is an error naming the path and the ID. The zero
+/// value.
+pub const LAYERDIFF_UNMAPPED_ERROR: u32 = 0;
+/// An ID outside a non-empty UID/GID map becomes the options' `unmapped_id` (e.g. 65534, the
+/// overflow ID).
+pub const LAYERDIFF_UNMAPPED_SUBSTITUTE: u32 = 1;
+
+/// The layer carries only the `security.capability` xattr, as containerd. The zero value.
+pub const LAYERDIFF_XATTRS_CAPABILITY: u32 = 0;
+/// The layer carries every xattr the kernel lets the caller read, as `SCHILY.xattr.NAME` PAX
+/// records, except overlayfs's own `trusted.overlay.*` and `user.overlay.*`.
+pub const LAYERDIFF_XATTRS_ALL: u32 = 1;
 
 /// An opaque cancellation handle. Create it with layerdiff_cancel_new(), put it in the options
 /// of any number of calls, trigger it from any thread with layerdiff_cancel_trigger() (those
@@ -103,7 +119,37 @@ pub struct layerdiff_compare_options {
     /// Passed to `progress` as its first argument; layerdiff never dereferences it.
     pub progress_ctx: *mut c_void,
     /// Must be zero (room for future options).
-    pub reserved: [u64; 16],
+    pub reserved: [u64; 10],
+    /// UID map (host IDs on disk → container IDs in the layer): `uidmap_len` ranges, read only
+    /// during the call; NULL with length 0 = IDs unchanged.
+    pub uidmap: *const layerdiff_idmap,
+    /// Number of entries in `uidmap` (at most 340, the kernel's limit).
+    pub uidmap_len: usize,
+    /// GID map, as `uidmap`.
+    pub gidmap: *const layerdiff_idmap,
+    /// Number of entries in `gidmap`.
+    pub gidmap_len: usize,
+    /// LAYERDIFF_UNMAPPED_*: what an ID outside a non-empty map becomes; 0 = an error naming
+    /// the path and the ID.
+    pub unmapped: u32,
+    /// The ID used for unmapped IDs with LAYERDIFF_UNMAPPED_SUBSTITUTE (e.g. 65534).
+    pub unmapped_id: u32,
+    /// LAYERDIFF_XATTRS_*: which xattrs the layer carries; 0 = only `security.capability`,
+    /// as containerd.
+    pub xattrs: u32,
+    /// Must be zero (room for future options).
+    pub reserved_word: u32,
+}
+
+/// One range of a UID or GID map, in containerd's form: container IDs
+/// `container_id..container_id+size` are host IDs `host_id..host_id+size`. Ranges of one map
+/// must not overlap on either side.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct layerdiff_idmap {
+    pub container_id: u32,
+    pub host_id: u32,
+    pub size: u32,
 }
 
 /// What layerdiff_compare() wrote. The library writes the whole struct, only on success.
@@ -152,7 +198,20 @@ pub struct layerdiff_apply_options {
     /// Passed to `progress` as its first argument; layerdiff never dereferences it.
     pub progress_ctx: *mut c_void,
     /// Must be zero (room for future options).
-    pub reserved: [u64; 16],
+    pub reserved: [u64; 11],
+    /// UID map (container IDs in the layer → host IDs on disk), as in
+    /// layerdiff_compare_options; NULL with length 0 = IDs unchanged.
+    pub uidmap: *const layerdiff_idmap,
+    /// Number of entries in `uidmap` (at most 340).
+    pub uidmap_len: usize,
+    /// GID map, as `uidmap`.
+    pub gidmap: *const layerdiff_idmap,
+    /// Number of entries in `gidmap`.
+    pub gidmap_len: usize,
+    /// LAYERDIFF_UNMAPPED_*, as in layerdiff_compare_options.
+    pub unmapped: u32,
+    /// The ID used for unmapped IDs with LAYERDIFF_UNMAPPED_SUBSTITUTE.
+    pub unmapped_id: u32,
 }
 
 /// What layerdiff_apply() read. The library writes the whole struct, only on success.
@@ -180,7 +239,15 @@ impl Default for layerdiff_compare_options {
             cancel: std::ptr::null(),
             progress: None,
             progress_ctx: std::ptr::null_mut(),
-            reserved: [0; 16],
+            reserved: [0; 10],
+            uidmap: std::ptr::null(),
+            uidmap_len: 0,
+            gidmap: std::ptr::null(),
+            gidmap_len: 0,
+            unmapped: 0,
+            unmapped_id: 0,
+            xattrs: 0,
+            reserved_word: 0,
         }
     }
 }
@@ -198,7 +265,13 @@ impl Default for layerdiff_apply_options {
             cancel: std::ptr::null(),
             progress: None,
             progress_ctx: std::ptr::null_mut(),
-            reserved: [0; 16],
+            reserved: [0; 11],
+            uidmap: std::ptr::null(),
+            uidmap_len: 0,
+            gidmap: std::ptr::null(),
+            gidmap_len: 0,
+            unmapped: 0,
+            unmapped_id: 0,
         }
     }
 }
@@ -214,7 +287,12 @@ const _: () = {
     assert!(offset_of!(Co, has_source_date_epoch) == 8 && offset_of!(Co, reserved_bytes) == 9);
     assert!(offset_of!(Co, source_date_epoch) == 16 && offset_of!(Co, cancel) == 24);
     assert!(offset_of!(Co, progress) == 32 && offset_of!(Co, progress_ctx) == 40);
-    assert!(offset_of!(Co, reserved) == 48 && size_of::<Co>() == 176);
+    assert!(offset_of!(Co, reserved) == 48 && offset_of!(Co, uidmap) == 128);
+    assert!(offset_of!(Co, uidmap_len) == 136 && offset_of!(Co, gidmap) == 144);
+    assert!(offset_of!(Co, gidmap_len) == 152 && offset_of!(Co, unmapped) == 160);
+    assert!(offset_of!(Co, unmapped_id) == 164 && offset_of!(Co, xattrs) == 168);
+    assert!(offset_of!(Co, reserved_word) == 172 && size_of::<Co>() == 176);
+    assert!(size_of::<layerdiff_idmap>() == 12);
 
     type Ao = layerdiff_apply_options;
     assert!(offset_of!(Ao, whiteouts) == 0 && offset_of!(Ao, no_same_owner) == 4);
@@ -222,6 +300,9 @@ const _: () = {
     assert!(offset_of!(Ao, parents) == 8 && offset_of!(Ao, parents_len) == 16);
     assert!(offset_of!(Ao, cancel) == 24 && offset_of!(Ao, progress) == 32);
     assert!(offset_of!(Ao, progress_ctx) == 40 && offset_of!(Ao, reserved) == 48);
+    assert!(offset_of!(Ao, uidmap) == 136 && offset_of!(Ao, uidmap_len) == 144);
+    assert!(offset_of!(Ao, gidmap) == 152 && offset_of!(Ao, gidmap_len) == 160);
+    assert!(offset_of!(Ao, unmapped) == 168 && offset_of!(Ao, unmapped_id) == 172);
     assert!(size_of::<Ao>() == 176);
 
     type Cr = layerdiff_compare_result;
@@ -413,6 +494,65 @@ fn compression_option(compression: u32, level: i32) -> Result<Compression, layer
     Ok(chosen)
 }
 
+/// The ID maps of an options struct.
+///
+/// # Safety
+/// Each (pointer, length) is NULL with 0, or points to that many readable entries.
+unsafe fn id_maps_option(
+    uid: (*const layerdiff_idmap, usize),
+    gid: (*const layerdiff_idmap, usize),
+    unmapped: u32,
+    unmapped_id: u32,
+) -> Result<IdMaps, layerdiff_error> {
+    let one = |what: &str, (ptr, len): (*const layerdiff_idmap, usize)| {
+        if len == 0 {
+            return Ok(IdMap::default());
+        }
+        if ptr.is_null() {
+            return Err(layerdiff_error::invalid_argument(format!(
+                "{what} is NULL but {what}_len is {len}"
+            )));
+        }
+        if len > crate::idmap::MAX_RANGES {
+            return Err(layerdiff_error::invalid_argument(format!(
+                "{what}_len is {len}, more than the kernel's {} ranges",
+                crate::idmap::MAX_RANGES
+            )));
+        }
+        // SAFETY: non-NULL, and the caller promises `len` readable entries.
+        let entries = unsafe { std::slice::from_raw_parts(ptr, len) };
+        let ranges = entries
+            .iter()
+            .map(|e| IdRange {
+                container: e.container_id,
+                host: e.host_id,
+                size: e.size,
+            })
+            .collect();
+        Ok(IdMap::new(what, ranges)?)
+    };
+    let unmapped = match unmapped {
+        LAYERDIFF_UNMAPPED_ERROR if unmapped_id == 0 => UnmappedId::Error,
+        LAYERDIFF_UNMAPPED_ERROR => {
+            return Err(layerdiff_error::invalid_argument(format!(
+                "unmapped_id is {unmapped_id} but unmapped is LAYERDIFF_UNMAPPED_ERROR \
+                 (set LAYERDIFF_UNMAPPED_SUBSTITUTE to use it)"
+            )))
+        }
+        LAYERDIFF_UNMAPPED_SUBSTITUTE => UnmappedId::Substitute(unmapped_id),
+        other => {
+            return Err(layerdiff_error::invalid_argument(format!(
+                "unknown unmapped policy {other} (LAYERDIFF_UNMAPPED_ERROR or _SUBSTITUTE)"
+            )))
+        }
+    };
+    Ok(IdMaps {
+        uid: one("uidmap", uid)?,
+        gid: one("gidmap", gid)?,
+        unmapped,
+    })
+}
+
 /// # Safety
 /// The pointers in `o` follow its documentation.
 unsafe fn compare_options(
@@ -423,7 +563,29 @@ unsafe fn compare_options(
         &o.reserved_bytes,
     )?;
     check_reserved("layerdiff_compare_options.reserved", &o.reserved)?;
+    check_reserved(
+        "layerdiff_compare_options.reserved_word",
+        &[o.reserved_word],
+    )?;
     let compression = compression_option(o.compression, o.level)?;
+    // SAFETY: by the function's contract.
+    let id_maps = unsafe {
+        id_maps_option(
+            (o.uidmap, o.uidmap_len),
+            (o.gidmap, o.gidmap_len),
+            o.unmapped,
+            o.unmapped_id,
+        )
+    }?;
+    let all_xattrs = match o.xattrs {
+        LAYERDIFF_XATTRS_CAPABILITY => false,
+        LAYERDIFF_XATTRS_ALL => true,
+        other => {
+            return Err(layerdiff_error::invalid_argument(format!(
+                "unknown xattrs choice {other} (LAYERDIFF_XATTRS_CAPABILITY or _ALL)"
+            )))
+        }
+    };
     let (guard, progress) = ProgressGuard::new(o.progress, o.progress_ctx).unzip();
     let options = CompareOptions {
         compression,
@@ -431,6 +593,8 @@ unsafe fn compare_options(
         // SAFETY: by the function's contract.
         cancel: unsafe { cancel_token(o.cancel) },
         progress,
+        id_maps,
+        all_xattrs,
     };
     Ok((options, guard))
 }
@@ -466,8 +630,18 @@ unsafe fn apply_options(
             parents.push(unsafe { path_arg(&format!("parents[{i}]"), entry) }?);
         }
     }
+    // SAFETY: by the function's contract.
+    let id_maps = unsafe {
+        id_maps_option(
+            (o.uidmap, o.uidmap_len),
+            (o.gidmap, o.gidmap_len),
+            o.unmapped,
+            o.unmapped_id,
+        )
+    }?;
     let (guard, progress) = ProgressGuard::new(o.progress, o.progress_ctx).unzip();
     let options = ApplyOptions {
+        id_maps,
         whiteouts,
         parents,
         same_owner: !o.no_same_owner,
