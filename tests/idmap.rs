@@ -249,3 +249,265 @@ fn apply_through_the_map_then_diff_through_it_gives_the_layer_back() {
     let st = fs::symlink_metadata(root.join("gone")).unwrap();
     assert_eq!((st.uid(), st.gid(), st.rdev()), (3_000_000, 3_100_000, 0));
 }
+
+/// The error message of a C ABI call (freed here), or `None` on success.
+fn c_error(err: *mut layerdiff::capi::layerdiff_error) -> Option<String> {
+    if err.is_null() {
+        return None;
+    }
+    // SAFETY: a non-NULL error just returned by layerdiff, freed once here.
+    unsafe {
+        let m = std::ffi::CStr::from_ptr(layerdiff::capi::layerdiff_error_message(err))
+            .to_string_lossy()
+            .into_owned();
+        layerdiff::capi::layerdiff_error_free(err);
+        Some(m)
+    }
+}
+
+#[test]
+fn c_abi_takes_the_maps_and_rejects_bad_ones() {
+    use layerdiff::capi::*;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    require_root!();
+    let t = tempfile::tempdir().unwrap();
+    let (empty, plain, shifted) = (
+        t.path().join("empty"),
+        t.path().join("plain"),
+        t.path().join("shifted"),
+    );
+    for d in [&empty, &plain, &shifted] {
+        fs::create_dir(d).unwrap();
+    }
+    build(&plain, &|u, g| (u, g));
+    let m = maps();
+    build(&shifted, &|u, g| {
+        (m.uid.to_host(u).unwrap(), m.gid.to_host(g).unwrap())
+    });
+    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+    let to_c = |map: &IdMap| -> Vec<layerdiff_idmap> {
+        map.ranges()
+            .iter()
+            .map(|r| layerdiff_idmap {
+                container_id: r.container,
+                host_id: r.host,
+                size: r.size,
+            })
+            .collect()
+    };
+    let (uids, gids) = (to_c(&m.uid), to_c(&m.gid));
+    let run = |upper: &Path, o: &layerdiff_compare_options| -> Result<Vec<u8>, String> {
+        let out = tempfile::tempfile().unwrap();
+        // SAFETY: all-zero is a valid result struct; the strings and options outlive the call.
+        let mut res: layerdiff_compare_result = unsafe { std::mem::zeroed() };
+        let err = unsafe {
+            layerdiff_compare(
+                c(&empty).as_ptr(),
+                c(upper).as_ptr(),
+                out.as_raw_fd(),
+                o,
+                &mut res,
+            )
+        };
+        match c_error(err) {
+            Some(msg) => Err(msg),
+            None => Ok(fs::read(format!("/proc/self/fd/{}", out.as_raw_fd())).unwrap()),
+        }
+    };
+    // SAFETY: all-zero is the documented default of the options struct.
+    let zero: layerdiff_compare_options = unsafe { std::mem::zeroed() };
+    let plain_opts = layerdiff_compare_options {
+        compression: LAYERDIFF_COMPRESSION_NONE,
+        ..zero
+    };
+    let mapped = layerdiff_compare_options {
+        uidmap: uids.as_ptr(),
+        uidmap_len: uids.len(),
+        gidmap: gids.as_ptr(),
+        gidmap_len: gids.len(),
+        ..plain_opts
+    };
+    assert!(run(&shifted, &mapped).unwrap() == run(&plain, &plain_opts).unwrap());
+
+    let overlapping = [
+        layerdiff_idmap {
+            container_id: 0,
+            host_id: 10,
+            size: 5,
+        },
+        layerdiff_idmap {
+            container_id: 100,
+            host_id: 12,
+            size: 1,
+        },
+    ];
+    let bad = [
+        (
+            layerdiff_compare_options {
+                uidmap_len: 1,
+                ..plain_opts
+            },
+            "uidmap is NULL but uidmap_len is 1",
+        ),
+        (
+            layerdiff_compare_options {
+                gidmap: overlapping.as_ptr(),
+                gidmap_len: 2,
+                ..plain_opts
+            },
+            "overlap on the host side",
+        ),
+        (
+            layerdiff_compare_options {
+                unmapped_id: 65534,
+                ..plain_opts
+            },
+            "unmapped_id is 65534 but unmapped is LAYERDIFF_UNMAPPED_ERROR",
+        ),
+        (
+            layerdiff_compare_options {
+                unmapped: 9,
+                ..plain_opts
+            },
+            "unknown unmapped policy 9",
+        ),
+        (
+            layerdiff_compare_options {
+                xattrs: 3,
+                ..plain_opts
+            },
+            "unknown xattrs choice 3",
+        ),
+        (
+            layerdiff_compare_options {
+                reserved_word: 1,
+                ..plain_opts
+            },
+            "reserved_word[0] is 0x1",
+        ),
+    ];
+    for (o, needle) in bad {
+        let e = run(&plain, &o).unwrap_err();
+        assert!(e.contains(needle), "{e:?} lacks {needle:?}");
+    }
+}
+
+#[test]
+fn cli_maps_ids_and_carries_xattrs() {
+    require_root!();
+    let t = tempfile::tempdir().unwrap();
+    let (empty, plain, shifted, root) = (
+        t.path().join("empty"),
+        t.path().join("plain"),
+        t.path().join("shifted"),
+        t.path().join("root"),
+    );
+    for d in [&empty, &plain, &shifted, &root] {
+        fs::create_dir(d).unwrap();
+    }
+    build(&plain, &|u, g| (u, g));
+    let m = maps();
+    build(&shifted, &|u, g| {
+        (m.uid.to_host(u).unwrap(), m.gid.to_host(g).unwrap())
+    });
+    xattr::set(plain.join("etc/passwd"), "user.note", b"kept").unwrap();
+    xattr::set(shifted.join("etc/passwd"), "user.note", b"kept").unwrap();
+    let idargs = [
+        "--uidmap",
+        "0:3000000:65536",
+        "--uidmap",
+        "2500000:4000000:1",
+        "--gidmap",
+        "0:3100000:65536",
+        "--gidmap",
+        "2500000:4100000:1",
+    ];
+    let cli = |args: &[&std::ffi::OsStr]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_layerdiff"))
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let os = |s: &'static str| std::ffi::OsStr::new(s);
+    let layer = |name: &str| t.path().join(name);
+    let diff_cli = |upper: &Path, out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            os("diff"),
+            os("--compression"),
+            os("none"),
+            os("--xattrs"),
+            os("all"),
+        ];
+        args.extend(extra.iter().map(|s| std::ffi::OsStr::new(*s)));
+        args.extend([
+            empty.as_os_str(),
+            upper.as_os_str(),
+            os("-o"),
+            out.as_os_str(),
+        ]);
+        cli(&args)
+    };
+    let (ok, err) = diff_cli(&plain, &layer("plain.tar"), &[]);
+    assert!(ok, "{err}");
+    let (ok, err) = diff_cli(&shifted, &layer("shifted.tar"), &idargs);
+    assert!(ok, "{err}");
+    let want = fs::read(layer("plain.tar")).unwrap();
+    assert!(fs::read(layer("shifted.tar")).unwrap() == want);
+    assert!(
+        want.windows(21).any(|w| w == b"SCHILY.xattr.user.not"),
+        "--xattrs all carried user.note"
+    );
+
+    let plain_tar = layer("plain.tar");
+    let mut args = vec![os("apply")];
+    args.extend(idargs.iter().map(std::ffi::OsStr::new));
+    args.extend([plain_tar.as_os_str(), root.as_os_str()]);
+    let (ok, err) = cli(&args);
+    assert!(ok, "{err}");
+    assert_eq!(
+        fs::symlink_metadata(root.join("big")).unwrap().uid(),
+        4_000_000
+    );
+    let (ok, err) = diff_cli(&root, &layer("back.tar"), &idargs);
+    assert!(ok, "{err}");
+    assert!(
+        fs::read(layer("back.tar")).unwrap() == want,
+        "CLI round trip changed the layer"
+    );
+
+    for (bad, needle) in [
+        ("0:1", "\"0:1\": not three fields"),
+        ("0:x:1", "host ID \"x\""),
+    ] {
+        let (ok, err) = cli(&[
+            os("diff"),
+            os("--uidmap"),
+            std::ffi::OsStr::new(bad),
+            empty.as_os_str(),
+            plain.as_os_str(),
+            os("-o"),
+            os("-"),
+        ]);
+        assert!(!ok && err.contains(needle), "{bad}: {err}");
+    }
+    let (ok, err) = cli(&[
+        os("diff"),
+        os("--uidmap"),
+        os("0:10:5"),
+        os("--uidmap"),
+        os("3:100:1"),
+        empty.as_os_str(),
+        plain.as_os_str(),
+        os("-o"),
+        os("-"),
+    ]);
+    assert!(
+        !ok && err.contains("overlap on the container side") && err.lines().count() == 1,
+        "{err}"
+    );
+}
