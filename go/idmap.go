@@ -90,21 +90,20 @@ func idMapsFromLabels(labels map[string]string) (IDMaps, error) {
 	return m, nil
 }
 
-// cIDMaps is an options struct's ID maps in C memory (C never holds Go pointers).
-type cIDMaps struct {
-	uids, gids        *C.layerdiff_idmap
-	uidsLen, gidsLen  int
-	unmapped, unmapID uint32
-}
+// cIDMaps is an options struct's ID maps, their ranges in C memory (C never holds Go
+// pointers).
+type cIDMaps struct{ c C.layerdiff_id_maps }
 
 func newCIDMaps(m IDMaps) (*cIDMaps, error) {
 	const maxRanges = 340 // the core's limit (the kernel's for uid_map)
 	if len(m.UIDs) > maxRanges || len(m.GIDs) > maxRanges {
 		return nil, fmt.Errorf("layerdiff: more than %d ID map ranges", maxRanges)
 	}
-	c := &cIDMaps{uids: cIDMapArray(m.UIDs), gids: cIDMapArray(m.GIDs), uidsLen: len(m.UIDs), gidsLen: len(m.GIDs)}
+	c := &cIDMaps{}
+	c.c.uidmap, c.c.uidmap_len = cIDMapArray(m.UIDs), C.size_t(len(m.UIDs))
+	c.c.gidmap, c.c.gidmap_len = cIDMapArray(m.GIDs), C.size_t(len(m.GIDs))
 	if m.UnmappedID != nil {
-		c.unmapped, c.unmapID = C.LAYERDIFF_UNMAPPED_SUBSTITUTE, *m.UnmappedID
+		c.c.unmapped, c.c.unmapped_id = C.LAYERDIFF_UNMAPPED_SUBSTITUTE, C.uint32_t(*m.UnmappedID)
 	}
 	return c, nil
 }
@@ -114,28 +113,16 @@ func cIDMapArray(ranges []specs.LinuxIDMapping) *C.layerdiff_idmap {
 		return nil
 	}
 	p := (*C.layerdiff_idmap)(C.malloc(C.size_t(len(ranges)) * C.size_t(unsafe.Sizeof(C.layerdiff_idmap{}))))
+	entries := unsafe.Slice(p, len(ranges))
 	for i, r := range ranges {
-		e := &unsafe.Slice(p, len(ranges))[i]
-		e.container_id, e.host_id, e.size = C.uint32_t(r.ContainerID), C.uint32_t(r.HostID), C.uint32_t(r.Size)
+		entries[i] = C.layerdiff_idmap{container_id: C.uint32_t(r.ContainerID), host_id: C.uint32_t(r.HostID), size: C.uint32_t(r.Size)}
 	}
 	return p
 }
 
 func (c *cIDMaps) free() {
-	C.free(unsafe.Pointer(c.uids))
-	C.free(unsafe.Pointer(c.gids))
-}
-
-func (c *cIDMaps) setCompare(o *C.layerdiff_compare_options) {
-	o.uidmap, o.uidmap_len = c.uids, C.size_t(c.uidsLen)
-	o.gidmap, o.gidmap_len = c.gids, C.size_t(c.gidsLen)
-	o.unmapped, o.unmapped_id = C.uint32_t(c.unmapped), C.uint32_t(c.unmapID)
-}
-
-func (c *cIDMaps) setApply(o *C.layerdiff_apply_options) {
-	o.uidmap, o.uidmap_len = c.uids, C.size_t(c.uidsLen)
-	o.gidmap, o.gidmap_len = c.gids, C.size_t(c.gidsLen)
-	o.unmapped, o.unmapped_id = C.uint32_t(c.unmapped), C.uint32_t(c.unmapID)
+	C.free(unsafe.Pointer(c.c.uidmap))
+	C.free(unsafe.Pointer(c.c.gidmap))
 }
 
 // compareIDMaps finds the ID maps of a Differ.Compare: the uidmap=/gidmap= options of the

@@ -171,7 +171,7 @@ func Compare(ctx context.Context, lower, upper string, w io.Writer, opts Compare
 	}
 	copts.cancel = call.handle
 	copts.progress, copts.progress_ctx = call.progressHooks()
-	idMaps.setCompare(&copts)
+	copts.id_maps = idMaps.c
 	if opts.AllXattrs {
 		copts.xattrs = C.LAYERDIFF_XATTRS_ALL
 	}
@@ -244,7 +244,7 @@ func Apply(ctx context.Context, root string, r io.Reader, opts ApplyOptions) (Ap
 	aopts.sync_fs = C.bool(opts.SyncFs)
 	aopts.cancel = call.handle
 	aopts.progress, aopts.progress_ctx = call.progressHooks()
-	idMaps.setApply(&aopts)
+	aopts.id_maps = idMaps.c
 
 	var out C.layerdiff_apply_result
 	cerr := C.layerdiff_apply(cRoot, C.int(pr.Fd()), &aopts, &out)

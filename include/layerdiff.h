@@ -172,6 +172,40 @@ typedef struct layerdiff_idmap {
 } layerdiff_idmap;
 
 /**
+ * The UID and GID maps of a compare (host IDs on disk → container IDs in the layer) or an
+ * apply (container IDs in the layer → host IDs on disk), inside their options struct. The
+ * all-zero struct maps nothing.
+ */
+typedef struct layerdiff_id_maps {
+  /**
+   * `uidmap_len` UID ranges, read only during the call; NULL with length 0 = UIDs
+   * unchanged.
+   */
+  const struct layerdiff_idmap *uidmap;
+  /**
+   * Number of entries in `uidmap` (at most 340, the kernel's limit).
+   */
+  size_t uidmap_len;
+  /**
+   * GID ranges, as `uidmap`.
+   */
+  const struct layerdiff_idmap *gidmap;
+  /**
+   * Number of entries in `gidmap`.
+   */
+  size_t gidmap_len;
+  /**
+   * LAYERDIFF_UNMAPPED_*: what an ID outside a non-empty map becomes; 0 = an error naming
+   * the path and the ID.
+   */
+  uint32_t unmapped;
+  /**
+   * The ID used for unmapped IDs with LAYERDIFF_UNMAPPED_SUBSTITUTE (e.g. 65534), as is.
+   */
+  uint32_t unmapped_id;
+} layerdiff_id_maps;
+
+/**
  * Options of layerdiff_compare(). Zero the whole struct (memset, or `= {0}`), then set the
  * fields you need: the all-zero struct, like a NULL options pointer, means gzip at level 6, no
  * source-date-epoch, no cancellation, no progress. The `reserved*` fields must stay zero.
@@ -217,31 +251,10 @@ typedef struct layerdiff_compare_options {
    */
   uint64_t reserved[10];
   /**
-   * UID map (host IDs on disk → container IDs in the layer): `uidmap_len` ranges, read only
-   * during the call; NULL with length 0 = IDs unchanged.
+   * UID/GID maps between host IDs on disk and container IDs in the layer; all zero = IDs
+   * unchanged.
    */
-  const struct layerdiff_idmap *uidmap;
-  /**
-   * Number of entries in `uidmap` (at most 340, the kernel's limit).
-   */
-  size_t uidmap_len;
-  /**
-   * GID map, as `uidmap`.
-   */
-  const struct layerdiff_idmap *gidmap;
-  /**
-   * Number of entries in `gidmap`.
-   */
-  size_t gidmap_len;
-  /**
-   * LAYERDIFF_UNMAPPED_*: what an ID outside a non-empty map becomes; 0 = an error naming
-   * the path and the ID.
-   */
-  uint32_t unmapped;
-  /**
-   * The ID used for unmapped IDs with LAYERDIFF_UNMAPPED_SUBSTITUTE (e.g. 65534).
-   */
-  uint32_t unmapped_id;
+  struct layerdiff_id_maps id_maps;
   /**
    * LAYERDIFF_XATTRS_*: which xattrs the layer carries; 0 = only `security.capability`,
    * as containerd.
@@ -335,30 +348,10 @@ typedef struct layerdiff_apply_options {
    */
   uint64_t reserved[11];
   /**
-   * UID map (container IDs in the layer → host IDs on disk), as in
-   * layerdiff_compare_options; NULL with length 0 = IDs unchanged.
+   * UID/GID maps between container IDs in the layer and host IDs on disk; all zero = IDs
+   * unchanged.
    */
-  const struct layerdiff_idmap *uidmap;
-  /**
-   * Number of entries in `uidmap` (at most 340).
-   */
-  size_t uidmap_len;
-  /**
-   * GID map, as `uidmap`.
-   */
-  const struct layerdiff_idmap *gidmap;
-  /**
-   * Number of entries in `gidmap`.
-   */
-  size_t gidmap_len;
-  /**
-   * LAYERDIFF_UNMAPPED_*, as in layerdiff_compare_options.
-   */
-  uint32_t unmapped;
-  /**
-   * The ID used for unmapped IDs with LAYERDIFF_UNMAPPED_SUBSTITUTE.
-   */
-  uint32_t unmapped_id;
+  struct layerdiff_id_maps id_maps;
 } layerdiff_apply_options;
 
 /**

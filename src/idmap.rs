@@ -126,23 +126,23 @@ impl IdMap {
 
     /// containerd's `toContainer`: the container ID of host ID `id`, if the map has it.
     pub fn to_container(&self, id: u32) -> Option<u32> {
-        if self.ranges.is_empty() {
-            return Some(id);
-        }
-        self.ranges.iter().find_map(|r| {
-            let off = id.checked_sub(r.host)?;
-            (off < r.size).then(|| r.container + off)
-        })
+        self.lookup(id, |r| (r.host, r.container))
     }
 
     /// containerd's `toHost`: the host ID of container ID `id`, if the map has it.
     pub fn to_host(&self, id: u32) -> Option<u32> {
+        self.lookup(id, |r| (r.container, r.host))
+    }
+
+    /// `id` through the range whose side `(from, to)` contains it; the identity when empty.
+    fn lookup(&self, id: u32, sides: impl Fn(&IdRange) -> (u32, u32)) -> Option<u32> {
         if self.ranges.is_empty() {
             return Some(id);
         }
         self.ranges.iter().find_map(|r| {
-            let off = id.checked_sub(r.container)?;
-            (off < r.size).then(|| r.host + off)
+            let (from, to) = sides(r);
+            let off = id.checked_sub(from)?;
+            (off < r.size).then(|| to + off)
         })
     }
 }

@@ -111,23 +111,30 @@ fn all_xattrs_are_carried_sorted_but_overlays_and_default_is_unchanged() {
     assert_eq!(value("SCHILY.xattr.security.capability"), CAP);
 }
 
+/// `layer` applied into a fresh root in each whiteout mode.
+fn apply_in_each_mode(layer: &[u8]) -> Vec<(WhiteoutMode, tempfile::TempDir)> {
+    [WhiteoutMode::Remove, WhiteoutMode::Overlay]
+        .into_iter()
+        .map(|mode| {
+            let root = tempfile::tempdir().unwrap();
+            let opts = ApplyOptions {
+                whiteouts: mode,
+                ..Default::default()
+            };
+            apply(root.path(), layer, &opts).unwrap();
+            (mode, root)
+        })
+        .collect()
+}
+
 #[test]
 fn apply_restores_user_and_security_refuses_trusted_and_overlay_metadata() {
     require_root!();
     let t = tempfile::tempdir().unwrap();
     let (lower, upper) = trees(t.path());
     let layer = diff(&lower, &upper, true);
-    for (i, mode) in [WhiteoutMode::Remove, WhiteoutMode::Overlay]
-        .into_iter()
-        .enumerate()
-    {
-        let root = t.path().join(format!("root{i}"));
-        fs::create_dir(&root).unwrap();
-        let opts = ApplyOptions {
-            whiteouts: mode,
-            ..Default::default()
-        };
-        apply(&root, &layer[..], &opts).unwrap();
+    for (mode, root) in apply_in_each_mode(&layer) {
+        let root = root.path();
         let f = root.join("f");
         let get = |name: &str| xattr::get(&f, name).unwrap();
         assert_eq!(get("user.a").as_deref(), Some(&b""[..]), "{mode:?}");
@@ -143,7 +150,7 @@ fn apply_restores_user_and_security_refuses_trusted_and_overlay_metadata() {
             Some(&b"on a dir"[..])
         );
         // Diffing the applied tree carries the same xattrs back (trusted.t aside).
-        let back = pax_of(&diff(&lower, &root, true));
+        let back = pax_of(&diff(&lower, root, true));
         assert_eq!(
             xattr_names(&back, "f"),
             ["security.capability", "security.test", "user.a", "user.b"]
@@ -167,18 +174,8 @@ fn a_layer_cannot_inject_overlay_metadata_in_either_whiteout_mode() {
         .pax(records)
         .file("d/f", b"x")
         .finish();
-    for (i, mode) in [WhiteoutMode::Remove, WhiteoutMode::Overlay]
-        .into_iter()
-        .enumerate()
-    {
-        let t = tempfile::tempdir().unwrap();
-        let root = t.path().join(format!("root{i}"));
-        fs::create_dir(&root).unwrap();
-        let opts = ApplyOptions {
-            whiteouts: mode,
-            ..Default::default()
-        };
-        apply(&root, &layer[..], &opts).unwrap();
+    for (mode, root) in apply_in_each_mode(&layer) {
+        let root = root.path();
         for p in [root.join("d"), root.join("d/f")] {
             let names: Vec<String> = xattr::list(&p)
                 .unwrap()

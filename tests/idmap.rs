@@ -6,7 +6,7 @@ mod common;
 
 use std::fs;
 use std::os::unix::fs::{lchown, symlink, MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use common::require_root;
 use common::tree::{mknod, set_times_tree};
@@ -250,6 +250,21 @@ fn apply_through_the_map_then_diff_through_it_gives_the_layer_back() {
     assert_eq!((st.uid(), st.gid(), st.rdev()), (3_000_000, 3_100_000, 0));
 }
 
+/// Under `dir`: an empty tree, [`build`] unshifted, and [`build`] shifted to host IDs by
+/// [`maps`].
+fn plain_and_shifted(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let (empty, plain, shifted) = (dir.join("empty"), dir.join("plain"), dir.join("shifted"));
+    for d in [&empty, &plain, &shifted] {
+        fs::create_dir(d).unwrap();
+    }
+    build(&plain, &|u, g| (u, g));
+    let m = maps();
+    build(&shifted, &|u, g| {
+        (m.uid.to_host(u).unwrap(), m.gid.to_host(g).unwrap())
+    });
+    (empty, plain, shifted)
+}
+
 /// The error message of a C ABI call (freed here), or `None` on success.
 fn c_error(err: *mut layerdiff::capi::layerdiff_error) -> Option<String> {
     if err.is_null() {
@@ -272,19 +287,8 @@ fn c_abi_takes_the_maps_and_rejects_bad_ones() {
     use std::os::unix::ffi::OsStrExt;
     require_root!();
     let t = tempfile::tempdir().unwrap();
-    let (empty, plain, shifted) = (
-        t.path().join("empty"),
-        t.path().join("plain"),
-        t.path().join("shifted"),
-    );
-    for d in [&empty, &plain, &shifted] {
-        fs::create_dir(d).unwrap();
-    }
-    build(&plain, &|u, g| (u, g));
+    let (empty, plain, shifted) = plain_and_shifted(t.path());
     let m = maps();
-    build(&shifted, &|u, g| {
-        (m.uid.to_host(u).unwrap(), m.gid.to_host(g).unwrap())
-    });
     let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
     let to_c = |map: &IdMap| -> Vec<layerdiff_idmap> {
         map.ranges()
@@ -322,10 +326,13 @@ fn c_abi_takes_the_maps_and_rejects_bad_ones() {
         ..zero
     };
     let mapped = layerdiff_compare_options {
-        uidmap: uids.as_ptr(),
-        uidmap_len: uids.len(),
-        gidmap: gids.as_ptr(),
-        gidmap_len: gids.len(),
+        id_maps: layerdiff_id_maps {
+            uidmap: uids.as_ptr(),
+            uidmap_len: uids.len(),
+            gidmap: gids.as_ptr(),
+            gidmap_len: gids.len(),
+            ..zero.id_maps
+        },
         ..plain_opts
     };
     assert!(run(&shifted, &mapped).unwrap() == run(&plain, &plain_opts).unwrap());
@@ -345,29 +352,41 @@ fn c_abi_takes_the_maps_and_rejects_bad_ones() {
     let bad = [
         (
             layerdiff_compare_options {
-                uidmap_len: 1,
+                id_maps: layerdiff_id_maps {
+                    uidmap_len: 1,
+                    ..zero.id_maps
+                },
                 ..plain_opts
             },
-            "uidmap is NULL but uidmap_len is 1",
+            "id_maps.uidmap is NULL but id_maps.uidmap_len is 1",
         ),
         (
             layerdiff_compare_options {
-                gidmap: overlapping.as_ptr(),
-                gidmap_len: 2,
+                id_maps: layerdiff_id_maps {
+                    gidmap: overlapping.as_ptr(),
+                    gidmap_len: 2,
+                    ..zero.id_maps
+                },
                 ..plain_opts
             },
             "overlap on the host side",
         ),
         (
             layerdiff_compare_options {
-                unmapped_id: 65534,
+                id_maps: layerdiff_id_maps {
+                    unmapped_id: 65534,
+                    ..zero.id_maps
+                },
                 ..plain_opts
             },
             "unmapped_id is 65534 but unmapped is LAYERDIFF_UNMAPPED_ERROR",
         ),
         (
             layerdiff_compare_options {
-                unmapped: 9,
+                id_maps: layerdiff_id_maps {
+                    unmapped: 9,
+                    ..zero.id_maps
+                },
                 ..plain_opts
             },
             "unknown unmapped policy 9",
@@ -397,20 +416,9 @@ fn c_abi_takes_the_maps_and_rejects_bad_ones() {
 fn cli_maps_ids_and_carries_xattrs() {
     require_root!();
     let t = tempfile::tempdir().unwrap();
-    let (empty, plain, shifted, root) = (
-        t.path().join("empty"),
-        t.path().join("plain"),
-        t.path().join("shifted"),
-        t.path().join("root"),
-    );
-    for d in [&empty, &plain, &shifted, &root] {
-        fs::create_dir(d).unwrap();
-    }
-    build(&plain, &|u, g| (u, g));
-    let m = maps();
-    build(&shifted, &|u, g| {
-        (m.uid.to_host(u).unwrap(), m.gid.to_host(g).unwrap())
-    });
+    let (empty, plain, shifted) = plain_and_shifted(t.path());
+    let root = t.path().join("root");
+    fs::create_dir(&root).unwrap();
     xattr::set(plain.join("etc/passwd"), "user.note", b"kept").unwrap();
     xattr::set(shifted.join("etc/passwd"), "user.note", b"kept").unwrap();
     let idargs = [

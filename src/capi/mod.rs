@@ -120,20 +120,9 @@ pub struct layerdiff_compare_options {
     pub progress_ctx: *mut c_void,
     /// Must be zero (room for future options).
     pub reserved: [u64; 10],
-    /// UID map (host IDs on disk → container IDs in the layer): `uidmap_len` ranges, read only
-    /// during the call; NULL with length 0 = IDs unchanged.
-    pub uidmap: *const layerdiff_idmap,
-    /// Number of entries in `uidmap` (at most 340, the kernel's limit).
-    pub uidmap_len: usize,
-    /// GID map, as `uidmap`.
-    pub gidmap: *const layerdiff_idmap,
-    /// Number of entries in `gidmap`.
-    pub gidmap_len: usize,
-    /// LAYERDIFF_UNMAPPED_*: what an ID outside a non-empty map becomes; 0 = an error naming
-    /// the path and the ID.
-    pub unmapped: u32,
-    /// The ID used for unmapped IDs with LAYERDIFF_UNMAPPED_SUBSTITUTE (e.g. 65534).
-    pub unmapped_id: u32,
+    /// UID/GID maps between host IDs on disk and container IDs in the layer; all zero = IDs
+    /// unchanged.
+    pub id_maps: layerdiff_id_maps,
     /// LAYERDIFF_XATTRS_*: which xattrs the layer carries; 0 = only `security.capability`,
     /// as containerd.
     pub xattrs: u32,
@@ -150,6 +139,42 @@ pub struct layerdiff_idmap {
     pub container_id: u32,
     pub host_id: u32,
     pub size: u32,
+}
+
+/// The UID and GID maps of a compare (host IDs on disk → container IDs in the layer) or an
+/// apply (container IDs in the layer → host IDs on disk), inside their options struct. The
+/// all-zero struct maps nothing.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct layerdiff_id_maps {
+    /// `uidmap_len` UID ranges, read only during the call; NULL with length 0 = UIDs
+    /// unchanged.
+    pub uidmap: *const layerdiff_idmap,
+    /// Number of entries in `uidmap` (at most 340, the kernel's limit).
+    pub uidmap_len: usize,
+    /// GID ranges, as `uidmap`.
+    pub gidmap: *const layerdiff_idmap,
+    /// Number of entries in `gidmap`.
+    pub gidmap_len: usize,
+    /// LAYERDIFF_UNMAPPED_*: what an ID outside a non-empty map becomes; 0 = an error naming
+    /// the path and the ID.
+    pub unmapped: u32,
+    /// The ID used for unmapped IDs with LAYERDIFF_UNMAPPED_SUBSTITUTE (e.g. 65534), as is.
+    pub unmapped_id: u32,
+}
+
+impl Default for layerdiff_id_maps {
+    /// The all-zero struct.
+    fn default() -> Self {
+        layerdiff_id_maps {
+            uidmap: std::ptr::null(),
+            uidmap_len: 0,
+            gidmap: std::ptr::null(),
+            gidmap_len: 0,
+            unmapped: 0,
+            unmapped_id: 0,
+        }
+    }
 }
 
 /// What layerdiff_compare() wrote. The library writes the whole struct, only on success.
@@ -199,19 +224,9 @@ pub struct layerdiff_apply_options {
     pub progress_ctx: *mut c_void,
     /// Must be zero (room for future options).
     pub reserved: [u64; 11],
-    /// UID map (container IDs in the layer → host IDs on disk), as in
-    /// layerdiff_compare_options; NULL with length 0 = IDs unchanged.
-    pub uidmap: *const layerdiff_idmap,
-    /// Number of entries in `uidmap` (at most 340).
-    pub uidmap_len: usize,
-    /// GID map, as `uidmap`.
-    pub gidmap: *const layerdiff_idmap,
-    /// Number of entries in `gidmap`.
-    pub gidmap_len: usize,
-    /// LAYERDIFF_UNMAPPED_*, as in layerdiff_compare_options.
-    pub unmapped: u32,
-    /// The ID used for unmapped IDs with LAYERDIFF_UNMAPPED_SUBSTITUTE.
-    pub unmapped_id: u32,
+    /// UID/GID maps between container IDs in the layer and host IDs on disk; all zero = IDs
+    /// unchanged.
+    pub id_maps: layerdiff_id_maps,
 }
 
 /// What layerdiff_apply() read. The library writes the whole struct, only on success.
@@ -240,12 +255,7 @@ impl Default for layerdiff_compare_options {
             progress: None,
             progress_ctx: std::ptr::null_mut(),
             reserved: [0; 10],
-            uidmap: std::ptr::null(),
-            uidmap_len: 0,
-            gidmap: std::ptr::null(),
-            gidmap_len: 0,
-            unmapped: 0,
-            unmapped_id: 0,
+            id_maps: layerdiff_id_maps::default(),
             xattrs: 0,
             reserved_word: 0,
         }
@@ -266,12 +276,7 @@ impl Default for layerdiff_apply_options {
             progress: None,
             progress_ctx: std::ptr::null_mut(),
             reserved: [0; 11],
-            uidmap: std::ptr::null(),
-            uidmap_len: 0,
-            gidmap: std::ptr::null(),
-            gidmap_len: 0,
-            unmapped: 0,
-            unmapped_id: 0,
+            id_maps: layerdiff_id_maps::default(),
         }
     }
 }
@@ -287,12 +292,15 @@ const _: () = {
     assert!(offset_of!(Co, has_source_date_epoch) == 8 && offset_of!(Co, reserved_bytes) == 9);
     assert!(offset_of!(Co, source_date_epoch) == 16 && offset_of!(Co, cancel) == 24);
     assert!(offset_of!(Co, progress) == 32 && offset_of!(Co, progress_ctx) == 40);
-    assert!(offset_of!(Co, reserved) == 48 && offset_of!(Co, uidmap) == 128);
-    assert!(offset_of!(Co, uidmap_len) == 136 && offset_of!(Co, gidmap) == 144);
-    assert!(offset_of!(Co, gidmap_len) == 152 && offset_of!(Co, unmapped) == 160);
-    assert!(offset_of!(Co, unmapped_id) == 164 && offset_of!(Co, xattrs) == 168);
+    assert!(offset_of!(Co, reserved) == 48 && offset_of!(Co, id_maps) == 128);
+    assert!(offset_of!(Co, xattrs) == 168);
     assert!(offset_of!(Co, reserved_word) == 172 && size_of::<Co>() == 176);
     assert!(size_of::<layerdiff_idmap>() == 12);
+    type Im = layerdiff_id_maps;
+    assert!(offset_of!(Im, uidmap) == 0 && offset_of!(Im, uidmap_len) == 8);
+    assert!(offset_of!(Im, gidmap) == 16 && offset_of!(Im, gidmap_len) == 24);
+    assert!(offset_of!(Im, unmapped) == 32 && offset_of!(Im, unmapped_id) == 36);
+    assert!(size_of::<Im>() == 40);
 
     type Ao = layerdiff_apply_options;
     assert!(offset_of!(Ao, whiteouts) == 0 && offset_of!(Ao, no_same_owner) == 4);
@@ -300,9 +308,7 @@ const _: () = {
     assert!(offset_of!(Ao, parents) == 8 && offset_of!(Ao, parents_len) == 16);
     assert!(offset_of!(Ao, cancel) == 24 && offset_of!(Ao, progress) == 32);
     assert!(offset_of!(Ao, progress_ctx) == 40 && offset_of!(Ao, reserved) == 48);
-    assert!(offset_of!(Ao, uidmap) == 136 && offset_of!(Ao, uidmap_len) == 144);
-    assert!(offset_of!(Ao, gidmap) == 152 && offset_of!(Ao, gidmap_len) == 160);
-    assert!(offset_of!(Ao, unmapped) == 168 && offset_of!(Ao, unmapped_id) == 172);
+    assert!(offset_of!(Ao, id_maps) == 136);
     assert!(size_of::<Ao>() == 176);
 
     type Cr = layerdiff_compare_result;
@@ -497,13 +503,10 @@ fn compression_option(compression: u32, level: i32) -> Result<Compression, layer
 /// The ID maps of an options struct.
 ///
 /// # Safety
-/// Each (pointer, length) is NULL with 0, or points to that many readable entries.
-unsafe fn id_maps_option(
-    uid: (*const layerdiff_idmap, usize),
-    gid: (*const layerdiff_idmap, usize),
-    unmapped: u32,
-    unmapped_id: u32,
-) -> Result<IdMaps, layerdiff_error> {
+/// Each (pointer, length) of `o` is NULL with 0, or points to that many readable entries.
+unsafe fn id_maps_option(o: &layerdiff_id_maps) -> Result<IdMaps, layerdiff_error> {
+    let (uid, gid) = ((o.uidmap, o.uidmap_len), (o.gidmap, o.gidmap_len));
+    let (unmapped, unmapped_id) = (o.unmapped, o.unmapped_id);
     let one = |what: &str, (ptr, len): (*const layerdiff_idmap, usize)| {
         if len == 0 {
             return Ok(IdMap::default());
@@ -547,8 +550,8 @@ unsafe fn id_maps_option(
         }
     };
     Ok(IdMaps {
-        uid: one("uidmap", uid)?,
-        gid: one("gidmap", gid)?,
+        uid: one("id_maps.uidmap", uid)?,
+        gid: one("id_maps.gidmap", gid)?,
         unmapped,
     })
 }
@@ -569,14 +572,7 @@ unsafe fn compare_options(
     )?;
     let compression = compression_option(o.compression, o.level)?;
     // SAFETY: by the function's contract.
-    let id_maps = unsafe {
-        id_maps_option(
-            (o.uidmap, o.uidmap_len),
-            (o.gidmap, o.gidmap_len),
-            o.unmapped,
-            o.unmapped_id,
-        )
-    }?;
+    let id_maps = unsafe { id_maps_option(&o.id_maps) }?;
     let all_xattrs = match o.xattrs {
         LAYERDIFF_XATTRS_CAPABILITY => false,
         LAYERDIFF_XATTRS_ALL => true,
@@ -631,14 +627,7 @@ unsafe fn apply_options(
         }
     }
     // SAFETY: by the function's contract.
-    let id_maps = unsafe {
-        id_maps_option(
-            (o.uidmap, o.uidmap_len),
-            (o.gidmap, o.gidmap_len),
-            o.unmapped,
-            o.unmapped_id,
-        )
-    }?;
+    let id_maps = unsafe { id_maps_option(&o.id_maps) }?;
     let (guard, progress) = ProgressGuard::new(o.progress, o.progress_ctx).unzip();
     let options = ApplyOptions {
         id_maps,
