@@ -13,6 +13,7 @@ import (
 	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/plugins/diff/walking"
+	"github.com/containerd/errdefs"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -252,5 +253,25 @@ func TestDifferIDMappedSnapshots(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestIDMapsInvalid(t *testing.T) {
+	if _, err := ParseIDMappings("0:1000"); err == nil || !strings.Contains(err.Error(), `"0:1000"`) {
+		t.Fatalf("ParseIDMappings(0:1000): %v", err)
+	}
+	got, err := ParseIDMappings("0:1000:1,1:100000:65536")
+	if err != nil || len(got) != 2 || got[1] != (specs.LinuxIDMapping{ContainerID: 1, HostID: 100000, Size: 65536}) {
+		t.Fatalf("ParseIDMappings: %v, %v", got, err)
+	}
+	overlapping := IDMaps{UIDs: []specs.LinuxIDMapping{{ContainerID: 0, HostID: 10, Size: 5}, {ContainerID: 3, HostID: 100, Size: 1}}}
+	dir := t.TempDir()
+	_, err = Compare(context.Background(), dir, dir, io.Discard, CompareOptions{IDMaps: overlapping})
+	if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "overlap on the container side") {
+		t.Fatalf("overlapping ranges: %v", err)
+	}
+	_, err = Apply(context.Background(), dir, bytes.NewReader(make([]byte, 1024)), ApplyOptions{IDMaps: overlapping})
+	if !errdefs.IsInvalidArgument(err) {
+		t.Fatalf("overlapping ranges on apply: %v", err)
 	}
 }
