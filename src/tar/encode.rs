@@ -460,6 +460,30 @@ mod tests {
     }
 
     #[test]
+    fn xattrs_are_pax_records_sorted_with_the_others() {
+        let mut h = reg(b"f");
+        h.uid = 3_000_000;
+        h.xattrs = vec![
+            (b"user.z".to_vec(), b"1".to_vec()),
+            (b"security.ima".to_vec(), vec![0, 1]),
+            (b"user.a".to_vec(), Vec::new()),
+        ];
+        let mut out = Vec::new();
+        encode_header(&h, &mut out).unwrap();
+        let data = [
+            format_pax_record(b"SCHILY.xattr.security.ima", &[0, 1]),
+            format_pax_record(b"SCHILY.xattr.user.a", b""),
+            format_pax_record(b"SCHILY.xattr.user.z", b"1"),
+            format_pax_record(b"uid", b"3000000"),
+        ]
+        .concat();
+        assert_eq!(&out[512..512 + data.len()], &data[..]);
+        h.xattrs = vec![(b"user.a=b".to_vec(), Vec::new())];
+        let err = encode_header(&h, &mut Vec::new()).unwrap_err().to_string();
+        assert!(err.contains("\"user.a=b\" of f"), "{err}");
+    }
+
+    #[test]
     fn truncated_name_with_slash_at_field_end_is_cut_before_slashes() {
         let name = [vec![b'a'; 97], b"///".to_vec(), vec![b'b'; 10]].concat();
         let mut field = [0xffu8; 100];
