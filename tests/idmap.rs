@@ -488,6 +488,23 @@ fn cli_maps_ids_and_carries_xattrs() {
         "CLI round trip changed the layer"
     );
 
+    // The policy flag: an unmapped owner fails, or becomes --unmapped-id.
+    fs::write(shifted.join("stray"), b"x").unwrap();
+    lchown(shifted.join("stray"), Some(5), Some(5)).unwrap();
+    let (ok, err) = diff_cli(&shifted, &layer("stray.tar"), &idargs);
+    assert!(
+        !ok && err.contains("uid 5 of ") && err.lines().count() == 1,
+        "{err}"
+    );
+    let with_policy = [&idargs[..], &["--unmapped-id", "65534"]].concat();
+    let (ok, err) = diff_cli(&shifted, &layer("stray.tar"), &with_policy);
+    assert!(ok, "{err}");
+    let owners = owners_in(&fs::read(layer("stray.tar")).unwrap());
+    assert!(
+        owners.contains(&("stray".into(), 65534, 65534)),
+        "{owners:?}"
+    );
+
     for (bad, needle) in [
         ("0:1", "\"0:1\": not three fields"),
         ("0:x:1", "host ID \"x\""),
