@@ -208,7 +208,8 @@ typedef struct layerdiff_id_maps {
 /**
  * Options of layerdiff_compare(). Zero the whole struct (memset, or `= {0}`), then set the
  * fields you need: the all-zero struct, like a NULL options pointer, means gzip at level 6, no
- * source-date-epoch, no cancellation, no progress. The `reserved*` fields must stay zero.
+ * source-date-epoch, no cancellation, no progress, IDs unchanged, only `security.capability`.
+ * The `reserved*` fields must stay zero.
  */
 typedef struct layerdiff_compare_options {
   /**
@@ -300,7 +301,7 @@ typedef struct layerdiff_compare_result {
 /**
  * Options of layerdiff_apply(). Zero the whole struct (memset, or `= {0}`), then set the
  * fields you need: the all-zero struct, like a NULL options pointer, means remove whiteouts,
- * no parents, lchown entries to the layer's uid/gid (like containerd), no syncfs, no
+ * no parents, lchown entries to the layer's uid/gid (like containerd) unmapped, no syncfs, no
  * cancellation, no progress. The `reserved*` fields must stay zero.
  */
 typedef struct layerdiff_apply_options {

@@ -96,7 +96,8 @@ pub type layerdiff_progress_fn = Option<unsafe extern "C" fn(ctx: *mut c_void, b
 
 /// Options of layerdiff_compare(). Zero the whole struct (memset, or `= {0}`), then set the
 /// fields you need: the all-zero struct, like a NULL options pointer, means gzip at level 6, no
-/// source-date-epoch, no cancellation, no progress. The `reserved*` fields must stay zero.
+/// source-date-epoch, no cancellation, no progress, IDs unchanged, only `security.capability`.
+/// The `reserved*` fields must stay zero.
 #[repr(C)]
 pub struct layerdiff_compare_options {
     /// LAYERDIFF_COMPRESSION_*; 0 = gzip.
@@ -197,7 +198,7 @@ pub struct layerdiff_compare_result {
 
 /// Options of layerdiff_apply(). Zero the whole struct (memset, or `= {0}`), then set the
 /// fields you need: the all-zero struct, like a NULL options pointer, means remove whiteouts,
-/// no parents, lchown entries to the layer's uid/gid (like containerd), no syncfs, no
+/// no parents, lchown entries to the layer's uid/gid (like containerd) unmapped, no syncfs, no
 /// cancellation, no progress. The `reserved*` fields must stay zero.
 #[repr(C)]
 pub struct layerdiff_apply_options {
