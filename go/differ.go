@@ -93,7 +93,11 @@ func (d *Differ) Compare(ctx context.Context, lower, upper []mount.Mount, opts .
 			return emptyDesc, fmt.Errorf("unsupported diff media type: %v: %w", config.MediaType, errdefs.ErrNotImplemented)
 		}
 	}
-	compareOpts := CompareOptions{Compression: coreCompression, SourceDateEpoch: config.SourceDateEpoch}
+	idMaps, lower, upper, err := compareIDMaps(lower, upper, &config.Labels)
+	if err != nil {
+		return emptyDesc, err
+	}
+	compareOpts := CompareOptions{Compression: coreCompression, SourceDateEpoch: config.SourceDateEpoch, IDMaps: idMaps}
 
 	var ocidesc ocispec.Descriptor
 	if err := mount.WithTempMount(ctx, lower, func(lowerRoot string) error {

@@ -77,6 +77,11 @@ type CompareOptions struct {
 	// Progress is called with the number of uncompressed tar bytes produced so far,
 	// possibly from another thread. A panic in it cancels the compare.
 	Progress func(bytes uint64)
+	// IDMaps maps the owners on disk (host IDs) to those written (container IDs).
+	IDMaps IDMaps
+	// AllXattrs carries every xattr the caller can read (overlayfs's own trusted.overlay.*
+	// and user.overlay.* excepted) as SCHILY.xattr.* records, not only security.capability.
+	AllXattrs bool
 }
 
 // CompareResult describes what [Compare] wrote.
@@ -109,6 +114,8 @@ type ApplyOptions struct {
 	// Progress is called with the number of input bytes consumed so far, possibly from
 	// another thread. A panic in it cancels the apply.
 	Progress func(bytes uint64)
+	// IDMaps maps the layer's owners (container IDs) to those set on disk (host IDs).
+	IDMaps IDMaps
 }
 
 // ApplyResult describes the uncompressed stream [Apply] read.
@@ -137,6 +144,11 @@ func Compare(ctx context.Context, lower, upper string, w io.Writer, opts Compare
 	if err := ctx.Err(); err != nil {
 		return CompareResult{}, err
 	}
+	idMaps, err := newCIDMaps(opts.IDMaps)
+	if err != nil {
+		return CompareResult{}, err
+	}
+	defer idMaps.free()
 	cLower, cUpper := C.CString(lower), C.CString(upper)
 	defer C.free(unsafe.Pointer(cLower))
 	defer C.free(unsafe.Pointer(cUpper))
@@ -169,6 +181,10 @@ func Compare(ctx context.Context, lower, upper string, w io.Writer, opts Compare
 	}
 	copts.cancel = call.handle
 	copts.progress, copts.progress_ctx = call.progressHooks()
+	copts.id_maps = idMaps.c
+	if opts.AllXattrs {
+		copts.xattrs = C.LAYERDIFF_XATTRS_ALL
+	}
 
 	var out C.layerdiff_compare_result
 	cerr := C.layerdiff_compare(cLower, cUpper, C.int(pw.Fd()), &copts, &out)
@@ -203,6 +219,11 @@ func Apply(ctx context.Context, root string, r io.Reader, opts ApplyOptions) (Ap
 	if err := ctx.Err(); err != nil {
 		return ApplyResult{}, err
 	}
+	idMaps, err := newCIDMaps(opts.IDMaps)
+	if err != nil {
+		return ApplyResult{}, err
+	}
+	defer idMaps.free()
 	cRoot := C.CString(root)
 	defer C.free(unsafe.Pointer(cRoot))
 	cParents := newCStrings(opts.Parents)
@@ -244,6 +265,7 @@ func Apply(ctx context.Context, root string, r io.Reader, opts ApplyOptions) (Ap
 	aopts.expected_diff_id = cDiffID
 	aopts.cancel = call.handle
 	aopts.progress, aopts.progress_ctx = call.progressHooks()
+	aopts.id_maps = idMaps.c
 
 	var out C.layerdiff_apply_result
 	cerr := C.layerdiff_apply(cRoot, C.int(pr.Fd()), &aopts, &out)

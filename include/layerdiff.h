@@ -71,6 +71,29 @@
 #define LAYERDIFF_WHITEOUTS_AUFS 2
 
 /**
+ * An ID outside a non-empty UID/GID map is an error naming the path and the ID. The zero
+ * value.
+ */
+#define LAYERDIFF_UNMAPPED_ERROR 0
+
+/**
+ * An ID outside a non-empty UID/GID map becomes the options' `unmapped_id` (e.g. 65534, the
+ * overflow ID).
+ */
+#define LAYERDIFF_UNMAPPED_SUBSTITUTE 1
+
+/**
+ * The layer carries only the `security.capability` xattr, as containerd. The zero value.
+ */
+#define LAYERDIFF_XATTRS_CAPABILITY 0
+
+/**
+ * The layer carries every xattr the kernel lets the caller read, as `SCHILY.xattr.NAME` PAX
+ * records, except overlayfs's own `trusted.overlay.*` and `user.overlay.*`.
+ */
+#define LAYERDIFF_XATTRS_ALL 1
+
+/**
  * A bad argument or option.
  */
 #define LAYERDIFF_ERROR_INVALID_ARGUMENT 1
@@ -106,6 +129,12 @@
 #define LAYERDIFF_ERROR_INTERNAL 7
 
 /**
+ * The most ranges a map takes: the kernel's limit for a user namespace's `uid_map` (Linux
+ * 4.15 on), which also bounds the overlap check.
+ */
+#define MAX_RANGES 340
+
+/**
  * An opaque cancellation handle. Create it with layerdiff_cancel_new(), put it in the options
  * of any number of calls, trigger it from any thread with layerdiff_cancel_trigger() (those
  * calls then fail promptly with LAYERDIFF_ERROR_CANCELED), release it with
@@ -138,9 +167,55 @@ typedef struct layerdiff_error layerdiff_error;
 typedef void (*layerdiff_progress_fn)(void *ctx, uint64_t bytes);
 
 /**
+ * One range of a UID or GID map, in containerd's form: container IDs
+ * `container_id..container_id+size` are host IDs `host_id..host_id+size`. Ranges of one map
+ * must not overlap on either side.
+ */
+typedef struct layerdiff_idmap {
+  uint32_t container_id;
+  uint32_t host_id;
+  uint32_t size;
+} layerdiff_idmap;
+
+/**
+ * The UID and GID maps of a compare (host IDs on disk → container IDs in the layer) or an
+ * apply (container IDs in the layer → host IDs on disk), inside their options struct. The
+ * all-zero struct maps nothing.
+ */
+typedef struct layerdiff_id_maps {
+  /**
+   * `uidmap_len` UID ranges, read only during the call; NULL with length 0 = UIDs
+   * unchanged.
+   */
+  const struct layerdiff_idmap *uidmap;
+  /**
+   * Number of entries in `uidmap` (at most 340, the kernel's limit).
+   */
+  size_t uidmap_len;
+  /**
+   * GID ranges, as `uidmap`.
+   */
+  const struct layerdiff_idmap *gidmap;
+  /**
+   * Number of entries in `gidmap`.
+   */
+  size_t gidmap_len;
+  /**
+   * LAYERDIFF_UNMAPPED_*: what an ID outside a non-empty map becomes; 0 = an error naming
+   * the path and the ID.
+   */
+  uint32_t unmapped;
+  /**
+   * The ID used for unmapped IDs with LAYERDIFF_UNMAPPED_SUBSTITUTE (e.g. 65534), as is.
+   */
+  uint32_t unmapped_id;
+} layerdiff_id_maps;
+
+/**
  * Options of layerdiff_compare(). Zero the whole struct (memset, or `= {0}`), then set the
  * fields you need: the all-zero struct, like a NULL options pointer, means gzip at level 6, no
- * source-date-epoch, no cancellation, no progress. The `reserved*` fields must stay zero.
+ * source-date-epoch, no cancellation, no progress, IDs unchanged, only `security.capability`.
+ * The `reserved*` fields must stay zero.
  */
 typedef struct layerdiff_compare_options {
   /**
@@ -181,7 +256,21 @@ typedef struct layerdiff_compare_options {
   /**
    * Must be zero (room for future options).
    */
-  uint64_t reserved[16];
+  uint64_t reserved[10];
+  /**
+   * UID/GID maps between host IDs on disk and container IDs in the layer; all zero = IDs
+   * unchanged.
+   */
+  struct layerdiff_id_maps id_maps;
+  /**
+   * LAYERDIFF_XATTRS_*: which xattrs the layer carries; 0 = only `security.capability`,
+   * as containerd.
+   */
+  uint32_t xattrs;
+  /**
+   * Must be zero (room for future options).
+   */
+  uint32_t reserved_word;
 } layerdiff_compare_options;
 
 /**
@@ -218,7 +307,7 @@ typedef struct layerdiff_compare_result {
 /**
  * Options of layerdiff_apply(). Zero the whole struct (memset, or `= {0}`), then set the
  * fields you need: the all-zero struct, like a NULL options pointer, means remove whiteouts,
- * no parents, lchown entries to the layer's uid/gid (like containerd), no syncfs, no
+ * no parents, lchown entries to the layer's uid/gid (like containerd) unmapped, no syncfs, no
  * cancellation, no progress, no diffID check. The `reserved*` fields must stay zero.
  */
 typedef struct layerdiff_apply_options {
@@ -273,7 +362,12 @@ typedef struct layerdiff_apply_options {
   /**
    * Must be zero (room for future options).
    */
-  uint64_t reserved[15];
+  uint64_t reserved[10];
+  /**
+   * UID/GID maps between container IDs in the layer and host IDs on disk; all zero = IDs
+   * unchanged.
+   */
+  struct layerdiff_id_maps id_maps;
 } layerdiff_apply_options;
 
 /**

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use crate::control::CancelToken;
 use crate::error::{Error, Result};
+use crate::idmap::{Direction, IdMaps};
 use crate::tar::{
     encode_header, HeaderToWrite, BLOCK_SIZE, TYPE_BLOCK, TYPE_CHAR, TYPE_DIR, TYPE_FIFO,
     TYPE_LINK, TYPE_REG, TYPE_SYMLINK,
@@ -45,6 +46,10 @@ pub(crate) struct ChangeWriter<'a, S: TarSink> {
     added_dirs: HashSet<Vec<u8>>,
     header_buf: Vec<u8>,
     copy_buf: Vec<u8>,
+    /// Host → container owner mapping of the headers (identity by default).
+    id_maps: IdMaps,
+    /// Carry every xattr (but overlay's own) instead of only `security.capability`.
+    all_xattrs: bool,
 }
 
 impl<'a, S: TarSink> ChangeWriter<'a, S> {
@@ -64,7 +69,17 @@ impl<'a, S: TarSink> ChangeWriter<'a, S> {
             added_dirs: HashSet::new(),
             header_buf: Vec::with_capacity(4 * BLOCK_SIZE),
             copy_buf: vec![0; 256 * 1024],
+            id_maps: IdMaps::default(),
+            all_xattrs: false,
         }
+    }
+
+    /// The opt-in header options (docs/containerd.md leaves them at their zero value): map
+    /// owners through `id_maps`, carry all xattrs.
+    pub(crate) fn with_header_options(mut self, id_maps: IdMaps, all_xattrs: bool) -> Self {
+        self.id_maps = id_maps;
+        self.all_xattrs = all_xattrs;
+        self
     }
 
     /// Write the two zero blocks that end the archive and give back the sink.
@@ -132,7 +147,11 @@ impl<'a, S: TarSink> ChangeWriter<'a, S> {
             return Ok(());
         }
 
-        h.capability = walk::capability(&source)?;
+        if self.all_xattrs {
+            h.xattrs = crate::xattrs::carried_xattrs(&source)?;
+        } else {
+            h.capability = walk::capability(&source)?;
+        }
         self.include_parents(&h)?;
         self.write_header(&h)?;
 
@@ -181,10 +200,20 @@ impl<'a, S: TarSink> ChangeWriter<'a, S> {
     ) -> Result<HeaderToWrite> {
         let ft = meta.file_type();
         let mut name = path.strip_prefix(b"/").unwrap_or(path).to_vec();
+        let (uid, gid) = if self.id_maps.is_identity() {
+            (meta.uid(), meta.gid())
+        } else {
+            self.id_maps.map_owner(
+                Direction::HostToContainer,
+                meta.uid(),
+                meta.gid(),
+                &source.display(),
+            )?
+        };
         let mut h = HeaderToWrite {
             mode: (meta.mode() & 0o7777) as i64,
-            uid: meta.uid() as i64,
-            gid: meta.gid() as i64,
+            uid: uid as i64,
+            gid: gid as i64,
             ..HeaderToWrite::default()
         };
         if ft.is_file() {

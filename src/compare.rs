@@ -14,6 +14,7 @@ use crate::compression::Compression;
 use crate::control::{CancelToken, Progress};
 use crate::digest::format_sha256;
 use crate::error::{Error, FirstError, Result};
+use crate::idmap::IdMaps;
 use crate::walk;
 
 /// Options of [`compare`]. The default is gzip at level 6, no epoch, no hooks.
@@ -25,6 +26,12 @@ pub struct CompareOptions {
     pub cancel: Option<CancelToken>,
     /// Called with the number of uncompressed tar bytes produced so far.
     pub progress: Option<Progress>,
+    /// Map the owners on disk (host IDs) to the IDs written in the headers (container IDs);
+    /// the default (empty maps) writes them unchanged, as containerd.
+    pub id_maps: IdMaps,
+    /// Carry every xattr the kernel lets us read (overlay's own `trusted.overlay.*` and
+    /// `user.overlay.*` excepted) as `SCHILY.xattr.*` records, not only `security.capability`.
+    pub all_xattrs: bool,
 }
 
 /// What [`compare`] wrote.
@@ -63,7 +70,8 @@ pub fn compare<W: Write + Send>(
             upper,
             opts.source_date_epoch,
             opts.cancel.as_ref(),
-        );
+        )
+        .with_header_options(opts.id_maps.clone(), opts.all_xattrs);
         walk::changes(lower, upper, opts.cancel.as_ref(), |kind, path, meta| {
             if let Some(p) = &opts.progress {
                 p.count_entry();

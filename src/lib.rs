@@ -18,11 +18,13 @@ mod compression;
 mod control;
 mod digest;
 mod error;
+mod idmap;
 mod list;
 mod resolve;
 mod sys;
 mod tar;
 mod walk;
+mod xattrs;
 
 pub use apply::{apply, Applied, ApplyOptions, WhiteoutMode};
 pub use compare::{compare, CompareOptions, Diff};
@@ -30,6 +32,7 @@ pub use compression::{Compression, GZIP_DEFAULT_LEVEL, ZSTD_DEFAULT_LEVEL};
 pub use control::{CancelToken, Progress};
 pub use digest::validate_sha256;
 pub use error::{Error, ErrorKind, Result};
+pub use idmap::{IdMap, IdMaps, IdRange, UnmappedId};
 pub use list::{list, xattr_names, EntryHeader, Listed, Nanos, Whiteout};
 #[doc(hidden)]
 pub use resolve::Resolver;

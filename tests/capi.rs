@@ -1029,7 +1029,9 @@ fn nonzero_reserved_option_space_is_rejected_naming_the_field() {
     let compare_cases = poisoned_reserved(
         zero_compare_options,
         (7, |o, i, v| o.reserved_bytes[i] = v),
-        (16, |o, i, v| o.reserved[i] = v),
+        (zero_compare_options().reserved.len(), |o, i, v| {
+            o.reserved[i] = v
+        }),
     );
     for (options, needle) in &compare_cases {
         let (err, _) = compare_call(&path, &path, out.as_raw_fd(), Some(options));
@@ -1044,7 +1046,9 @@ fn nonzero_reserved_option_space_is_rejected_naming_the_field() {
     let apply_cases = poisoned_reserved(
         zero_apply_options,
         (2, |o, i, v| o.reserved_bytes[i] = v),
-        (15, |o, i, v| o.reserved[i] = v),
+        (zero_apply_options().reserved.len(), |o, i, v| {
+            o.reserved[i] = v
+        }),
     );
     for (options, needle) in &apply_cases {
         let (err, _) = apply_call(&path, input.as_raw_fd(), Some(options));

@@ -9,6 +9,7 @@ use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 use super::unpacker::{Node, Unpacker};
 use super::xattrs::set_entry_xattrs;
 use crate::error::{Error, Result};
+use crate::idmap::Direction;
 use crate::sys::{errno, proc_fd_path};
 use crate::tar::{EntryHeader, Nanos};
 
@@ -22,8 +23,9 @@ impl Unpacker<'_> {
         hdr: &EntryHeader,
         show: &dyn Fn() -> PathBuf,
     ) -> Result<()> {
-        let uid = owner_id(hdr.uid).map(rfs::Uid::from_raw);
-        let gid = owner_id(hdr.gid).map(rfs::Gid::from_raw);
+        let (uid, gid) = self.host_owner(hdr, show)?;
+        let uid = uid.map(rfs::Uid::from_raw);
+        let gid = gid.map(rfs::Gid::from_raw);
         if self.opts.same_owner {
             match node {
                 Node::Fd(fd) => rfs::fchown(fd, uid, gid),
@@ -66,6 +68,30 @@ impl Unpacker<'_> {
             }
         }
         .map_err(|e| Error::path("set times of", show(), errno(e)))
+    }
+}
+
+impl Unpacker<'_> {
+    /// The owner to give the entry on disk: the layer's, through the apply's ID maps (an ID
+    /// left unchanged, all ones, stays unchanged).
+    pub(super) fn host_owner(
+        &self,
+        hdr: &EntryHeader,
+        show: &dyn Fn() -> PathBuf,
+    ) -> Result<(Option<u32>, Option<u32>)> {
+        let (uid, gid) = (owner_id(hdr.uid), owner_id(hdr.gid));
+        let maps = &self.opts.id_maps;
+        if maps.is_identity() || !self.opts.same_owner {
+            return Ok((uid, gid));
+        }
+        let path = show();
+        let (u, g) = maps.map_owner(
+            Direction::ContainerToHost,
+            uid.unwrap_or(0),
+            gid.unwrap_or(0),
+            &path.display(),
+        )?;
+        Ok((uid.map(|_| u), gid.map(|_| g)))
     }
 }
 

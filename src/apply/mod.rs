@@ -24,6 +24,7 @@ use rustix::fs::{self as rfs, Mode, OFlags};
 
 use crate::control::{self, CancelToken, Progress};
 use crate::error::{Error, Result};
+use crate::idmap::IdMaps;
 use crate::resolve::{Resolver, Root};
 use crate::sys::errno;
 use unpacker::Unpacker;
@@ -52,6 +53,9 @@ pub struct ApplyOptions {
     pub parents: Vec<PathBuf>,
     /// lchown entries to the uid/gid in the layer (containerd's default).
     pub same_owner: bool,
+    /// Map the layer's owners (container IDs) to the owners given on disk (host IDs), in the
+    /// same lchown; the default (empty maps) sets them unchanged, as containerd.
+    pub id_maps: IdMaps,
     /// syncfs the root's filesystem when done.
     pub sync_fs: bool,
     pub cancel: Option<CancelToken>,
@@ -74,6 +78,7 @@ impl Default for ApplyOptions {
             whiteouts: WhiteoutMode::Remove,
             parents: Vec::new(),
             same_owner: true,
+            id_maps: IdMaps::default(),
             sync_fs: false,
             cancel: None,
             progress: None,

@@ -10,7 +10,6 @@ use std::path::PathBuf;
 
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 
-use super::metadata::owner_id;
 use super::remove::{read_dir_names, remove_all};
 use super::unpacker::{key_join, ParentDir, Unpacker};
 use super::WhiteoutMode;
@@ -56,7 +55,8 @@ impl Unpacker<'_> {
             }),
             (WhiteoutMode::Overlay, false) => {
                 let at = || self.display(&parent.comps, orig);
-                overlay_whiteout(parent.fd.as_fd(), orig, hdr, &at)
+                let owner = self.host_owner(hdr, &at)?;
+                overlay_whiteout(parent.fd.as_fd(), orig, owner, &at)
             }
         }
         .map_err(|e| match e {
@@ -143,11 +143,11 @@ fn set_overlay_opaque(dir: BorrowedFd<'_>) -> rustix::io::Result<()> {
     rfs::fsetxattr(&d, "trusted.overlay.opaque", b"y", rfs::XattrFlags::empty())
 }
 
-/// Overlay-mode whiteout of `orig`: a 0/0 character device owned as the entry says.
+/// Overlay-mode whiteout of `orig`: a 0/0 character device owned as the entry says (mapped).
 fn overlay_whiteout(
     dir: BorrowedFd<'_>,
     orig: &[u8],
-    hdr: &EntryHeader,
+    (uid, gid): (Option<u32>, Option<u32>),
     at: &dyn Fn() -> PathBuf,
 ) -> Result<()> {
     rfs::mknodat(dir, orig, FileType::CharacterDevice, Mode::empty(), 0)
@@ -155,8 +155,8 @@ fn overlay_whiteout(
     rfs::chownat(
         dir,
         orig,
-        owner_id(hdr.uid).map(rfs::Uid::from_raw),
-        owner_id(hdr.gid).map(rfs::Gid::from_raw),
+        uid.map(rfs::Uid::from_raw),
+        gid.map(rfs::Gid::from_raw),
         AtFlags::SYMLINK_NOFOLLOW,
     )
     .map_err(|e| Error::path("chown whiteout", at(), errno(e)))

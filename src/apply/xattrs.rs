@@ -25,8 +25,10 @@ pub(super) fn set_entry_xattrs(
         let Some(key) = k.strip_prefix(XATTR_PREFIX) else {
             continue;
         };
-        if key.starts_with(b"trusted.") {
-            // containerd refuses admin attributes from archives (with a warning).
+        if key.starts_with(b"trusted.") || crate::xattrs::is_overlay_xattr(key) {
+            // containerd refuses admin attributes from archives (with a warning); overlay's
+            // `user.overlay.*` metadata (honoured on `userxattr` mounts) is refused the same
+            // way, so a layer cannot forge whiteouts, opaque dirs or redirects.
             continue;
         }
         let res = match node {

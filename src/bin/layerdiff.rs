@@ -1,8 +1,11 @@
 //! `layerdiff`: the jobs of the library for people and scripts.
 //!
 //! ```text
-//! layerdiff diff  [--compression gzip|zstd|none] [--level N] [--source-date-epoch SECONDS] LOWER UPPER -o OUT
-//! layerdiff apply [--whiteouts remove|overlay|aufs] [--parent DIR]... [--no-same-owner] [--diff-id DIGEST] LAYER ROOT
+//! layerdiff diff  [--compression gzip|zstd|none] [--level N] [--source-date-epoch SECONDS]
+//!                 [--xattrs capability|all] [IDMAP] LOWER UPPER -o OUT
+//! layerdiff apply [--whiteouts remove|overlay|aufs] [--parent DIR]... [--no-same-owner] [--diff-id DIGEST]
+//!                 [IDMAP] LAYER ROOT
+//! IDMAP: [--uidmap C:H:N]... [--gidmap C:H:N]... [--unmapped-id ID]
 //! layerdiff ls    [--json] LAYER
 //! layerdiff completions SHELL
 //! ```
@@ -24,7 +27,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
-use layerdiff::{ApplyOptions, CompareOptions, Compression, WhiteoutMode};
+use layerdiff::{
+    ApplyOptions, CompareOptions, Compression, IdMap, IdMaps, IdRange, UnmappedId, WhiteoutMode,
+};
 
 use progress::{Display, Job, When};
 use report::Failure;
@@ -64,6 +69,46 @@ struct DisplayArgs {
     quiet: bool,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum XattrsArg {
+    /// Only `security.capability`, as containerd.
+    Capability,
+    /// Every readable xattr but overlayfs's own (`trusted.overlay.*`, `user.overlay.*`).
+    All,
+}
+
+/// `--uidmap`/`--gidmap`/`--unmapped-id`, shared by diff and apply.
+#[derive(Args)]
+struct IdMapArgs {
+    /// A UID range CONTAINER:HOST:SIZE (repeatable), as `ctr run --uidmap`: diff writes host
+    /// UIDs as container UIDs, apply sets container UIDs as host UIDs.
+    #[arg(long = "uidmap", value_name = "C:H:N", value_parser = parse_range)]
+    uidmap: Vec<IdRange>,
+    /// A GID range CONTAINER:HOST:SIZE (repeatable), as `--uidmap`.
+    #[arg(long = "gidmap", value_name = "C:H:N", value_parser = parse_range)]
+    gidmap: Vec<IdRange>,
+    /// Map IDs outside the maps to this ID (e.g. 65534) instead of failing.
+    #[arg(long, value_name = "ID")]
+    unmapped_id: Option<u32>,
+}
+
+fn parse_range(s: &str) -> Result<IdRange, String> {
+    s.parse().map_err(|e: layerdiff::Error| e.to_string())
+}
+
+impl IdMapArgs {
+    fn id_maps(self) -> Result<IdMaps, String> {
+        let map = |what, ranges| IdMap::new(what, ranges).map_err(|e| e.to_string());
+        Ok(IdMaps {
+            uid: map("--uidmap", self.uidmap)?,
+            gid: map("--gidmap", self.gidmap)?,
+            unmapped: self
+                .unmapped_id
+                .map_or(UnmappedId::Error, UnmappedId::Substitute),
+        })
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Write the layer that turns LOWER into UPPER (containerd's walking differ), print its descriptor.
@@ -79,6 +124,11 @@ enum Command {
         /// Without it, a non-empty SOURCE_DATE_EPOCH in the environment is used.
         #[arg(long, value_name = "SECONDS", allow_hyphen_values = true)]
         source_date_epoch: Option<i64>,
+        /// Which xattrs the layer carries.
+        #[arg(long, value_enum, default_value = "capability")]
+        xattrs: XattrsArg,
+        #[command(flatten)]
+        ids: IdMapArgs,
         /// The lower (parent) tree.
         lower: PathBuf,
         /// The upper (changed) tree.
@@ -102,6 +152,8 @@ enum Command {
         /// Do not chown entries to the owners recorded in the layer.
         #[arg(long)]
         no_same_owner: bool,
+        #[command(flatten)]
+        ids: IdMapArgs,
         /// Fail unless the uncompressed layer hashes to this diffID (sha256:...). It is checked
         /// once the whole layer is read, so on a mismatch ROOT may be partly written already
         /// (as with containerd's unpacker, which checks after applying).
@@ -176,6 +228,8 @@ fn run(command: Command) -> Result<(), Failure> {
             compression,
             level,
             source_date_epoch,
+            xattrs,
+            ids,
             lower,
             upper,
             output,
@@ -203,6 +257,8 @@ fn run(command: Command) -> Result<(), Failure> {
                 source_date_epoch,
                 cancel: None,
                 progress: display.as_ref().map(Display::hook),
+                id_maps: ids.id_maps()?,
+                all_xattrs: matches!(xattrs, XattrsArg::All),
             };
             let out = progress::CountingWriter::new(out, display.as_ref());
             let result = layerdiff::compare(&lower, &upper, out, &opts);
@@ -225,6 +281,7 @@ fn run(command: Command) -> Result<(), Failure> {
             whiteouts,
             parents,
             no_same_owner,
+            ids,
             diff_id,
             layer,
             root,
@@ -250,6 +307,7 @@ fn run(command: Command) -> Result<(), Failure> {
                 cancel: None,
                 progress: display.as_ref().map(Display::hook),
                 expected_diff_id: diff_id,
+                id_maps: ids.id_maps()?,
                 ..ApplyOptions::default()
             };
             let applied = layerdiff::apply(&root, input, &opts).map_err(|e| e.chain_message())?;

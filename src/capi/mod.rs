@@ -41,7 +41,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use crate::{ApplyOptions, CancelToken, CompareOptions, Compression, Progress, WhiteoutMode};
+use crate::{
+    ApplyOptions, CancelToken, CompareOptions, Compression, IdMap, IdMaps, IdRange, Progress,
+    UnmappedId, WhiteoutMode,
+};
 
 /// Compress the layer with gzip (the zero value, as containerd's walking differ).
 pub const LAYERDIFF_COMPRESSION_GZIP: u32 = 0;
@@ -58,6 +61,19 @@ pub const LAYERDIFF_WHITEOUTS_OVERLAY: u32 = 1;
 /// Whiteouts are written as the plain files the layer names (`.wh.NAME`, `.wh..wh..opq`): the
 /// root is an aufs rw branch (containerd 1.x's `AufsConvertWhiteout`).
 pub const LAYERDIFF_WHITEOUTS_AUFS: u32 = 2;
+
+/// An ID outside a non-empty UID/GID map is an error naming the path and the ID. The zero
+/// value.
+pub const LAYERDIFF_UNMAPPED_ERROR: u32 = 0;
+/// An ID outside a non-empty UID/GID map becomes the options' `unmapped_id` (e.g. 65534, the
+/// overflow ID).
+pub const LAYERDIFF_UNMAPPED_SUBSTITUTE: u32 = 1;
+
+/// The layer carries only the `security.capability` xattr, as containerd. The zero value.
+pub const LAYERDIFF_XATTRS_CAPABILITY: u32 = 0;
+/// The layer carries every xattr the kernel lets the caller read, as `SCHILY.xattr.NAME` PAX
+/// records, except overlayfs's own `trusted.overlay.*` and `user.overlay.*`.
+pub const LAYERDIFF_XATTRS_ALL: u32 = 1;
 
 /// An opaque cancellation handle. Create it with layerdiff_cancel_new(), put it in the options
 /// of any number of calls, trigger it from any thread with layerdiff_cancel_trigger() (those
@@ -83,7 +99,8 @@ pub type layerdiff_progress_fn = Option<unsafe extern "C" fn(ctx: *mut c_void, b
 
 /// Options of layerdiff_compare(). Zero the whole struct (memset, or `= {0}`), then set the
 /// fields you need: the all-zero struct, like a NULL options pointer, means gzip at level 6, no
-/// source-date-epoch, no cancellation, no progress. The `reserved*` fields must stay zero.
+/// source-date-epoch, no cancellation, no progress, IDs unchanged, only `security.capability`.
+/// The `reserved*` fields must stay zero.
 #[repr(C)]
 pub struct layerdiff_compare_options {
     /// LAYERDIFF_COMPRESSION_*; 0 = gzip.
@@ -106,7 +123,62 @@ pub struct layerdiff_compare_options {
     /// Passed to `progress` as its first argument; layerdiff never dereferences it.
     pub progress_ctx: *mut c_void,
     /// Must be zero (room for future options).
-    pub reserved: [u64; 16],
+    pub reserved: [u64; 10],
+    /// UID/GID maps between host IDs on disk and container IDs in the layer; all zero = IDs
+    /// unchanged.
+    pub id_maps: layerdiff_id_maps,
+    /// LAYERDIFF_XATTRS_*: which xattrs the layer carries; 0 = only `security.capability`,
+    /// as containerd.
+    pub xattrs: u32,
+    /// Must be zero (room for future options).
+    pub reserved_word: u32,
+}
+
+/// One range of a UID or GID map, in containerd's form: container IDs
+/// `container_id..container_id+size` are host IDs `host_id..host_id+size`. Ranges of one map
+/// must not overlap on either side.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct layerdiff_idmap {
+    pub container_id: u32,
+    pub host_id: u32,
+    pub size: u32,
+}
+
+/// The UID and GID maps of a compare (host IDs on disk → container IDs in the layer) or an
+/// apply (container IDs in the layer → host IDs on disk), inside their options struct. The
+/// all-zero struct maps nothing.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct layerdiff_id_maps {
+    /// `uidmap_len` UID ranges, read only during the call; NULL with length 0 = UIDs
+    /// unchanged.
+    pub uidmap: *const layerdiff_idmap,
+    /// Number of entries in `uidmap` (at most 340, the kernel's limit).
+    pub uidmap_len: usize,
+    /// GID ranges, as `uidmap`.
+    pub gidmap: *const layerdiff_idmap,
+    /// Number of entries in `gidmap`.
+    pub gidmap_len: usize,
+    /// LAYERDIFF_UNMAPPED_*: what an ID outside a non-empty map becomes; 0 = an error naming
+    /// the path and the ID.
+    pub unmapped: u32,
+    /// The ID used for unmapped IDs with LAYERDIFF_UNMAPPED_SUBSTITUTE (e.g. 65534), as is.
+    pub unmapped_id: u32,
+}
+
+impl Default for layerdiff_id_maps {
+    /// The all-zero struct.
+    fn default() -> Self {
+        layerdiff_id_maps {
+            uidmap: std::ptr::null(),
+            uidmap_len: 0,
+            gidmap: std::ptr::null(),
+            gidmap_len: 0,
+            unmapped: 0,
+            unmapped_id: 0,
+        }
+    }
 }
 
 /// What layerdiff_compare() wrote. The library writes the whole struct, only on success.
@@ -129,7 +201,7 @@ pub struct layerdiff_compare_result {
 
 /// Options of layerdiff_apply(). Zero the whole struct (memset, or `= {0}`), then set the
 /// fields you need: the all-zero struct, like a NULL options pointer, means remove whiteouts,
-/// no parents, lchown entries to the layer's uid/gid (like containerd), no syncfs, no
+/// no parents, lchown entries to the layer's uid/gid (like containerd) unmapped, no syncfs, no
 /// cancellation, no progress, no diffID check. The `reserved*` fields must stay zero.
 #[repr(C)]
 pub struct layerdiff_apply_options {
@@ -162,7 +234,10 @@ pub struct layerdiff_apply_options {
     /// anything is read or written.
     pub expected_diff_id: *const c_char,
     /// Must be zero (room for future options).
-    pub reserved: [u64; 15],
+    pub reserved: [u64; 10],
+    /// UID/GID maps between container IDs in the layer and host IDs on disk; all zero = IDs
+    /// unchanged.
+    pub id_maps: layerdiff_id_maps,
 }
 
 /// What layerdiff_apply() read. The library writes the whole struct, only on success.
@@ -190,7 +265,10 @@ impl Default for layerdiff_compare_options {
             cancel: std::ptr::null(),
             progress: None,
             progress_ctx: std::ptr::null_mut(),
-            reserved: [0; 16],
+            reserved: [0; 10],
+            id_maps: layerdiff_id_maps::default(),
+            xattrs: 0,
+            reserved_word: 0,
         }
     }
 }
@@ -209,7 +287,8 @@ impl Default for layerdiff_apply_options {
             progress: None,
             progress_ctx: std::ptr::null_mut(),
             expected_diff_id: std::ptr::null(),
-            reserved: [0; 15],
+            reserved: [0; 10],
+            id_maps: layerdiff_id_maps::default(),
         }
     }
 }
@@ -225,7 +304,15 @@ const _: () = {
     assert!(offset_of!(Co, has_source_date_epoch) == 8 && offset_of!(Co, reserved_bytes) == 9);
     assert!(offset_of!(Co, source_date_epoch) == 16 && offset_of!(Co, cancel) == 24);
     assert!(offset_of!(Co, progress) == 32 && offset_of!(Co, progress_ctx) == 40);
-    assert!(offset_of!(Co, reserved) == 48 && size_of::<Co>() == 176);
+    assert!(offset_of!(Co, reserved) == 48 && offset_of!(Co, id_maps) == 128);
+    assert!(offset_of!(Co, xattrs) == 168);
+    assert!(offset_of!(Co, reserved_word) == 172 && size_of::<Co>() == 176);
+    assert!(size_of::<layerdiff_idmap>() == 12);
+    type Im = layerdiff_id_maps;
+    assert!(offset_of!(Im, uidmap) == 0 && offset_of!(Im, uidmap_len) == 8);
+    assert!(offset_of!(Im, gidmap) == 16 && offset_of!(Im, gidmap_len) == 24);
+    assert!(offset_of!(Im, unmapped) == 32 && offset_of!(Im, unmapped_id) == 36);
+    assert!(size_of::<Im>() == 40);
 
     type Ao = layerdiff_apply_options;
     assert!(offset_of!(Ao, whiteouts) == 0 && offset_of!(Ao, no_same_owner) == 4);
@@ -233,7 +320,8 @@ const _: () = {
     assert!(offset_of!(Ao, parents) == 8 && offset_of!(Ao, parents_len) == 16);
     assert!(offset_of!(Ao, cancel) == 24 && offset_of!(Ao, progress) == 32);
     assert!(offset_of!(Ao, progress_ctx) == 40 && offset_of!(Ao, expected_diff_id) == 48);
-    assert!(offset_of!(Ao, reserved) == 56 && size_of::<Ao>() == 176);
+    assert!(offset_of!(Ao, reserved) == 56 && offset_of!(Ao, id_maps) == 136);
+    assert!(size_of::<Ao>() == 176);
 
     type Cr = layerdiff_compare_result;
     assert!(offset_of!(Cr, media_type) == 0 && offset_of!(Cr, digest) == 64);
@@ -424,6 +512,62 @@ fn compression_option(compression: u32, level: i32) -> Result<Compression, layer
     Ok(chosen)
 }
 
+/// The ID maps of an options struct.
+///
+/// # Safety
+/// Each (pointer, length) of `o` is NULL with 0, or points to that many readable entries.
+unsafe fn id_maps_option(o: &layerdiff_id_maps) -> Result<IdMaps, layerdiff_error> {
+    let (uid, gid) = ((o.uidmap, o.uidmap_len), (o.gidmap, o.gidmap_len));
+    let (unmapped, unmapped_id) = (o.unmapped, o.unmapped_id);
+    let one = |what: &str, (ptr, len): (*const layerdiff_idmap, usize)| {
+        if len == 0 {
+            return Ok(IdMap::default());
+        }
+        if ptr.is_null() {
+            return Err(layerdiff_error::invalid_argument(format!(
+                "{what} is NULL but {what}_len is {len}"
+            )));
+        }
+        if len > crate::idmap::MAX_RANGES {
+            return Err(layerdiff_error::invalid_argument(format!(
+                "{what}_len is {len}, more than the kernel's {} ranges",
+                crate::idmap::MAX_RANGES
+            )));
+        }
+        // SAFETY: non-NULL, and the caller promises `len` readable entries.
+        let entries = unsafe { std::slice::from_raw_parts(ptr, len) };
+        let ranges = entries
+            .iter()
+            .map(|e| IdRange {
+                container: e.container_id,
+                host: e.host_id,
+                size: e.size,
+            })
+            .collect();
+        Ok(IdMap::new(what, ranges)?)
+    };
+    let unmapped = match unmapped {
+        LAYERDIFF_UNMAPPED_ERROR if unmapped_id == 0 => UnmappedId::Error,
+        LAYERDIFF_UNMAPPED_ERROR => {
+            return Err(layerdiff_error::invalid_argument(format!(
+                "unmapped_id is {unmapped_id} but unmapped is LAYERDIFF_UNMAPPED_ERROR \
+                 (set LAYERDIFF_UNMAPPED_SUBSTITUTE to use it)"
+            )))
+        }
+        LAYERDIFF_UNMAPPED_SUBSTITUTE => UnmappedId::Substitute(unmapped_id),
+        other => {
+            return Err(layerdiff_error::invalid_argument(format!(
+                "unknown unmapped policy {other} (LAYERDIFF_UNMAPPED_ERROR or _SUBSTITUTE)"
+            )))
+        }
+    };
+    Ok(IdMaps {
+        uid: one("id_maps.uidmap", uid)?,
+        gid: one("id_maps.gidmap", gid)?,
+        unmapped,
+    })
+}
+
 /// # Safety
 /// The pointers in `o` follow its documentation.
 unsafe fn compare_options(
@@ -434,7 +578,22 @@ unsafe fn compare_options(
         &o.reserved_bytes,
     )?;
     check_reserved("layerdiff_compare_options.reserved", &o.reserved)?;
+    check_reserved(
+        "layerdiff_compare_options.reserved_word",
+        &[o.reserved_word],
+    )?;
     let compression = compression_option(o.compression, o.level)?;
+    // SAFETY: by the function's contract.
+    let id_maps = unsafe { id_maps_option(&o.id_maps) }?;
+    let all_xattrs = match o.xattrs {
+        LAYERDIFF_XATTRS_CAPABILITY => false,
+        LAYERDIFF_XATTRS_ALL => true,
+        other => {
+            return Err(layerdiff_error::invalid_argument(format!(
+                "unknown xattrs choice {other} (LAYERDIFF_XATTRS_CAPABILITY or _ALL)"
+            )))
+        }
+    };
     let (guard, progress) = ProgressGuard::new(o.progress, o.progress_ctx).unzip();
     let options = CompareOptions {
         compression,
@@ -442,6 +601,8 @@ unsafe fn compare_options(
         // SAFETY: by the function's contract.
         cancel: unsafe { cancel_token(o.cancel) },
         progress,
+        id_maps,
+        all_xattrs,
     };
     Ok((options, guard))
 }
@@ -480,8 +641,11 @@ unsafe fn apply_options(
     }
     // SAFETY: NULL or NUL-terminated, by the function's contract.
     let expected_diff_id = unsafe { diff_id_arg(o.expected_diff_id) }?;
+    // SAFETY: by the function's contract.
+    let id_maps = unsafe { id_maps_option(&o.id_maps) }?;
     let (guard, progress) = ProgressGuard::new(o.progress, o.progress_ctx).unzip();
     let options = ApplyOptions {
+        id_maps,
         whiteouts,
         parents,
         same_owner: !o.no_same_owner,

@@ -1,6 +1,8 @@
 //! The header encoder: a [`HeaderToWrite`] to the bytes Go's `archive/tar` writer produces
 //! for it, which is what containerd's layer digests depend on.
 
+use std::borrow::Cow;
+
 use super::pax::{format_pax_record, key};
 use super::{BLOCK_SIZE, TYPE_XHEADER};
 use crate::error::{Error, Result};
@@ -27,6 +29,9 @@ pub(crate) struct HeaderToWrite {
     pub(crate) devminor: i64,
     /// Bytes of the `security.capability` xattr, carried as a PAX record when non-empty.
     pub(crate) capability: Option<Vec<u8>>,
+    /// Every other xattr to carry, as (name, value), each as a `SCHILY.xattr.NAME` record
+    /// (the all-xattrs compare; empty for containerd's output).
+    pub(crate) xattrs: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 /// Go's `isASCII`: no byte >= 0x80 and no NUL.
@@ -148,7 +153,7 @@ fn template_v7_plus(h: &HeaderToWrite, name: &[u8], linkname: &[u8]) -> [u8; BLO
 }
 
 /// PAX records to write as (key, value), sorted by key.
-type RecordsToWrite = Vec<(&'static [u8], Vec<u8>)>;
+type RecordsToWrite = Vec<(Cow<'static, [u8]>, Vec<u8>)>;
 
 /// The PAX records Go's `allowedFormats` would produce, and whether USTAR can encode `h`.
 fn pax_records(h: &HeaderToWrite) -> Result<(RecordsToWrite, bool)> {
@@ -158,11 +163,11 @@ fn pax_records(h: &HeaderToWrite) -> Result<(RecordsToWrite, bool)> {
         if split_ustar_path(&h.name).is_none() {
             ustar_ok = false;
         }
-        recs.push((key::PATH, h.name.clone()));
+        recs.push((Cow::Borrowed(key::PATH), h.name.clone()));
     }
     if !is_ascii(&h.linkname) || h.linkname.len() > NAME_SIZE {
         ustar_ok = false;
-        recs.push((key::LINKPATH, h.linkname.clone()));
+        recs.push((Cow::Borrowed(key::LINKPATH), h.linkname.clone()));
     }
     for (key, value, width) in [
         (key::UID, h.uid, 8),
@@ -171,7 +176,7 @@ fn pax_records(h: &HeaderToWrite) -> Result<(RecordsToWrite, bool)> {
     ] {
         if !fits_in_octal(width, value) {
             ustar_ok = false;
-            recs.push((key, value.to_string().into_bytes()));
+            recs.push((Cow::Borrowed(key), value.to_string().into_bytes()));
         }
     }
     for (what, value) in [("device major", h.devmajor), ("device minor", h.devminor)] {
@@ -185,13 +190,30 @@ fn pax_records(h: &HeaderToWrite) -> Result<(RecordsToWrite, bool)> {
     }
     if h.mtime != GO_ZERO_TIME_UNIX && !fits_in_octal(12, h.mtime) {
         ustar_ok = false;
-        recs.push((key::MTIME, h.mtime.to_string().into_bytes()));
+        recs.push((Cow::Borrowed(key::MTIME), h.mtime.to_string().into_bytes()));
     }
     if let Some(cap) = h.capability.as_ref().filter(|c| !c.is_empty()) {
         ustar_ok = false;
-        recs.push((key::XATTR_CAPABILITY, cap.clone()));
+        recs.push((Cow::Borrowed(key::XATTR_CAPABILITY), cap.clone()));
     }
-    recs.sort_by(|a, b| a.0.cmp(b.0));
+    for (name, value) in &h.xattrs {
+        // Go's `validPAXRecord`: a key holding `=` cannot be written (a NUL cannot be in a
+        // name the kernel lists).
+        if name.contains(&b'=') {
+            return Err(Error::InvalidArgument(format!(
+                "xattr {:?} of {} has a '=' in its name, which a PAX record cannot hold",
+                String::from_utf8_lossy(name),
+                String::from_utf8_lossy(&h.name)
+            )));
+        }
+        ustar_ok = false;
+        recs.push((
+            Cow::Owned([key::XATTR_PREFIX, name].concat()),
+            value.clone(),
+        ));
+    }
+    // Go's `writePAXHeader` sorts the keys (`sort.Strings`: bytewise).
+    recs.sort_by(|a, b| a.0.cmp(&b.0));
     Ok((recs, ustar_ok))
 }
 
@@ -435,6 +457,30 @@ mod tests {
             &out[..100],
             &[b"d/PaxHeaders.0/".to_vec(), vec![b'x'; 85]].concat()[..]
         );
+    }
+
+    #[test]
+    fn xattrs_are_pax_records_sorted_with_the_others() {
+        let mut h = reg(b"f");
+        h.uid = 3_000_000;
+        h.xattrs = vec![
+            (b"user.z".to_vec(), b"1".to_vec()),
+            (b"security.ima".to_vec(), vec![0, 1]),
+            (b"user.a".to_vec(), Vec::new()),
+        ];
+        let mut out = Vec::new();
+        encode_header(&h, &mut out).unwrap();
+        let data = [
+            format_pax_record(b"SCHILY.xattr.security.ima", &[0, 1]),
+            format_pax_record(b"SCHILY.xattr.user.a", b""),
+            format_pax_record(b"SCHILY.xattr.user.z", b"1"),
+            format_pax_record(b"uid", b"3000000"),
+        ]
+        .concat();
+        assert_eq!(&out[512..512 + data.len()], &data[..]);
+        h.xattrs = vec![(b"user.a=b".to_vec(), Vec::new())];
+        let err = encode_header(&h, &mut Vec::new()).unwrap_err().to_string();
+        assert!(err.contains("\"user.a=b\" of f"), "{err}");
     }
 
     #[test]

@@ -14,12 +14,14 @@ _Static_assert(offsetof(layerdiff_compare_options, reserved_bytes) == 9, "compar
 _Static_assert(offsetof(layerdiff_compare_options, source_date_epoch) == 16, "compare options");
 _Static_assert(offsetof(layerdiff_compare_options, progress_ctx) == 40, "compare options");
 _Static_assert(offsetof(layerdiff_compare_options, reserved) == 48, "compare options");
+_Static_assert(offsetof(layerdiff_compare_options, id_maps) == 128, "compare options");
 _Static_assert(sizeof(layerdiff_apply_options) == 176, "apply options size");
 _Static_assert(offsetof(layerdiff_apply_options, reserved_bytes) == 6, "apply options");
 _Static_assert(offsetof(layerdiff_apply_options, parents) == 8, "apply options");
 _Static_assert(offsetof(layerdiff_apply_options, progress_ctx) == 40, "apply options");
 _Static_assert(offsetof(layerdiff_apply_options, expected_diff_id) == 48, "apply options");
 _Static_assert(offsetof(layerdiff_apply_options, reserved) == 56, "apply options");
+_Static_assert(offsetof(layerdiff_apply_options, id_maps) == 136, "apply options");
 _Static_assert(sizeof(layerdiff_compare_result) == 288, "compare result size");
 _Static_assert(offsetof(layerdiff_compare_result, reserved) == 224, "compare result");
 _Static_assert(sizeof(layerdiff_apply_result) == 208, "apply result size");
