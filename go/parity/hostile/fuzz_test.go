@@ -183,19 +183,19 @@ func applyBoth(t *testing.T, layer []byte, s shape, overlay, withParent bool) st
 	want := testkit.ApplyContainerd(t, filepath.Join(twins[0], "root"), layer, overlay, parents[0], fuzzContainerdHang)
 
 	listed := listNames(watched)
-	before, err := snapshot(twins[1])
+	before, err := watchTwin(twins[1])
 	if err != nil {
 		t.Fatal(err)
 	}
 	got := testkit.ApplyOurs(t, filepath.Join(twins[1], "root"), layer, overlay, parents[1], fuzzHangAfter)
-	after, err := snapshot(twins[1])
+	after, err := watchTwin(twins[1])
 	if err != nil {
 		t.Fatal(err)
 	}
 
 	t.Logf("containerd: %s\nlayerdiff:  %s", errOr(want), errOr(got))
 	o := outcome{containerd: want, layerdiff: got, shape: s}
-	for _, d := range diffSnapshots(before, after) {
+	for _, d := range after.changesSince(before) {
 		o.problems = append(o.problems, "layerdiff changed something outside the root: "+d)
 	}
 	for _, n := range newNames(listed, listNames(watched), s.tar) {
