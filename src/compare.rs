@@ -63,10 +63,8 @@ pub fn compare<W: Write + Send>(
             upper,
             opts.source_date_epoch,
             opts.cancel.as_ref(),
-        );
-        walk::changes(lower, upper, opts.cancel.as_ref(), |kind, path, meta| {
-            cw.handle_change(kind, path, meta)
-        })?;
+        )?;
+        walk::changes(lower, upper, opts.cancel.as_ref(), |c| cw.handle_change(c))?;
         cw.finish()?;
         Ok(())
     };
