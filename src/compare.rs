@@ -55,6 +55,19 @@ pub fn compare<W: Write + Send>(
     out: W,
     opts: &CompareOptions,
 ) -> Result<Diff> {
+    write_layer(upper, out, opts, |handle| {
+        walk::changes(lower, upper, opts.cancel.as_ref(), handle)
+    })
+}
+
+/// Run a change source (`changes`, which calls its argument for every change in walk order)
+/// through the change writer, reading entries and parents from `upper`, into `out`.
+pub(crate) fn write_layer<W: Write + Send>(
+    upper: &Path,
+    out: W,
+    opts: &CompareOptions,
+    changes: impl FnOnce(&mut dyn FnMut(walk::Change) -> Result<()>) -> Result<()>,
+) -> Result<Diff> {
     opts.compression.validate()?;
     crate::control::check(opts.cancel.as_ref())?;
     let produce = |sink: &mut ChunkSink| -> Result<()> {
@@ -64,7 +77,7 @@ pub fn compare<W: Write + Send>(
             opts.source_date_epoch,
             opts.cancel.as_ref(),
         )?;
-        walk::changes(lower, upper, opts.cancel.as_ref(), |c| cw.handle_change(c))?;
+        changes(&mut |c| cw.handle_change(c))?;
         cw.finish()?;
         Ok(())
     };

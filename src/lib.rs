@@ -18,6 +18,7 @@ mod compression;
 mod control;
 mod digest;
 mod error;
+mod overlay;
 mod resolve;
 mod sys;
 mod tar;
@@ -28,6 +29,7 @@ pub use compare::{compare, CompareOptions, Diff};
 pub use compression::{Compression, GZIP_DEFAULT_LEVEL, ZSTD_DEFAULT_LEVEL};
 pub use control::{CancelToken, Progress};
 pub use error::{Error, ErrorKind, Result};
+pub use overlay::{compare_upperdir, OverlayXattrs};
 #[doc(hidden)]
 pub use resolve::Resolver;
 

@@ -161,6 +161,15 @@ impl At<'_> {
         }
     }
 
+    /// The names of this entry's xattrs (not following symlinks).
+    pub(crate) fn xattr_names(&self) -> Result<Vec<std::ffi::OsString>> {
+        match self.with_lpath(|p| xattr::list(p).map(|l| l.collect::<Vec<_>>())) {
+            Ok(v) => Ok(v),
+            Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => Ok(Vec::new()),
+            Err(e) => Err(Error::path("list xattrs of", self.display(), e)),
+        }
+    }
+
     /// Run an `l*` path call on this entry: through `/proc/self/fd/DIR/NAME`, which pins the
     /// directory and does not follow the name; by full path only when /proc is missing.
     fn with_lpath<T>(&self, call: impl Fn(&Path) -> io::Result<T>) -> io::Result<T> {

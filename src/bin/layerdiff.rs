@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! layerdiff diff  [--compression gzip|zstd|none] [--level N] [--source-date-epoch SECONDS] LOWER UPPER -o OUT
+//! layerdiff diff  [...] --upperdir DIR [--overlay-xattrs trusted|user] LOWER -o OUT
 //! layerdiff apply [--whiteouts remove|overlay] [--parent DIR]... [--no-same-owner] LAYER ROOT
 //! ```
 
@@ -36,6 +37,12 @@ enum CompressionArg {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum OverlayXattrsArg {
+    Trusted,
+    User,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum WhiteoutArg {
     Remove,
     Overlay,
@@ -55,10 +62,19 @@ enum Command {
         /// Clamp mtimes later than this (seconds since 1970) to it, for reproducible layers.
         #[arg(long, value_name = "SECONDS")]
         source_date_epoch: Option<i64>,
+        /// Read the changes from this overlayfs upperdir instead of walking an UPPER tree
+        /// (LOWER is then the overlay's lower layers as one directory). Fails, naming why,
+        /// where the upperdir's meaning cannot be matched exactly ("not representable").
+        #[arg(long, value_name = "DIR", conflicts_with = "upper")]
+        upperdir: Option<PathBuf>,
+        /// The xattr namespace of the overlay's metadata: `user` for a `userxattr` mount.
+        #[arg(long, value_enum, default_value = "trusted", requires = "upperdir")]
+        overlay_xattrs: OverlayXattrsArg,
         /// The lower (parent) tree.
         lower: PathBuf,
         /// The upper (changed) tree.
-        upper: PathBuf,
+        #[arg(required_unless_present = "upperdir")]
+        upper: Option<PathBuf>,
         /// Where to write the layer; `-` for stdout (then no descriptor is printed).
         #[arg(short = 'o', long = "output", value_name = "OUT")]
         output: PathBuf,
@@ -112,6 +128,8 @@ fn run(command: Command) -> Result<(), String> {
             compression,
             level,
             source_date_epoch,
+            upperdir,
+            overlay_xattrs,
             lower,
             upper,
             output,
@@ -123,6 +141,15 @@ fn run(command: Command) -> Result<(), String> {
                 cancel: None,
                 progress: progress_bar("diff"),
             };
+            let xattrs = match overlay_xattrs {
+                OverlayXattrsArg::Trusted => layerdiff::OverlayXattrs::Trusted,
+                OverlayXattrsArg::User => layerdiff::OverlayXattrs::User,
+            };
+            let diff_to = |out: File| match (&upperdir, &upper) {
+                (Some(dir), _) => layerdiff::compare_upperdir(&lower, dir, xattrs, out, &opts),
+                (None, Some(upper)) => layerdiff::compare(&lower, upper, out, &opts),
+                (None, None) => unreachable!("clap requires UPPER or --upperdir"),
+            };
             let to_stdout = output.as_os_str() == "-";
             let result = if to_stdout {
                 // Write to fd 1 unbuffered: Stdout's line buffering would scan binary data.
@@ -130,11 +157,11 @@ fn run(command: Command) -> Result<(), String> {
                     .as_fd()
                     .try_clone_to_owned()
                     .map_err(|e| format!("duplicate stdout: {e}"))?;
-                layerdiff::compare(&lower, &upper, File::from(stdout), &opts)
+                diff_to(File::from(stdout))
             } else {
                 let file = File::create(&output)
                     .map_err(|e| format!("create {}: {e}", output.display()))?;
-                layerdiff::compare(&lower, &upper, file, &opts)
+                diff_to(file)
             };
             finish_progress(&opts.progress);
             let diff = result.map_err(|e| e.chain_message())?;
