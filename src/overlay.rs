@@ -12,8 +12,9 @@
 //!   capability); lower entries that are not shadowed are unchanged, so they cause no change.
 //!
 //! What the merged view cannot be told from the upperdir alone (`overlay.redirect`,
-//! `overlay.metacopy`, an `overlay.origin` of a lower hardlink, which the index may keep linked
-//! to the other lower names, and unknown `overlay.*` xattrs) is refused as
+//! `overlay.metacopy`, an upperdir used with `index=on` (marked by an origin on its root: the
+//! index keeps lower hardlinks together), a hardlinked copy-up of a special file, or of any file
+//! with `userxattr` (whose names the kernel numbers differently in the merged view), and unknown `overlay.*` xattrs) is refused as
 //! [`Error::NotImplemented`] ("not representable"), so the caller can fall back to the double
 //! walk; never a different layer.
 
@@ -194,6 +195,15 @@ pub(crate) fn changes(
         };
         overlay_marks(&at, ns, true)?
     };
+    if root_marks.origin {
+        // index=on binds the upperdir to its lower by an origin on the root; the index then
+        // keeps lower hardlinks together, so a lower name that is not in the upperdir may show
+        // copied-up contents.
+        return Err(not_representable(
+            upperdir,
+            "index=on (overlay.origin on the upperdir root): the index is not followed",
+        ));
+    }
     push_frame(
         &mut stack,
         Vec::new(),
@@ -256,17 +266,23 @@ pub(crate) fn changes(
             }
             continue;
         }
+        let copied_up = marks.origin || lower_meta.is_some();
+        if copied_up
+            && walk::is_linked(&um)
+            && (um.file_type() != FileType::RegularFile || ns == OverlayXattrs::User)
+        {
+            // The kernel numbers the names of a linked copy-up differently in the merged view
+            // (the lower inode where the path has a lower entry) unless it can follow the
+            // origin, which it does for regular files with trusted xattrs only (user xattrs
+            // cannot be set on special files): only the merged view says what the layer links.
+            return Err(not_representable(
+                &upper_at.display(),
+                "hardlinked copy-up (the merged view numbers its names differently)",
+            ));
+        }
         let kind = match &lower_meta {
             None => Some(ChangeKind::Add),
             Some(lm) => {
-                if marks.origin && !lm.is_dir() && lm.nlink > 1 {
-                    // With index=on the other lower names follow this copy; without it they
-                    // do not: only the merged view can say.
-                    return Err(not_representable(
-                        &upper_at.display(),
-                        "copy-up of a lower hardlink",
-                    ));
-                }
                 let lower_at = At {
                     dir: top.lower.as_ref().expect("looked up in it").as_fd(),
                     name: &name,
