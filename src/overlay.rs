@@ -230,11 +230,7 @@ pub(crate) fn changes(
         };
         if !in_upper {
             // Listed from a hidden lower directory and not shadowed: gone from the merged view.
-            f(Change {
-                kind: ChangeKind::Delete,
-                path: &path,
-                upper: None,
-            })?;
+            f(deleted(&path))?;
             continue;
         }
         let upper_at = At {
@@ -258,11 +254,7 @@ pub(crate) fn changes(
         }
         if is_chr_whiteout || marks.whiteout {
             if lower_meta.is_some() {
-                f(Change {
-                    kind: ChangeKind::Delete,
-                    path: &path,
-                    upper: None,
-                })?;
+                f(deleted(&path))?;
             }
             continue;
         }
@@ -283,12 +275,7 @@ pub(crate) fn changes(
         let kind = match &lower_meta {
             None => Some(ChangeKind::Add),
             Some(lm) => {
-                let lower_at = At {
-                    dir: top.lower.as_ref().expect("looked up in it").as_fd(),
-                    name: &name,
-                    root: lower,
-                    rel: &path,
-                };
+                let lower_at = lower_at(top, &name, lower, &path);
                 if walk::same_file((&lower_at, lm), (&upper_at, &um), cancel)? {
                     walk::is_linked(&um).then_some(ChangeKind::Unmodified)
                 } else {
@@ -306,15 +293,7 @@ pub(crate) fn changes(
         if um.is_dir() {
             let upper_child = upper_at.open_dir(&um)?;
             let lower_child = match &lower_meta {
-                Some(lm) if lm.is_dir() => {
-                    let lower_at = At {
-                        dir: top.lower.as_ref().expect("looked up in it").as_fd(),
-                        name: &name,
-                        root: lower,
-                        rel: &path,
-                    };
-                    Some(lower_at.open_dir(lm)?)
-                }
+                Some(lm) if lm.is_dir() => Some(lower_at(top, &name, lower, &path).open_dir(lm)?),
                 _ => None,
             };
             let hides = top.hides_lower || marks.opaque;
@@ -331,6 +310,28 @@ pub(crate) fn changes(
         }
     }
     Ok(())
+}
+
+fn deleted(path: &[u8]) -> Change<'_> {
+    Change {
+        kind: ChangeKind::Delete,
+        path,
+        upper: None,
+    }
+}
+
+/// Where `name` is in the lower view's directory of `frame` (which has one: it was found there).
+fn lower_at<'a>(frame: &'a Frame, name: &'a [u8], root: &'a Path, rel: &'a [u8]) -> At<'a> {
+    At {
+        dir: frame
+            .lower
+            .as_ref()
+            .expect("found in the lower view")
+            .as_fd(),
+        name,
+        root,
+        rel,
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
