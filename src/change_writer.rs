@@ -2,11 +2,13 @@
 //! order, to tar entries byte-identical to containerd's, written to a [`TarSink`].
 
 use std::collections::{HashMap, HashSet};
-use std::fs::{self, File, Metadata};
+use std::fs::File;
 use std::io::{self, Read};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+
+use rustix::fs::FileType;
 
 use crate::control::CancelToken;
 use crate::error::{Error, Result};
@@ -15,7 +17,7 @@ use crate::tar::{
     encode_header, HeaderToWrite, BLOCK_SIZE, TYPE_BLOCK, TYPE_CHAR, TYPE_DIR, TYPE_FIFO,
     TYPE_LINK, TYPE_REG, TYPE_SYMLINK,
 };
-use crate::walk::{self, ChangeKind};
+use crate::walk::{self, At, Change, ChangeKind, Meta};
 
 /// Where the change writer puts tar bytes. File contents can be read straight into the sink's
 /// own buffer ([`TarSink::spare`]), saving a copy.
@@ -39,6 +41,8 @@ pub(crate) trait TarSink {
 pub(crate) struct ChangeWriter<'a, S: TarSink> {
     sink: S,
     upper: PathBuf,
+    /// The upper root, opened once: parents are looked up from it without following symlinks.
+    upper_fd: OwnedFd,
     source_date_epoch: Option<i64>,
     cancel: Option<&'a CancelToken>,
     inode_src: HashMap<u64, Vec<u8>>,
@@ -58,10 +62,12 @@ impl<'a, S: TarSink> ChangeWriter<'a, S> {
         upper: &Path,
         source_date_epoch: Option<i64>,
         cancel: Option<&'a CancelToken>,
-    ) -> Self {
-        ChangeWriter {
+    ) -> Result<Self> {
+        let (upper_fd, _) = walk::open_root(upper)?;
+        Ok(ChangeWriter {
             sink,
             upper: upper.to_path_buf(),
+            upper_fd,
             source_date_epoch,
             cancel,
             inode_src: HashMap::new(),
@@ -71,7 +77,7 @@ impl<'a, S: TarSink> ChangeWriter<'a, S> {
             copy_buf: vec![0; 256 * 1024],
             id_maps: IdMaps::default(),
             all_xattrs: false,
-        }
+        })
     }
 
     /// The opt-in header options (docs/containerd.md leaves them at their zero value): map
@@ -88,15 +94,6 @@ impl<'a, S: TarSink> ChangeWriter<'a, S> {
         Ok(self.sink)
     }
 
-    fn full_path(&self, rel: &[u8]) -> PathBuf {
-        let rel = rel.strip_prefix(b"/").unwrap_or(rel);
-        if rel.is_empty() {
-            self.upper.clone()
-        } else {
-            self.upper.join(std::ffi::OsStr::from_bytes(rel))
-        }
-    }
-
     fn write_header(&mut self, h: &HeaderToWrite) -> Result<()> {
         self.header_buf.clear();
         encode_header(h, &mut self.header_buf)?;
@@ -106,31 +103,27 @@ impl<'a, S: TarSink> ChangeWriter<'a, S> {
         r
     }
 
-    /// containerd's `HandleChange`. `path` is `/`-rooted for walk changes (relative for the
-    /// parents `include_parents` adds, as in containerd); `meta` is the walk's lstat (absent
-    /// for deletions).
-    pub(crate) fn handle_change(
-        &mut self,
-        kind: ChangeKind,
-        path: &[u8],
-        meta: Option<&Metadata>,
-    ) -> Result<()> {
+    /// containerd's `HandleChange`, for a change of a walk (`/`-rooted path).
+    pub(crate) fn handle_change(&mut self, change: Change) -> Result<()> {
         crate::control::check(self.cancel)?;
-        let meta = match (kind, meta) {
-            (ChangeKind::Delete, _) => return self.write_whiteout(path),
-            (_, Some(m)) => m,
+        let (at, meta) = match (change.kind, change.upper) {
+            (ChangeKind::Delete, _) => return self.write_whiteout(change.path),
+            (_, Some(u)) => u,
             (_, None) => return Err(Error::Internal("change without metadata".into())),
         };
+        let kind = change.kind;
         let ft = meta.file_type();
-        if ft.is_socket() {
+        if ft == FileType::Socket {
             return Ok(());
         }
-        let source = self.full_path(path);
-        let mut h = self.header_from_meta(&source, path, meta)?;
+        let mut h = self.header_from_meta(&|| at.display(), change.path, meta)?;
+        if ft == FileType::Symlink {
+            h.linkname = at.read_link()?;
+        }
 
         let mut additional_links = Vec::new();
-        if !ft.is_dir() && meta.nlink() > 1 {
-            let inode = meta.ino();
+        if ft != FileType::Directory && meta.nlink > 1 {
+            let inode = meta.ino;
             if let Some(src) = self.inode_src.get(&inode) {
                 h.typeflag = TYPE_LINK;
                 h.linkname = src.clone();
@@ -148,15 +141,15 @@ impl<'a, S: TarSink> ChangeWriter<'a, S> {
         }
 
         if self.all_xattrs {
-            h.xattrs = crate::xattrs::carried_xattrs(&source)?;
+            h.xattrs = crate::xattrs::carried_xattrs(&at)?;
         } else {
-            h.capability = walk::capability(&source)?;
+            h.capability = at.capability()?;
         }
         self.include_parents(&h)?;
         self.write_header(&h)?;
 
         if h.typeflag == TYPE_REG && h.size > 0 {
-            self.copy_file(&source, h.size as u64)?;
+            self.copy_file(&at, meta, h.size as u64)?;
         }
 
         if !additional_links.is_empty() {
@@ -192,99 +185,134 @@ impl<'a, S: TarSink> ChangeWriter<'a, S> {
     }
 
     /// `tarheader.FileInfoHeaderNoLookups` + the adjustments of `HandleChange`.
+    /// The symlink target (`linkname`) is the caller's to fill in.
     fn header_from_meta(
         &self,
-        source: &Path,
+        source: &dyn Fn() -> PathBuf,
         path: &[u8],
-        meta: &Metadata,
+        meta: &Meta,
     ) -> Result<HeaderToWrite> {
         let ft = meta.file_type();
         let mut name = path.strip_prefix(b"/").unwrap_or(path).to_vec();
         let (uid, gid) = if self.id_maps.is_identity() {
-            (meta.uid(), meta.gid())
+            (meta.uid, meta.gid)
         } else {
             self.id_maps.map_owner(
                 Direction::HostToContainer,
-                meta.uid(),
-                meta.gid(),
-                &source.display(),
+                meta.uid,
+                meta.gid,
+                &source().display(),
             )?
         };
         let mut h = HeaderToWrite {
-            mode: (meta.mode() & 0o7777) as i64,
+            mode: (meta.mode & 0o7777) as i64,
             uid: uid as i64,
             gid: gid as i64,
             ..HeaderToWrite::default()
         };
-        if ft.is_file() {
-            h.typeflag = TYPE_REG;
-            h.size = meta.size() as i64;
-        } else if ft.is_dir() {
-            h.typeflag = TYPE_DIR;
-            if name.last() != Some(&b'/') {
-                name.push(b'/');
+        match ft {
+            FileType::RegularFile => {
+                h.typeflag = TYPE_REG;
+                h.size = meta.size as i64;
             }
-        } else if ft.is_symlink() {
-            h.typeflag = TYPE_SYMLINK;
-            h.linkname = fs::read_link(source)
-                .map_err(|e| Error::path("readlink", source, e))?
-                .into_os_string()
-                .into_vec();
-        } else if ft.is_char_device() {
-            h.typeflag = TYPE_CHAR;
-        } else if ft.is_block_device() {
-            h.typeflag = TYPE_BLOCK;
-        } else if ft.is_fifo() {
-            h.typeflag = TYPE_FIFO;
-        } else {
-            return Err(Error::InvalidArgument(format!(
-                "unknown file type of {}",
-                source.display()
-            )));
+            FileType::Directory => {
+                h.typeflag = TYPE_DIR;
+                if name.last() != Some(&b'/') {
+                    name.push(b'/');
+                }
+            }
+            FileType::Symlink => h.typeflag = TYPE_SYMLINK,
+            FileType::CharacterDevice => h.typeflag = TYPE_CHAR,
+            FileType::BlockDevice => h.typeflag = TYPE_BLOCK,
+            FileType::Fifo => h.typeflag = TYPE_FIFO,
+            _ => {
+                return Err(Error::InvalidArgument(format!(
+                    "unknown file type of {}",
+                    source().display()
+                )))
+            }
         }
         h.name = name;
-        let mut mtime = meta.mtime();
+        let mut mtime = meta.mtime;
         if let Some(epoch) = self.source_date_epoch {
-            if mtime > epoch || (mtime == epoch && meta.mtime_nsec() > 0) {
+            if mtime > epoch || (mtime == epoch && meta.mtime_nsec > 0) {
                 mtime = epoch;
             }
         }
         h.mtime = mtime;
         // containerd tests the file type bits as a bit mask, so directories and symlinks
         // (whose type bits overlap S_IFBLK/S_IFCHR) carry their rdev too.
-        let mode = meta.mode();
+        let mode = meta.mode;
         if mode & libc::S_IFBLK != 0 || mode & libc::S_IFCHR != 0 {
-            let rdev = meta.rdev();
+            let rdev = meta.rdev;
             h.devmajor = rustix::fs::major(rdev) as i64;
             h.devminor = rustix::fs::minor(rdev) as i64;
         }
         Ok(h)
     }
 
-    /// containerd's `includeParents`: emit the parent directory (from upper) before `h` unless
-    /// it is the root or already emitted.
+    /// containerd's `includeParents`: emit the parent directories (from upper) before `h`
+    /// unless they are the root or already emitted. containerd recurses, each parent's own
+    /// parents first; this walks down from the upper root once, by descriptors that do not
+    /// follow symlinks, emitting the missing levels top-down: the same entries in the same order.
     fn include_parents(&mut self, h: &HeaderToWrite) -> Result<()> {
         let trimmed_len = h.name.len() - h.name.iter().rev().take_while(|&&c| c == b'/').count();
-        let name = h.name[..trimmed_len].to_vec();
+        let name = &h.name[..trimmed_len];
         if let Some(i) = name.iter().rposition(|&c| c == b'/') {
-            let parent = name[..i].to_vec();
-            if !parent.is_empty() && !self.added_dirs.contains(&parent) {
-                self.added_dirs.insert(parent.clone());
-                let pname = self.full_path(&parent);
-                let meta = fs::metadata(&pname).map_err(|e| Error::path("stat", &pname, e))?;
-                self.handle_change(ChangeKind::Modify, &parent, Some(&meta))?;
+            let parent = &name[..i];
+            if !parent.is_empty() && !self.added_dirs.contains(parent) {
+                self.emit_missing_parents(parent.to_vec())?;
             }
         }
         if h.typeflag == TYPE_DIR {
-            self.added_dirs.insert(name);
+            self.added_dirs.insert(name.to_vec());
+        }
+        Ok(())
+    }
+
+    /// Emit `dir` (relative, not yet emitted) and its ancestors that are not emitted yet.
+    fn emit_missing_parents(&mut self, dir: Vec<u8>) -> Result<()> {
+        // Ends of each prefix `a`, `a/b`, ... of `dir`.
+        let mut ends: Vec<usize> = dir
+            .iter()
+            .enumerate()
+            .filter(|&(_, &c)| c == b'/')
+            .map(|(i, _)| i)
+            .collect();
+        ends.push(dir.len());
+        // containerd's recursion stops at the deepest ancestor already emitted.
+        let first_missing = (0..ends.len())
+            .rev()
+            .take_while(|&k| !self.added_dirs.contains(&dir[..ends[k]]))
+            .last()
+            .unwrap_or(ends.len());
+        let mut fd: Option<OwnedFd> = None;
+        for (k, &end) in ends.iter().enumerate() {
+            let start = if k == 0 { 0 } else { ends[k - 1] + 1 };
+            let rel = &dir[..end];
+            let parent_fd = fd.as_ref().unwrap_or(&self.upper_fd).as_fd();
+            let next = open_dir_nofollow(parent_fd, &dir[start..end], &self.upper, rel)?;
+            if k >= first_missing {
+                let st = rustix::fs::fstat(&next).map_err(|e| {
+                    Error::path("fstat", walk::display_path(&self.upper, rel), sys_errno(e))
+                })?;
+                let meta = Meta::from_stat(&st);
+                let display = || walk::display_path(&self.upper, rel);
+                let mut h = self.header_from_meta(&display, rel, &meta)?;
+                h.capability = dir_capability(&next, &display)?;
+                self.added_dirs.insert(rel.to_vec());
+                self.write_header(&h)?;
+            }
+            fd = Some(next);
         }
         Ok(())
     }
 
     /// Copy exactly `size` bytes of `source` into the tar, padded to a block; a file that
     /// grew or shrank since it was stat'ed is an error.
-    fn copy_file(&mut self, source: &Path, size: u64) -> Result<()> {
-        let mut file = File::open(source).map_err(|e| Error::path("open", source, e))?;
+    fn copy_file(&mut self, at: &At, meta: &Meta, size: u64) -> Result<()> {
+        let source = &at.display();
+        let mut file = at.open_file(meta)?;
         let mut remaining = size;
         while remaining > 0 {
             crate::control::check(self.cancel)?;
@@ -343,4 +371,54 @@ fn changed_size(source: &Path) -> Error {
             "file changed size while reading",
         ),
     )
+}
+
+fn sys_errno(e: rustix::io::Errno) -> io::Error {
+    crate::sys::errno(e)
+}
+
+/// Open the directory `name` in `parent` without following a symlink there.
+fn open_dir_nofollow(
+    parent: std::os::fd::BorrowedFd<'_>,
+    name: &[u8],
+    root: &Path,
+    rel: &[u8],
+) -> Result<OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    rustix::fs::openat(
+        parent,
+        std::ffi::OsStr::from_bytes(name),
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| match e {
+        rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR => {
+            walk::changed_during_diff(&walk::display_path(root, rel))
+        }
+        e => Error::path("open", walk::display_path(root, rel), sys_errno(e)),
+    })
+}
+
+/// `security.capability` of an open directory; missing or unsupported is empty.
+fn dir_capability(fd: &OwnedFd, display: &dyn Fn() -> PathBuf) -> Result<Option<Vec<u8>>> {
+    let mut buf = vec![0u8; 256];
+    loop {
+        match rustix::fs::fgetxattr(fd, "security.capability", &mut buf[..]) {
+            Ok(0) => return Ok(None),
+            Ok(n) => {
+                buf.truncate(n);
+                return Ok(Some(buf));
+            }
+            Err(rustix::io::Errno::RANGE) if buf.len() < 1 << 16 => buf.resize(buf.len() * 4, 0),
+            Err(rustix::io::Errno::NODATA) | Err(rustix::io::Errno::NOTSUP) => return Ok(None),
+            Err(e) => {
+                return Err(Error::path_detail(
+                    "get xattr of",
+                    display(),
+                    "security.capability".into(),
+                    sys_errno(e),
+                ))
+            }
+        }
+    }
 }

@@ -62,6 +62,19 @@ pub fn compare<W: Write + Send>(
     out: W,
     opts: &CompareOptions,
 ) -> Result<Diff> {
+    write_layer(upper, out, opts, |handle| {
+        walk::changes(lower, upper, opts.cancel.as_ref(), handle)
+    })
+}
+
+/// Run a change source (`changes`, which calls its argument for every change in walk order)
+/// through the change writer, reading entries and parents from `upper`, into `out`.
+pub(crate) fn write_layer<W: Write + Send>(
+    upper: &Path,
+    out: W,
+    opts: &CompareOptions,
+    changes: impl FnOnce(&mut dyn FnMut(walk::Change) -> Result<()>) -> Result<()>,
+) -> Result<Diff> {
     opts.compression.validate()?;
     crate::control::check(opts.cancel.as_ref())?;
     let produce = |sink: &mut ChunkSink| -> Result<()> {
@@ -70,13 +83,13 @@ pub fn compare<W: Write + Send>(
             upper,
             opts.source_date_epoch,
             opts.cancel.as_ref(),
-        )
+        )?
         .with_header_options(opts.id_maps.clone(), opts.all_xattrs);
-        walk::changes(lower, upper, opts.cancel.as_ref(), |kind, path, meta| {
+        changes(&mut |c| {
             if let Some(p) = &opts.progress {
                 p.count_entry();
             }
-            cw.handle_change(kind, path, meta)
+            cw.handle_change(c)
         })?;
         cw.finish()?;
         Ok(())

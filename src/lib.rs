@@ -20,6 +20,7 @@ mod digest;
 mod error;
 mod idmap;
 mod list;
+mod overlay;
 mod resolve;
 mod sys;
 mod tar;
@@ -34,6 +35,7 @@ pub use digest::validate_sha256;
 pub use error::{Error, ErrorKind, Result};
 pub use idmap::{IdMap, IdMaps, IdRange, UnmappedId};
 pub use list::{list, xattr_names, EntryHeader, Listed, Nanos, Whiteout};
+pub use overlay::{compare_upperdir, OverlayXattrs};
 #[doc(hidden)]
 pub use resolve::Resolver;
 

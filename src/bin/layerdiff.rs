@@ -3,6 +3,7 @@
 //! ```text
 //! layerdiff diff  [--compression gzip|zstd|none] [--level N] [--source-date-epoch SECONDS]
 //!                 [--xattrs capability|all] [IDMAP] LOWER UPPER -o OUT
+//! layerdiff diff  [...] --upperdir DIR [--overlay-xattrs trusted|user] LOWER -o OUT
 //! layerdiff apply [--whiteouts remove|overlay|aufs] [--parent DIR]... [--no-same-owner] [--diff-id DIGEST]
 //!                 [IDMAP] LAYER ROOT
 //! IDMAP: [--uidmap C:H:N]... [--gidmap C:H:N]... [--unmapped-id ID]
@@ -49,6 +50,12 @@ enum CompressionArg {
     Gzip,
     Zstd,
     None,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OverlayXattrsArg {
+    Trusted,
+    User,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -129,10 +136,19 @@ enum Command {
         xattrs: XattrsArg,
         #[command(flatten)]
         ids: IdMapArgs,
+        /// Read the changes from this overlayfs upperdir instead of walking an UPPER tree
+        /// (LOWER is then the overlay's lower layers as one directory). Fails, naming why,
+        /// where the upperdir's meaning cannot be matched exactly ("not representable").
+        #[arg(long, value_name = "DIR", conflicts_with = "upper")]
+        upperdir: Option<PathBuf>,
+        /// The xattr namespace of the overlay's metadata: `user` for a `userxattr` mount.
+        #[arg(long, value_enum, default_value = "trusted", requires = "upperdir")]
+        overlay_xattrs: OverlayXattrsArg,
         /// The lower (parent) tree.
         lower: PathBuf,
         /// The upper (changed) tree.
-        upper: PathBuf,
+        #[arg(required_unless_present = "upperdir")]
+        upper: Option<PathBuf>,
         /// Where to write the layer; `-` for stdout (then no descriptor is printed).
         #[arg(short = 'o', long = "output", value_name = "OUT")]
         output: PathBuf,
@@ -230,6 +246,8 @@ fn run(command: Command) -> Result<(), Failure> {
             source_date_epoch,
             xattrs,
             ids,
+            upperdir,
+            overlay_xattrs,
             lower,
             upper,
             output,
@@ -261,7 +279,17 @@ fn run(command: Command) -> Result<(), Failure> {
                 all_xattrs: matches!(xattrs, XattrsArg::All),
             };
             let out = progress::CountingWriter::new(out, display.as_ref());
-            let result = layerdiff::compare(&lower, &upper, out, &opts);
+            let result = match (&upperdir, &upper) {
+                (Some(dir), _) => {
+                    let ns = match overlay_xattrs {
+                        OverlayXattrsArg::Trusted => layerdiff::OverlayXattrs::Trusted,
+                        OverlayXattrsArg::User => layerdiff::OverlayXattrs::User,
+                    };
+                    layerdiff::compare_upperdir(&lower, dir, ns, out, &opts)
+                }
+                (None, Some(upper)) => layerdiff::compare(&lower, upper, out, &opts),
+                (None, None) => unreachable!("clap requires UPPER or --upperdir"),
+            };
             let diff = result.map_err(|e| e.chain_message())?;
             if let Some(d) = display {
                 d.finish_diff(diff.uncompressed_size, diff.size);
