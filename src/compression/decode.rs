@@ -64,14 +64,23 @@ pub(crate) fn decompress_buffered<'a, R: BufRead + 'a>(mut input: R) -> Result<B
     decoder(kind, input)
 }
 
+/// The largest zstd window accepted: 2^29 bytes, klauspost/compress's default maximum.
+const ZSTD_WINDOW_LOG_MAX: u32 = 29;
+
 /// The decoder for `kind` reading from `input`.
 fn decoder<'a, R: BufRead + 'a>(kind: Detected, input: R) -> Result<Box<dyn Read + 'a>> {
     Ok(match kind {
         Detected::Tar => Box::new(input),
         Detected::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(input)),
-        Detected::Zstd => Box::new(
-            zstd::stream::read::Decoder::with_buffer(input)
-                .map_err(|e| Error::io("start zstd decoder", e))?,
-        ),
+        Detected::Zstd => {
+            let mut d = zstd::stream::read::Decoder::with_buffer(input)
+                .map_err(|e| Error::io("start zstd decoder", e))?;
+            // containerd's decoder (klauspost/compress) takes windows up to 512 MiB
+            // (`zstd --long=29`); libzstd's default stops at 128 MiB. The window is allocated
+            // as the frame needs it, so memory stays bounded by that 512 MiB, as there.
+            d.window_log_max(ZSTD_WINDOW_LOG_MAX)
+                .map_err(|e| Error::io("start zstd decoder", e))?;
+            Box::new(d)
+        }
     })
 }
