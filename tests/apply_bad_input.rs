@@ -262,3 +262,22 @@ fn root_that_is_not_a_directory() {
     let e = apply_bytes(&sb.p("file"), &Tar::new().finish()[..], &default_opts()).unwrap_err();
     assert!(e.to_string().contains("open root"), "{e}");
 }
+
+/// A STAR header (POSIX magic, `tar\0` trailer) whose ctime field does not parse is refused,
+/// as Go's reader refuses it; with a valid ctime the same member applies.
+#[test]
+fn star_header_with_an_unparsable_ctime() {
+    let star = |ctime: &[u8; 12]| {
+        let mut blk = Header::new(b'0', "f").block();
+        blk[488..500].copy_from_slice(ctime);
+        blk[508..512].copy_from_slice(b"tar\0");
+        fix_checksum(&mut blk);
+        Tar::new().raw(&blk).finish()
+    };
+    let sb = Sandbox::new();
+    apply_bytes(&sb.root(), &star(b"00000000017\0"), &default_opts())
+        .expect("a STAR header with a valid ctime");
+    assert!(sb.root().join("f").exists());
+    let e = expect_err(&star(b"zz0000000017"), "unparsable STAR ctime");
+    assert_eq!(e.kind(), ErrorKind::InvalidArchive);
+}
