@@ -203,7 +203,12 @@ pub fn changes(
     cancel: Option<&CancelToken>,
     mut f: impl FnMut(ChangeKind, &[u8], Option<&Metadata>) -> Result<()>,
 ) -> Result<()> {
-    let mut w1 = Some(Walker::new(lower)?);
+    // An empty lower path is no lower (continuity's single-walk `addDirChanges`): every
+    // upper entry is an add.
+    let mut w1 = match lower.as_os_str().is_empty() {
+        true => None,
+        false => Some(Walker::new(lower)?),
+    };
     let mut w2 = Some(Walker::new(upper)?);
     let (mut e1, mut e2): (Option<WalkEntry>, Option<WalkEntry>) = (None, None);
     // A deleted directory (or one that became a non-directory), `path/`: deletes under it are
