@@ -55,7 +55,12 @@ enum Command {
         /// Clamp mtimes later than this (seconds since 1970) to it, for reproducible layers.
         #[arg(long, value_name = "SECONDS")]
         source_date_epoch: Option<i64>,
-        /// The lower (parent) tree.
+        /// The lower (parent) tree; `""` for none (the whole upper is the layer, as
+        /// containerd's `WriteDiff("", upper)`).
+        #[arg(value_parser = clap::builder::TypedValueParser::map(
+            clap::builder::OsStringValueParser::new(),
+            PathBuf::from,
+        ))]
         lower: PathBuf,
         /// The upper (changed) tree.
         upper: PathBuf,
