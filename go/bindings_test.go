@@ -461,3 +461,25 @@ func TestCancelMidDifferApply(t *testing.T) {
 		t.Fatal("Differ.Apply did not return within 20s of cancel")
 	}
 }
+
+// An empty lower is no lower, as containerd's archive.WriteDiff(ctx, w, "", upper): the layer
+// is the same bytes as containerd's.
+func TestCompareWithoutLower(t *testing.T) {
+	upper := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(upper, "d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(upper, "d", "f"), []byte("data"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var ours, theirs bytes.Buffer
+	if _, err := Compare(context.Background(), "", upper, &ours, CompareOptions{Compression: CompressionNone}); err != nil {
+		t.Fatalf("Compare with no lower: %v", err)
+	}
+	if err := archive.WriteDiff(context.Background(), &theirs, "", upper); err != nil {
+		t.Fatalf("containerd WriteDiff: %v", err)
+	}
+	if !bytes.Equal(ours.Bytes(), theirs.Bytes()) || ours.Len() == 0 {
+		t.Fatalf("layer differs from containerd's: %d vs %d bytes", ours.Len(), theirs.Len())
+	}
+}

@@ -403,7 +403,8 @@ extern "C" {
  * semantics of containerd's walking differ (`archive.WriteDiff`: the uncompressed stream is
  * byte-identical), and write it, compressed as `options` asks, to `out_fd`.
  *
- * - `lower`, `upper`: paths of directories, only read.
+ * - `lower`, `upper`: paths of directories, only read. A NULL or empty `lower` is no lower
+ *   tree (containerd's `WriteDiff("", upper)`): every entry of `upper` is in the layer.
  * - `out_fd`: open for writing (a file, pipe or socket); layerdiff writes from its current
  *   offset, which advances, and never closes it. It must stay open until the call returns.
  *   As with any write(2), a pipe or socket whose reader is gone raises SIGPIPE unless the

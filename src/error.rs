@@ -41,7 +41,7 @@ pub enum Error {
     /// never "failed to ...", which the error itself says; `detail`
     /// (when there is one) what else the call was given: the target of a link, the owner
     /// asked for, the xattr being set.
-    #[error("{context} {}{}: {source}", path.display(), DetailDisplay(detail))]
+    #[error("{context} {}{}: {source}", PathDisplay(path), DetailDisplay(detail))]
     Path {
         context: &'static str,
         path: PathBuf,
@@ -58,6 +58,53 @@ pub enum Error {
     },
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// Shows a path as it is when it is printable UTF-8, else quoted as Go's `%q` quotes it:
+/// names come from the layer, and a newline or a terminal escape in one must not break the
+/// message's one line (containerd quotes entry names with `%q`).
+struct PathDisplay<'a>(&'a Path);
+
+impl std::fmt::Display for PathDisplay<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::os::unix::ffi::OsStrExt;
+        let bytes = self.0.as_os_str().as_bytes();
+        match std::str::from_utf8(bytes) {
+            Ok(s) if !s.chars().any(char::is_control) => f.write_str(s),
+            _ => f.write_str(&go_quote(bytes)),
+        }
+    }
+}
+
+/// Go's `strconv.Quote` of a byte string (`%q`), control and non-UTF-8 bytes escaped.
+pub(crate) fn go_quote(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() + 2);
+    out.push('"');
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '\u{7}' => out.push_str("\\a"),
+                '\u{8}' => out.push_str("\\b"),
+                '\u{c}' => out.push_str("\\f"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                '\u{b}' => out.push_str("\\v"),
+                c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                    out.push_str(&format!("\\x{:02x}", c as u32))
+                }
+                c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+                c => out.push(c),
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// Shows a path's detail after it, space-separated.
@@ -209,5 +256,29 @@ impl Error {
     /// which would be a bug.
     pub(crate) fn stage_stopped(peer: &str) -> Error {
         Error::Internal(format!("{peer} stopped without recording an error"))
+    }
+}
+
+#[cfg(test)]
+mod quote_tests {
+    use super::*;
+    use std::os::unix::ffi::OsStrExt;
+
+    #[test]
+    fn layer_names_in_messages_stay_on_one_line() {
+        let e = Error::path(
+            "open",
+            Path::new(std::ffi::OsStr::from_bytes(b"/r/a\nb\x1b[2J\xff\"q")),
+            io::Error::from_raw_os_error(libc::ENOENT),
+        );
+        assert_eq!(
+            e.to_string(),
+            r#"open "/r/a\nb\x1b[2J\xff\"q": No such file or directory (os error 2)"#
+        );
+        let plain = Error::path("open", "/r/ä b", io::Error::from_raw_os_error(libc::ENOENT));
+        assert_eq!(
+            plain.to_string(),
+            "open /r/ä b: No such file or directory (os error 2)"
+        );
     }
 }

@@ -490,17 +490,22 @@ pub(crate) fn changes(
     cancel: Option<&CancelToken>,
     mut f: impl FnMut(Change) -> Result<()>,
 ) -> Result<()> {
-    let mut w1 = Walker::new(lower)?;
+    // An empty lower path is no lower (continuity's single-walk `addDirChanges`): every
+    // upper entry is an add.
+    let mut w1 = match lower.as_os_str().is_empty() {
+        true => None,
+        false => Some(Walker::new(lower)?),
+    };
     let mut w2 = Walker::new(upper)?;
-    let (mut done1, mut done2) = (false, false);
+    let (mut done1, mut done2) = (w1.is_none(), false);
     let (mut e1, mut e2): (Option<WalkEntry>, Option<WalkEntry>) = (None, None);
     // A deleted directory (or one that became a non-directory), `path/`: deletes under it are
     // implied.
     let mut rmdir: Vec<u8> = Vec::new();
     loop {
         crate::control::check(cancel)?;
-        if e1.is_none() && !done1 {
-            e1 = w1.next_entry()?;
+        if let (None, false, Some(w)) = (&e1, done1, w1.as_mut()) {
+            e1 = w.next_entry()?;
             done1 = e1.is_none();
         }
         if e2.is_none() && !done2 {
@@ -543,7 +548,10 @@ pub(crate) fn changes(
                     e1.take().expect("lower entry"),
                     e2.take().expect("upper entry"),
                 );
-                let (la, ua) = (w1.at(&l), w2.at(&u));
+                let lower_walker = w1
+                    .as_ref()
+                    .expect("a lower entry comes from the lower walker");
+                let (la, ua) = (lower_walker.at(&l), w2.at(&u));
                 let same = same_file((&la, &l.meta), (&ua, &u.meta), cancel)?;
                 if l.meta.is_dir() && !u.meta.is_dir() {
                     rmdir = [&l.path[..], b"/"].concat();

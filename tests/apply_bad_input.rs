@@ -262,3 +262,47 @@ fn root_that_is_not_a_directory() {
     let e = apply_bytes(&sb.p("file"), &Tar::new().finish()[..], &default_opts()).unwrap_err();
     assert!(e.to_string().contains("open root"), "{e}");
 }
+
+/// A STAR header (POSIX magic, `tar\0` trailer) whose ctime field does not parse is refused,
+/// as Go's reader refuses it; with a valid ctime the same member applies.
+#[test]
+fn star_header_with_an_unparsable_ctime() {
+    let star = |ctime: &[u8; 12]| {
+        let mut blk = Header::new(b'0', "f").block();
+        blk[488..500].copy_from_slice(ctime);
+        blk[508..512].copy_from_slice(b"tar\0");
+        fix_checksum(&mut blk);
+        Tar::new().raw(&blk).finish()
+    };
+    let sb = Sandbox::new();
+    apply_bytes(&sb.root(), &star(b"00000000017\0"), &default_opts())
+        .expect("a STAR header with a valid ctime");
+    assert!(sb.root().join("f").exists());
+    let e = expect_err(&star(b"zz0000000017"), "unparsable STAR ctime");
+    assert_eq!(e.kind(), ErrorKind::InvalidArchive);
+}
+
+/// A gzip member whose FNAME or FCOMMENT is longer than 511 bytes is refused, as Go's gzip
+/// reader (containerd's built-in decoder) refuses it; 511 bytes apply.
+#[test]
+fn gzip_name_or_comment_over_511_bytes() {
+    let tar = Tar::new().file("f", b"x").finish();
+    let with = |flag: u8, len: usize| {
+        // A header with FNAME (8) or FCOMMENT (16), then the deflate body and trailer of a
+        // plain member.
+        let plain = gzip(&tar, 6);
+        let mut out = plain[..10].to_vec();
+        out[3] = flag;
+        out.extend_from_slice(&vec![b'n'; len]);
+        out.push(0);
+        out.extend_from_slice(&plain[10..]);
+        out
+    };
+    for flag in [8u8, 16] {
+        let sb = Sandbox::new();
+        apply_bytes(&sb.root(), &with(flag, 511), &default_opts())
+            .unwrap_or_else(|e| panic!("flag {flag}, 511 bytes: {e}"));
+        let e = expect_err(&with(flag, 512), "gzip string of 512 bytes");
+        assert!(e.chain_message().contains("gzip: invalid header"), "{e}");
+    }
+}

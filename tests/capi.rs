@@ -6,7 +6,7 @@
 
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::fs::{self, File};
-use std::io::Read;
+use std::io::{Read, Seek};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -246,19 +246,6 @@ fn null_arguments_are_invalid() {
     // SAFETY: NULL pointers are what is being tested; the others are valid.
     unsafe {
         let err = layerdiff_compare(
-            ptr::null(),
-            path.as_ptr(),
-            fd,
-            ptr::null(),
-            &mut compare_out,
-        );
-        expect_failure(
-            err,
-            LAYERDIFF_ERROR_INVALID_ARGUMENT,
-            Some(0),
-            "lower is NULL",
-        );
-        let err = layerdiff_compare(
             path.as_ptr(),
             ptr::null(),
             fd,
@@ -302,12 +289,12 @@ fn null_arguments_are_invalid() {
     assert!(untouched_compare(&compare_out));
     assert!(untouched_apply(&apply_out));
     let empty = CString::new("").unwrap();
-    let (err, _) = compare_call(&empty, &path, fd, None);
+    let (err, _) = compare_call(&path, &empty, fd, None);
     expect_failure(
         err,
         LAYERDIFF_ERROR_INVALID_ARGUMENT,
         Some(0),
-        "lower is an empty path",
+        "upper is an empty path",
     );
     let (err, _) = apply_call(&empty, fd, None);
     expect_failure(
@@ -1218,4 +1205,40 @@ fn level_zero_is_the_default_level_in_the_c_abi_and_the_cli() {
         gzip_at_zero.len() < tar.len() / 2,
         "gzip level 0 did not compress (stored mode?)"
     );
+}
+
+/// A NULL or empty lower is no lower, as containerd's `WriteDiff("", upper)`: the layer holds
+/// all of upper, the same bytes as a diff against an empty directory.
+#[test]
+fn compare_without_a_lower() {
+    let upper_dir = tempfile::tempdir().unwrap();
+    fs::create_dir(upper_dir.path().join("d")).unwrap();
+    fs::write(upper_dir.path().join("d/f"), b"data").unwrap();
+    let empty_dir = tempfile::tempdir().unwrap();
+    let upper = c_path(upper_dir.path());
+    let layer_of = |lower: *const c_char| {
+        let file = tempfile::tempfile().unwrap();
+        let mut out = poisoned_compare_result();
+        // SAFETY: lower is NULL or a valid string; the rest are valid.
+        let err = unsafe {
+            layerdiff_compare(
+                lower,
+                upper.as_ptr(),
+                file.as_raw_fd(),
+                ptr::null(),
+                &mut out,
+            )
+        };
+        assert!(err.is_null(), "compare failed");
+        let mut bytes = Vec::new();
+        let mut file = file;
+        file.seek(std::io::SeekFrom::Start(0)).unwrap();
+        file.read_to_end(&mut bytes).unwrap();
+        bytes
+    };
+    let against_empty = layer_of(c_path(empty_dir.path()).as_ptr());
+    assert!(against_empty.len() > 100);
+    assert_eq!(layer_of(ptr::null()), against_empty, "NULL lower");
+    let empty = CString::new("").unwrap();
+    assert_eq!(layer_of(empty.as_ptr()), against_empty, "empty lower");
 }

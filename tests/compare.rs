@@ -803,3 +803,26 @@ fn compressed_output_is_reproducible() {
         }
     }
 }
+
+/// An empty lower is no lower, in the core and the CLI (containerd's `WriteDiff("", upper)`):
+/// the layer is the one against an empty directory.
+#[test]
+fn empty_lower_is_no_lower() {
+    let (_t, lower, upper) = trees();
+    mkdir(&upper.join("d"), 0o755);
+    write(&upper.join("d/f"), b"x", 0o644);
+    let against_empty = diff(&lower, &upper);
+    assert_eq!(diff(Path::new(""), &upper), against_empty, "core");
+    let cli = std::process::Command::new(env!("CARGO_BIN_EXE_layerdiff"))
+        .args(["diff", "--compression", "none", ""])
+        .arg(&upper)
+        .args(["-o", "-"])
+        .output()
+        .unwrap();
+    assert!(
+        cli.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
+    assert_eq!(cli.stdout, against_empty, "CLI");
+}

@@ -10,6 +10,7 @@
 //! - [`remove`] and [`xattrs`]: the fd-relative `os.RemoveAll` and xattr reads they use.
 
 mod metadata;
+mod names;
 mod parents;
 mod pipeline;
 mod remove;

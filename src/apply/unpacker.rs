@@ -12,12 +12,13 @@ use std::rc::Rc;
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 
 use super::metadata::entry_times;
+use super::names::{NameList, PathSet};
 use super::pipeline::ChannelReader;
 use super::remove::remove_all;
 use super::ApplyOptions;
 use crate::control;
 use crate::error::{Error, Result};
-use crate::resolve::{clean, join_comps, split, Comps, Root};
+use crate::resolve::{clean, join_comps, split, split_comps, Comps, Root};
 use crate::sys::errno;
 use crate::tar::reader::read_error;
 use crate::tar::{
@@ -40,6 +41,13 @@ pub(super) struct ParentDir {
 
 /// Directory descriptors kept open between invalidations.
 const FD_CACHE_MAX: usize = 64;
+/// Bytes the resolution caches may hold (keys and components, with their allocations): past
+/// this they start over, so a layer of many deep directories costs no more memory than a
+/// flat one.
+const CACHE_BYTES_MAX: usize = 4 << 20;
+/// Linux's PATH_MAX, with the terminating NUL: containerd reaches every entry by its full
+/// host path, which the kernel refuses from this length on.
+const PATH_MAX: usize = libc::PATH_MAX as usize;
 
 pub(super) struct Unpacker<'a> {
     pub(super) root_path: &'a Path,
@@ -51,13 +59,16 @@ pub(super) struct Unpacker<'a> {
     /// `fs.RootPath` results that followed no symlink, keyed by the layer's directory string.
     /// Such a resolution only visited existing directories, so only a removal can change it
     /// (new names never can); every removal clears this and `dir_fds`.
-    pub(super) resolved: HashMap<Vec<u8>, Comps>,
+    /// Values are the components joined, one allocation each rather than one per component.
+    pub(super) resolved: HashMap<Vec<u8>, Vec<u8>>,
     /// Open descriptors of recently used existing directories, keyed by their components.
-    pub(super) dir_fds: HashMap<Comps, Rc<OwnedFd>>,
-    pub(super) unpacked: HashSet<Vec<u8>>,
+    pub(super) dir_fds: HashMap<Vec<u8>, Rc<OwnedFd>>,
+    /// What `resolved` and `dir_fds` hold, in [`cache_cost`] bytes.
+    pub(super) cache_bytes: usize,
+    pub(super) unpacked: PathSet,
     pub(super) opaque_done: HashSet<Vec<u8>>,
     /// Directory entries (cleaned name, times) whose times are set again at the end.
-    pub(super) dirs: Vec<(Vec<u8>, rfs::Timestamps)>,
+    pub(super) dirs: NameList<rfs::Timestamps>,
 }
 
 /// How the metadata of a new entry is reached.
@@ -88,9 +99,10 @@ impl<'a> Unpacker<'a> {
             in_userns: in_user_namespace(),
             resolved: HashMap::new(),
             dir_fds: HashMap::new(),
-            unpacked: HashSet::new(),
+            cache_bytes: 0,
+            unpacked: PathSet::default(),
             opaque_done: HashSet::new(),
-            dirs: Vec::new(),
+            dirs: NameList::default(),
         })
     }
 
@@ -102,6 +114,37 @@ impl<'a> Unpacker<'a> {
     pub(super) fn invalidate(&mut self) {
         self.resolved.clear();
         self.dir_fds.clear();
+        self.cache_bytes = 0;
+    }
+
+    /// Make room for `cost` more bytes in the caches, emptying them when full.
+    fn reserve_cache(&mut self, cost: usize) {
+        if self.cache_bytes + cost > CACHE_BYTES_MAX {
+            self.invalidate();
+        }
+        self.cache_bytes += cost;
+    }
+
+    fn remember_resolved(&mut self, key: Vec<u8>, comps: &[Vec<u8>]) {
+        let joined = join_comps(comps);
+        self.reserve_cache(key.len() + cache_cost(&joined));
+        self.resolved.insert(key, joined);
+    }
+
+    /// containerd reaches `comps`/`name` by its host path: refuse, as the kernel refuses it
+    /// there, a path of PATH_MAX bytes or more.
+    fn check_path_len(&self, comps: &[Vec<u8>], name: &[u8]) -> Result<()> {
+        let len = self.root_path.as_os_str().len()
+            + comps.iter().map(|c| c.len() + 1).sum::<usize>()
+            + if name.is_empty() { 0 } else { name.len() + 1 };
+        if len < PATH_MAX {
+            return Ok(());
+        }
+        Err(Error::path(
+            "lstat",
+            self.display(comps, name),
+            io::Error::from_raw_os_error(libc::ENAMETOOLONG),
+        ))
     }
 
     /// Run `make` (a create at `base` in `pfd`); if the name exists, remove whatever is there
@@ -128,9 +171,13 @@ impl<'a> Unpacker<'a> {
 
     pub(super) fn remember_fd(&mut self, comps: Comps, fd: Rc<OwnedFd>) {
         if self.dir_fds.len() >= FD_CACHE_MAX {
+            let freed: usize = self.dir_fds.keys().map(|k| cache_cost(k)).sum();
+            self.cache_bytes = self.cache_bytes.saturating_sub(freed);
             self.dir_fds.clear();
         }
-        self.dir_fds.insert(comps, fd);
+        let key = join_comps(&comps);
+        self.reserve_cache(cache_cost(&key));
+        self.dir_fds.insert(key, fd);
     }
 
     pub(super) fn cancel_check(&self) -> Result<()> {
@@ -147,9 +194,10 @@ impl<'a> Unpacker<'a> {
             }
             self.entry(&mut tr, hdr)?;
         }
-        for (name, times) in std::mem::take(&mut self.dirs) {
+        let mut dirs = std::mem::take(&mut self.dirs);
+        dirs.drain(|name, times| {
             self.cancel_check()?;
-            let (comps, _) = self.resolve(&name)?;
+            let (comps, _) = self.resolve(name)?;
             let res =
                 match comps.split_last() {
                     None => rfs::openat(
@@ -160,7 +208,7 @@ impl<'a> Unpacker<'a> {
                     )
                     .and_then(|fd| rfs::futimens(&fd, &times)),
                     Some((last, parent)) => {
-                        let pfd = match self.dir_fds.get(parent) {
+                        let pfd = match self.dir_fds.get(&join_comps(parent)) {
                             Some(fd) => Ok(fd.clone()),
                             None => self.root.open_dir(parent).map(Rc::new),
                         };
@@ -180,8 +228,8 @@ impl<'a> Unpacker<'a> {
                         }
                     }
                 };
-            res.map_err(|e| Error::path("set times of", self.display(&comps, b""), errno(e)))?;
-        }
+            res.map_err(|e| Error::path("set times of", self.display(&comps, b""), errno(e)))
+        })?;
         // Trailing bytes after the archive are read (and hashed) as containerd does.
         let r = tr.get_mut();
         loop {
@@ -199,15 +247,15 @@ impl<'a> Unpacker<'a> {
     /// followed.
     fn resolve(&mut self, dir: &[u8]) -> Result<(Comps, bool)> {
         let key = cache_key(dir);
-        if let Some(c) = self.resolved.get(key) {
-            return Ok((c.clone(), true));
+        if let Some(joined) = self.resolved.get(key) {
+            return Ok((split_comps(joined), true));
         }
         let (comps, links) = self
             .root
             .root_path(dir)
             .map_err(|e| Error::path("resolve", OsStr::from_bytes(dir), e))?;
         if links == 0 {
-            self.resolved.insert(key.to_vec(), comps.clone());
+            self.remember_resolved(key.to_vec(), &comps);
         }
         Ok((comps, links == 0))
     }
@@ -216,6 +264,7 @@ impl<'a> Unpacker<'a> {
     /// `mkparent`), and open it.
     fn parent_dir(&mut self, dir: &[u8]) -> Result<ParentDir> {
         let (comps, zero_links) = self.resolve(dir)?;
+        self.check_path_len(&comps, b"")?;
         if comps.is_empty() {
             return Ok(ParentDir {
                 comps,
@@ -223,7 +272,7 @@ impl<'a> Unpacker<'a> {
                 zero_links,
             });
         }
-        if let Some(fd) = self.dir_fds.get(&comps) {
+        if let Some(fd) = self.dir_fds.get(&join_comps(&comps)) {
             return Ok(ParentDir {
                 fd: fd.clone(),
                 comps,
@@ -271,6 +320,7 @@ impl<'a> Unpacker<'a> {
                 return Ok(());
             }
         }
+        self.check_path_len(&parent.comps, &base)?;
         let pfd = parent.fd.as_fd();
         let rp = self.root_path;
         let show = || display_at(rp, &parent.comps, &base);
@@ -310,7 +360,7 @@ impl<'a> Unpacker<'a> {
             }
             TYPE_XGLOBAL => {
                 // Ignored, but only after whatever was at its path was removed.
-                self.unpacked.insert(key_of(&parent.comps, &base));
+                self.unpacked.insert(&key_of(&parent.comps, &base));
                 return Ok(());
             }
             t => {
@@ -326,14 +376,13 @@ impl<'a> Unpacker<'a> {
 
         let mut comps = parent.comps;
         comps.push(base);
-        self.unpacked.insert(join_comps(&comps));
+        self.unpacked.insert(&join_comps(&comps));
         if hdr.typeflag == TYPE_DIR {
-            self.dirs.push((name.clone(), entry_times(&hdr)));
+            self.dirs.push(&name, entry_times(&hdr));
             // `name/` now resolves, without symlinks, to this very directory: remember it for
             // the entries inside.
             if parent.zero_links {
-                self.resolved
-                    .insert(cache_key(&name).to_vec(), comps.clone());
+                self.remember_resolved(cache_key(&name).to_vec(), &comps);
                 if let Node::Fd(fd) = node {
                     self.remember_fd(comps, Rc::new(fd));
                 }
@@ -460,6 +509,7 @@ impl<'a> Unpacker<'a> {
                 e,
             )
         };
+        self.check_path_len(&target, b"")?;
         let Some((tname, tparent)) = target.split_last() else {
             return Err(link_err(io::Error::from_raw_os_error(libc::EPERM)));
         };
@@ -517,6 +567,12 @@ pub(super) fn display_at(root: &Path, comps: &[Vec<u8>], name: &[u8]) -> PathBuf
         p.push(OsStr::from_bytes(name));
     }
     p
+}
+
+/// What caching a joined path costs, with the map's own share.
+fn cache_cost(joined: &[u8]) -> usize {
+    const PER_ENTRY: usize = 96;
+    PER_ENTRY + joined.len()
 }
 
 /// Cache key of a directory string: `a/b/` and `a/b` resolve alike.

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 
-use super::remove::{read_dir_names, remove_all};
+use super::remove::{open_subdir, remove_all, DirStack};
 use super::unpacker::{key_join, ParentDir, Unpacker};
 use super::WhiteoutMode;
 use crate::error::{Error, Result};
@@ -91,40 +91,53 @@ impl Unpacker<'_> {
         )
         .map_err(|e| Error::path("open", self.display(&parent.comps, b""), errno(e)))?;
         self.invalidate();
-        self.remove_unpacked_from(&dfd, &key)
+        self.remove_unpacked_from(dfd, &key)
     }
 
     /// Delete every entry below the directory that this layer did not write, descending into
-    /// directories it did write (containerd's walk).
-    fn remove_unpacked_from(&self, dir: &OwnedFd, key: &[u8]) -> Result<()> {
-        let mut names = read_dir_names(dir)
-            .map_err(|e| Error::path("read directory", self.display_key(key), e))?;
-        names.sort();
-        for name in names {
-            let child = key_join(key, &name);
-            let st = match rfs::statat(dir, name.as_slice(), AtFlags::SYMLINK_NOFOLLOW) {
+    /// directories it did write (containerd's walk), in byte order and without recursion (the
+    /// layer may have written thousands of levels).
+    fn remove_unpacked_from(&self, dir: OwnedFd, key: &[u8]) -> Result<()> {
+        let mut stack = DirStack::default();
+        // The key of the deepest directory, and where each level's own name starts in it.
+        let mut cur = key.to_vec();
+        let mut starts = Vec::new();
+        stack
+            .push(Vec::new(), dir)
+            .map_err(|e| Error::path("read directory", self.display_key(&cur), e))?;
+        loop {
+            let Some((fd, name)) = stack.next_name() else {
+                if stack.depth() == 1 {
+                    return Ok(());
+                }
+                stack
+                    .pop()
+                    .map_err(|e| Error::path("read directory", self.display_key(&cur), e))?;
+                cur.truncate(starts.pop().expect("one start per level below the first"));
+                continue;
+            };
+            let child = key_join(&cur, &name);
+            let st = match rfs::statat(fd, name.as_slice(), AtFlags::SYMLINK_NOFOLLOW) {
                 Ok(st) => st,
                 Err(rustix::io::Errno::NOENT) => continue,
                 Err(e) => return Err(Error::path("lstat", self.display_key(&child), errno(e))),
             };
             if !self.unpacked.contains(&child) {
-                remove_all(dir.as_fd(), &name)
+                remove_all(fd, &name)
                     .map_err(|e| Error::path("remove", self.display_key(&child), e))?;
             } else if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
-                let sub = match rfs::openat(
-                    dir,
-                    name.as_slice(),
-                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::empty(),
-                ) {
+                let sub = match open_subdir(fd, &name) {
                     Ok(fd) => fd,
                     Err(rustix::io::Errno::NOENT) => continue,
                     Err(e) => return Err(Error::path("open", self.display_key(&child), errno(e))),
                 };
-                self.remove_unpacked_from(&sub, &child)?;
+                stack
+                    .push(name, sub)
+                    .map_err(|e| Error::path("read directory", self.display_key(&child), e))?;
+                starts.push(cur.len());
+                cur = child;
             }
         }
-        Ok(())
     }
 
     fn display_key(&self, key: &[u8]) -> PathBuf {

@@ -144,7 +144,12 @@ enum Command {
         /// The xattr namespace of the overlay's metadata: `user` for a `userxattr` mount.
         #[arg(long, value_enum, default_value = "trusted", requires = "upperdir")]
         overlay_xattrs: OverlayXattrsArg,
-        /// The lower (parent) tree.
+        /// The lower (parent) tree; `""` for none (the whole upper is the layer, as
+        /// containerd's `WriteDiff("", upper)`).
+        #[arg(value_parser = clap::builder::TypedValueParser::map(
+            clap::builder::OsStringValueParser::new(),
+            PathBuf::from,
+        ))]
         lower: PathBuf,
         /// The upper (changed) tree.
         #[arg(required_unless_present = "upperdir")]

@@ -680,7 +680,8 @@ unsafe fn diff_id_arg(ptr: *const c_char) -> Result<Option<String>, layerdiff_er
 /// semantics of containerd's walking differ (`archive.WriteDiff`: the uncompressed stream is
 /// byte-identical), and write it, compressed as `options` asks, to `out_fd`.
 ///
-/// - `lower`, `upper`: paths of directories, only read.
+/// - `lower`, `upper`: paths of directories, only read. A NULL or empty `lower` is no lower
+///   tree (containerd's `WriteDiff("", upper)`): every entry of `upper` is in the layer.
 /// - `out_fd`: open for writing (a file, pipe or socket); layerdiff writes from its current
 ///   offset, which advances, and never closes it. It must stay open until the call returns.
 ///   As with any write(2), a pipe or socket whose reader is gone raises SIGPIPE unless the
@@ -706,7 +707,14 @@ pub unsafe extern "C" fn layerdiff_compare(
             return Err(layerdiff_error::invalid_argument("out is NULL"));
         }
         // SAFETY: the pointers follow the documented contract.
-        let lower = unsafe { path_arg("lower", lower) }?;
+        // NULL or "" is no lower, as containerd's `WriteDiff("", upper)`.
+        // SAFETY: non-NULL means NUL-terminated, by contract, so its first byte is readable.
+        let lower = if lower.is_null() || unsafe { *lower } == 0 {
+            PathBuf::new()
+        } else {
+            // SAFETY: as above.
+            unsafe { path_arg("lower", lower) }?
+        };
         // SAFETY: as above.
         let upper = unsafe { path_arg("upper", upper) }?;
         let zero = layerdiff_compare_options::default();

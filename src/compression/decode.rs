@@ -64,15 +64,24 @@ pub(crate) fn decompress_buffered<'a, R: BufRead + 'a>(mut input: R) -> Result<B
     decoder(kind, input)
 }
 
+/// The largest zstd window accepted: 2^29 bytes, klauspost/compress's default maximum.
+const ZSTD_WINDOW_LOG_MAX: u32 = 29;
+
 /// The decoder for `kind` reading from `input`.
 fn decoder<'a, R: BufRead + 'a>(kind: Detected, input: R) -> Result<Box<dyn Read + 'a>> {
     Ok(match kind {
         Detected::Tar => Box::new(input),
-        Detected::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(input)),
-        Detected::Zstd => Box::new(
-            zstd::stream::read::Decoder::with_buffer(input)
-                .map_err(|e| Error::io("start zstd decoder", e))?,
-        ),
+        Detected::Gzip => Box::new(GoGzipHeaders(flate2::bufread::MultiGzDecoder::new(input))),
+        Detected::Zstd => {
+            let mut d = zstd::stream::read::Decoder::with_buffer(input)
+                .map_err(|e| Error::io("start zstd decoder", e))?;
+            // containerd's decoder (klauspost/compress) takes windows up to 512 MiB
+            // (`zstd --long=29`); libzstd's default stops at 128 MiB. The window is allocated
+            // as the frame needs it, so memory stays bounded by that 512 MiB, as there.
+            d.window_log_max(ZSTD_WINDOW_LOG_MAX)
+                .map_err(|e| Error::io("start zstd decoder", e))?;
+            Box::new(d)
+        }
     })
 }
 
@@ -87,5 +96,28 @@ pub(crate) fn decode_error(e: io::Error) -> Error {
         Error::InvalidArchive(msg)
     } else {
         Error::io("read layer", e)
+    }
+}
+
+/// Go's gzip reader keeps a member's FNAME and FCOMMENT in a 512-byte buffer, NUL included,
+/// and refuses a longer one (`gzip: invalid header`); containerd's built-in decoder is Go's.
+/// flate2 takes up to 64 KiB, so each member's header is checked as it is read.
+const GZIP_STRING_MAX: usize = 511;
+
+struct GoGzipHeaders<R>(flate2::bufread::MultiGzDecoder<R>);
+
+impl<R: BufRead> Read for GoGzipHeaders<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.0.read(buf)?;
+        if let Some(h) = self.0.header() {
+            let too_long = |s: Option<&[u8]>| s.is_some_and(|s| s.len() > GZIP_STRING_MAX);
+            if too_long(h.filename()) || too_long(h.comment()) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "gzip: invalid header (FNAME or FCOMMENT over 511 bytes)",
+                ));
+            }
+        }
+        Ok(n)
     }
 }

@@ -309,6 +309,9 @@ impl<R: BufRead> TarReader<R> {
                 Format::Star => {
                     prefix = cstr(&blk[345..476]);
                     hdr.atime = Some(p.numeric(&blk[476..488]) as Nanos * 1_000_000_000);
+                    // The ctime is of no use to apply, but Go parses it, and refuses the
+                    // header when it does not parse.
+                    p.numeric(&blk[488..500]);
                 }
                 Format::Gnu => {
                     let mut p2 = Parser::default();

@@ -17,9 +17,9 @@ int main(void)
         failures++;
     }
     layerdiff_compare_result result;
-    layerdiff_error *err = layerdiff_compare(NULL, "/", 1, NULL, &result);
+    layerdiff_error *err = layerdiff_compare("/", NULL, 1, NULL, &result);
     if (layerdiff_error_kind(err) != LAYERDIFF_ERROR_INVALID_ARGUMENT) {
-        fprintf(stderr, "compare(NULL): kind %u, want INVALID_ARGUMENT\n", layerdiff_error_kind(err));
+        fprintf(stderr, "compare(upper=NULL): kind %u, want INVALID_ARGUMENT\n", layerdiff_error_kind(err));
         failures++;
     }
     layerdiff_error_free(err);
