@@ -243,7 +243,7 @@ fn names_from_the_layer_cannot_break_the_error_line_or_drive_the_terminal() {
     let root = w.mkdir("root");
     let err = assert_one_line_failure(&run(&["apply", &layer, &root]), 1);
     assert!(
-        err.contains(r"x\n\x1b[2Jfake: ok\r\u{9b}31m"),
+        err.contains(r"x\n\x1b[2Jfake: ok\r\u009b31m"),
         "escapes missing: {err}"
     );
     // And in the text listing, one line per entry, escaped the same way.
@@ -252,7 +252,7 @@ fn names_from_the_layer_cannot_break_the_error_line_or_drive_the_terminal() {
     let out = String::from_utf8(o.stdout).unwrap();
     assert_eq!(out.lines().count(), 2, "{out:?}");
     assert!(
-        out.contains(r"x\n\x1b[2Jfake: ok\r\u{9b}31m/child"),
+        out.contains(r"x\n\x1b[2Jfake: ok\r\u009b31m/child"),
         "{out}"
     );
 }

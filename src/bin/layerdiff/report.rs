@@ -40,27 +40,38 @@ impl Failure {
             Failure::Failed(m) => (m, 1),
         };
         // A failing stderr leaves nothing else to tell.
-        let _ = writeln!(io::stderr().lock(), "layerdiff: {}", escape(msg.as_bytes()));
+        // The core already quotes names that need it (as Go's %q), so backslashes stay as
+        // they are; anything that would still break the line or drive the terminal is escaped.
+        let _ = writeln!(
+            io::stderr().lock(),
+            "layerdiff: {}",
+            escape_with(msg.as_bytes(), false)
+        );
         ExitCode::from(code)
     }
 }
 
 /// `bytes` as one line of printable text: backslash, control characters (C0, DEL, C1) and
-/// bytes that are not UTF-8 are escaped (`\\`, `\n`, `\t`, `\r`, `\xHH`, `\u{HHHH}`), so a
+/// bytes that are not UTF-8 are escaped (`\\`, `\n`, `\t`, `\r`, `\xHH`, `\uHHHH`, as Go's %q), so a
 /// name out of a layer can neither break the line nor drive the terminal.
 pub fn escape(bytes: &[u8]) -> String {
+    escape_with(bytes, true)
+}
+
+/// [`escape`], with backslashes escaped or kept as they are.
+fn escape_with(bytes: &[u8], backslash: bool) -> String {
     let mut out = String::with_capacity(bytes.len());
     for chunk in bytes.utf8_chunks() {
         for c in chunk.valid().chars() {
             match c {
-                '\\' => out.push_str("\\\\"),
+                '\\' if backslash => out.push_str("\\\\"),
                 '\n' => out.push_str("\\n"),
                 '\t' => out.push_str("\\t"),
                 '\r' => out.push_str("\\r"),
                 c if (c as u32) < 0x80 && c.is_control() => {
                     out.push_str(&format!("\\x{:02x}", c as u32))
                 }
-                c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+                c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
                 c => out.push(c),
             }
         }
