@@ -19,12 +19,15 @@ mod control;
 mod digest;
 mod error;
 mod list;
+pub mod overlay_forms;
 mod resolve;
 mod sys;
 mod tar;
 mod walk;
 
-pub use apply::{apply, Applied, ApplyOptions, WhiteoutMode};
+pub use apply::{
+    apply, Applied, ApplyOptions, DeviceNodes, OverlayWhiteoutForm, OverlayXattrs, WhiteoutMode,
+};
 pub use compare::{compare, CompareOptions, Diff};
 pub use compression::{Compression, GZIP_DEFAULT_LEVEL, ZSTD_DEFAULT_LEVEL};
 pub use control::{CancelToken, Progress};

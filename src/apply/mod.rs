@@ -35,12 +35,54 @@ pub enum WhiteoutMode {
     #[default]
     Remove,
     /// Write overlayfs whiteouts: 0/0 character devices and `trusted.overlay.opaque=y`
-    /// (the root is an overlay upperdir).
+    /// (the root is an overlay upperdir); see [`OverlayXattrs`] and [`OverlayWhiteoutForm`]
+    /// for the rootless forms.
     Overlay,
     /// Write them as the plain files the layer names, `.wh.NAME` and `.wh..wh..opq` (the root
     /// is an aufs rw branch: aufs reads its whiteouts from the branch). containerd 1.x's
     /// `AufsConvertWhiteout`.
     Aufs,
+}
+
+/// Which xattr namespace overlay-mode whiteouts use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OverlayXattrs {
+    /// `user` inside a user namespace (where `trusted.*` cannot be set and overlayfs is
+    /// mounted with `userxattr`), else `trusted` (containerd's).
+    #[default]
+    Auto,
+    Trusted,
+    /// For an upperdir mounted with `userxattr` (rootless).
+    User,
+}
+
+/// How overlay-mode whiteouts of single names are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OverlayWhiteoutForm {
+    /// A 0/0 character device (containerd's), or xattr whiteouts if mknod of one is refused
+    /// (kernels before 5.8 refuse it in a user namespace).
+    #[default]
+    Auto,
+    /// A 0/0 character device: honoured in upper and lower layers.
+    CharDevice,
+    /// A zero-size file with `NS.overlay.whiteout`, its directory marked
+    /// `NS.overlay.opaque=x`: honoured (kernel 6.7+) in lower layers only, which is what an
+    /// unpacked snapshot becomes once committed.
+    Xattr,
+}
+
+/// What happens to block and character device entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceNodes {
+    /// containerd's: skipped inside a user namespace (where mknod refuses them), else created,
+    /// and a refused mknod is an error.
+    #[default]
+    Auto,
+    /// Created everywhere; a refused mknod is an error saying so.
+    Create,
+    /// Created where the kernel allows it, skipped where mknod is refused (EPERM), as GNU
+    /// tar and umoci do when unprivileged.
+    SkipRefused,
 }
 
 /// Options of [`apply`].
@@ -52,6 +94,15 @@ pub struct ApplyOptions {
     pub parents: Vec<PathBuf>,
     /// lchown entries to the uid/gid in the layer (containerd's default).
     pub same_owner: bool,
+    /// An lchown the kernel refuses (an ID not mapped in this user namespace: EINVAL, or
+    /// EPERM unprivileged) is skipped, the entry keeping the applier's owner, instead of
+    /// failing the apply (containers/storage's `ignore_chown_errors`).
+    pub ignore_chown_errors: bool,
+    pub devices: DeviceNodes,
+    /// Overlay mode: the xattr namespace of opaque dirs and xattr whiteouts.
+    pub overlay_xattrs: OverlayXattrs,
+    /// Overlay mode: the form of single-name whiteouts.
+    pub overlay_whiteout: OverlayWhiteoutForm,
     /// syncfs the root's filesystem when done.
     pub sync_fs: bool,
     pub cancel: Option<CancelToken>,
@@ -74,6 +125,10 @@ impl Default for ApplyOptions {
             whiteouts: WhiteoutMode::Remove,
             parents: Vec::new(),
             same_owner: true,
+            ignore_chown_errors: false,
+            devices: DeviceNodes::Auto,
+            overlay_xattrs: OverlayXattrs::Auto,
+            overlay_whiteout: OverlayWhiteoutForm::Auto,
             sync_fs: false,
             cancel: None,
             progress: None,

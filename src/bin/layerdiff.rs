@@ -24,7 +24,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
-use layerdiff::{ApplyOptions, CompareOptions, Compression, WhiteoutMode};
+use layerdiff::{
+    ApplyOptions, CompareOptions, Compression, DeviceNodes, OverlayWhiteoutForm, OverlayXattrs,
+    WhiteoutMode,
+};
 
 use progress::{Display, Job, When};
 use report::Failure;
@@ -51,6 +54,34 @@ enum WhiteoutArg {
     Remove,
     Overlay,
     Aufs,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OverlayXattrsArg {
+    /// user.overlay.* inside a user namespace, else trusted.overlay.*.
+    Auto,
+    Trusted,
+    /// For a rootless upperdir (overlayfs mounted with userxattr).
+    User,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OverlayWhiteoutArg {
+    /// A 0/0 character device, or xattr whiteouts if the kernel refuses mknod of one.
+    Auto,
+    Chardev,
+    /// A zero-size file with overlay.whiteout (kernel 6.7+; honoured in lower layers only).
+    Xattr,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DevicesArg {
+    /// containerd's: skipped inside a user namespace, else created.
+    Auto,
+    /// Always created; refused mknod is an error.
+    Create,
+    /// Skipped where the kernel refuses to create them.
+    Skip,
 }
 
 /// How diff and apply show their progress on stderr.
@@ -102,6 +133,20 @@ enum Command {
         /// Do not chown entries to the owners recorded in the layer.
         #[arg(long)]
         no_same_owner: bool,
+        /// Leave entries whose owner the kernel refuses (an ID not mapped in this user
+        /// namespace) owned by the applier, instead of failing.
+        #[arg(long)]
+        ignore_chown_errors: bool,
+        /// Block and character device entries.
+        #[arg(long, value_enum, default_value = "auto")]
+        devices: DevicesArg,
+        /// With --whiteouts overlay: the xattr namespace of opaque directories and xattr
+        /// whiteouts.
+        #[arg(long, value_enum, default_value = "auto")]
+        overlay_xattrs: OverlayXattrsArg,
+        /// With --whiteouts overlay: the form of whiteouts of single names.
+        #[arg(long, value_enum, default_value = "auto")]
+        overlay_whiteout: OverlayWhiteoutArg,
         /// Fail unless the uncompressed layer hashes to this diffID (sha256:...). It is checked
         /// once the whole layer is read, so on a mismatch ROOT may be partly written already
         /// (as with containerd's unpacker, which checks after applying).
@@ -225,6 +270,10 @@ fn run(command: Command) -> Result<(), Failure> {
             whiteouts,
             parents,
             no_same_owner,
+            ignore_chown_errors,
+            devices,
+            overlay_xattrs,
+            overlay_whiteout,
             diff_id,
             layer,
             root,
@@ -246,6 +295,22 @@ fn run(command: Command) -> Result<(), Failure> {
                 },
                 parents,
                 same_owner: !no_same_owner,
+                ignore_chown_errors,
+                devices: match devices {
+                    DevicesArg::Auto => DeviceNodes::Auto,
+                    DevicesArg::Create => DeviceNodes::Create,
+                    DevicesArg::Skip => DeviceNodes::SkipRefused,
+                },
+                overlay_xattrs: match overlay_xattrs {
+                    OverlayXattrsArg::Auto => OverlayXattrs::Auto,
+                    OverlayXattrsArg::Trusted => OverlayXattrs::Trusted,
+                    OverlayXattrsArg::User => OverlayXattrs::User,
+                },
+                overlay_whiteout: match overlay_whiteout {
+                    OverlayWhiteoutArg::Auto => OverlayWhiteoutForm::Auto,
+                    OverlayWhiteoutArg::Chardev => OverlayWhiteoutForm::CharDevice,
+                    OverlayWhiteoutArg::Xattr => OverlayWhiteoutForm::Xattr,
+                },
                 sync_fs: false,
                 cancel: None,
                 progress: display.as_ref().map(Display::hook),
