@@ -41,7 +41,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use crate::{ApplyOptions, CancelToken, CompareOptions, Compression, Progress, WhiteoutMode};
+use crate::{
+    ApplyOptions, CancelToken, CompareOptions, Compression, DeviceNodes, OverlayWhiteoutForm,
+    OverlayXattrs, Progress, WhiteoutMode,
+};
 
 /// Compress the layer with gzip (the zero value, as containerd's walking differ).
 pub const LAYERDIFF_COMPRESSION_GZIP: u32 = 0;
@@ -58,6 +61,30 @@ pub const LAYERDIFF_WHITEOUTS_OVERLAY: u32 = 1;
 /// Whiteouts are written as the plain files the layer names (`.wh.NAME`, `.wh..wh..opq`): the
 /// root is an aufs rw branch (containerd 1.x's `AufsConvertWhiteout`).
 pub const LAYERDIFF_WHITEOUTS_AUFS: u32 = 2;
+
+/// Overlay mode: `user.overlay.*` inside a user namespace, else `trusted.overlay.*`. The zero
+/// value.
+pub const LAYERDIFF_OVERLAY_XATTRS_AUTO: u32 = 0;
+/// Overlay mode: `trusted.overlay.*` (a normal overlay mount).
+pub const LAYERDIFF_OVERLAY_XATTRS_TRUSTED: u32 = 1;
+/// Overlay mode: `user.overlay.*` (an overlay mounted with `userxattr`, rootless).
+pub const LAYERDIFF_OVERLAY_XATTRS_USER: u32 = 2;
+
+/// Overlay mode: whiteouts are 0/0 character devices, or xattr whiteouts where mknod of one is
+/// refused. The zero value.
+pub const LAYERDIFF_OVERLAY_WHITEOUT_AUTO: u32 = 0;
+/// Overlay mode: whiteouts are 0/0 character devices (honoured in upper and lower layers).
+pub const LAYERDIFF_OVERLAY_WHITEOUT_CHARDEV: u32 = 1;
+/// Overlay mode: whiteouts are zero-size files with `NS.overlay.whiteout` in a directory marked
+/// `NS.overlay.opaque=x` (kernel 6.7+; honoured in lower layers only).
+pub const LAYERDIFF_OVERLAY_WHITEOUT_XATTR: u32 = 2;
+
+/// Device nodes: containerd's (skipped inside a user namespace, else created). The zero value.
+pub const LAYERDIFF_DEVICES_AUTO: u32 = 0;
+/// Device nodes: always created; a refused mknod is an error.
+pub const LAYERDIFF_DEVICES_CREATE: u32 = 1;
+/// Device nodes: skipped where the kernel refuses to create them (EPERM).
+pub const LAYERDIFF_DEVICES_SKIP: u32 = 2;
 
 /// An opaque cancellation handle. Create it with layerdiff_cancel_new(), put it in the options
 /// of any number of calls, trigger it from any thread with layerdiff_cancel_trigger() (those
@@ -162,7 +189,20 @@ pub struct layerdiff_apply_options {
     /// anything is read or written.
     pub expected_diff_id: *const c_char,
     /// Must be zero (room for future options).
-    pub reserved: [u64; 15],
+    pub reserved: [u64; 7],
+    /// LAYERDIFF_OVERLAY_XATTRS_*; 0 = auto. Takes what was reserved[7].
+    pub overlay_xattrs: u32,
+    /// LAYERDIFF_OVERLAY_WHITEOUT_*; 0 = auto.
+    pub overlay_whiteout: u32,
+    /// LAYERDIFF_DEVICES_*; 0 = auto (containerd's). Takes what was reserved[8].
+    pub devices: u32,
+    /// true = an lchown the kernel refuses (an ID not mapped in this user namespace) leaves
+    /// the entry owned by the caller instead of failing; false = it fails, like containerd.
+    pub ignore_chown_errors: bool,
+    /// Must be zero (room for future options).
+    pub reserved_bytes2: [u8; 3],
+    /// Must be zero (room for future options).
+    pub reserved_tail: [u64; 6],
 }
 
 /// What layerdiff_apply() read. The library writes the whole struct, only on success.
@@ -209,7 +249,13 @@ impl Default for layerdiff_apply_options {
             progress: None,
             progress_ctx: std::ptr::null_mut(),
             expected_diff_id: std::ptr::null(),
-            reserved: [0; 15],
+            reserved: [0; 7],
+            overlay_xattrs: 0,
+            overlay_whiteout: 0,
+            devices: 0,
+            ignore_chown_errors: false,
+            reserved_bytes2: [0; 3],
+            reserved_tail: [0; 6],
         }
     }
 }
@@ -233,7 +279,10 @@ const _: () = {
     assert!(offset_of!(Ao, parents) == 8 && offset_of!(Ao, parents_len) == 16);
     assert!(offset_of!(Ao, cancel) == 24 && offset_of!(Ao, progress) == 32);
     assert!(offset_of!(Ao, progress_ctx) == 40 && offset_of!(Ao, expected_diff_id) == 48);
-    assert!(offset_of!(Ao, reserved) == 56 && size_of::<Ao>() == 176);
+    assert!(offset_of!(Ao, reserved) == 56 && offset_of!(Ao, overlay_xattrs) == 112);
+    assert!(offset_of!(Ao, overlay_whiteout) == 116 && offset_of!(Ao, devices) == 120);
+    assert!(offset_of!(Ao, ignore_chown_errors) == 124 && offset_of!(Ao, reserved_bytes2) == 125);
+    assert!(offset_of!(Ao, reserved_tail) == 128 && size_of::<Ao>() == 176);
 
     type Cr = layerdiff_compare_result;
     assert!(offset_of!(Cr, media_type) == 0 && offset_of!(Cr, digest) == 64);
@@ -453,6 +502,41 @@ unsafe fn apply_options(
 ) -> Result<(ApplyOptions, Option<ProgressGuard>), layerdiff_error> {
     check_reserved("layerdiff_apply_options.reserved_bytes", &o.reserved_bytes)?;
     check_reserved("layerdiff_apply_options.reserved", &o.reserved)?;
+    check_reserved(
+        "layerdiff_apply_options.reserved_bytes2",
+        &o.reserved_bytes2,
+    )?;
+    check_reserved("layerdiff_apply_options.reserved_tail", &o.reserved_tail)?;
+    let overlay_xattrs = match o.overlay_xattrs {
+        LAYERDIFF_OVERLAY_XATTRS_AUTO => OverlayXattrs::Auto,
+        LAYERDIFF_OVERLAY_XATTRS_TRUSTED => OverlayXattrs::Trusted,
+        LAYERDIFF_OVERLAY_XATTRS_USER => OverlayXattrs::User,
+        other => {
+            return Err(layerdiff_error::invalid_argument(format!(
+                "unknown overlay_xattrs {other} (LAYERDIFF_OVERLAY_XATTRS_AUTO, _TRUSTED or _USER)"
+            )))
+        }
+    };
+    let overlay_whiteout = match o.overlay_whiteout {
+        LAYERDIFF_OVERLAY_WHITEOUT_AUTO => OverlayWhiteoutForm::Auto,
+        LAYERDIFF_OVERLAY_WHITEOUT_CHARDEV => OverlayWhiteoutForm::CharDevice,
+        LAYERDIFF_OVERLAY_WHITEOUT_XATTR => OverlayWhiteoutForm::Xattr,
+        other => {
+            return Err(layerdiff_error::invalid_argument(format!(
+                "unknown overlay_whiteout {other} (LAYERDIFF_OVERLAY_WHITEOUT_AUTO, _CHARDEV or _XATTR)"
+            )))
+        }
+    };
+    let devices = match o.devices {
+        LAYERDIFF_DEVICES_AUTO => DeviceNodes::Auto,
+        LAYERDIFF_DEVICES_CREATE => DeviceNodes::Create,
+        LAYERDIFF_DEVICES_SKIP => DeviceNodes::SkipRefused,
+        other => {
+            return Err(layerdiff_error::invalid_argument(format!(
+                "unknown devices {other} (LAYERDIFF_DEVICES_AUTO, _CREATE or _SKIP)"
+            )))
+        }
+    };
     let whiteouts = match o.whiteouts {
         LAYERDIFF_WHITEOUTS_REMOVE => WhiteoutMode::Remove,
         LAYERDIFF_WHITEOUTS_OVERLAY => WhiteoutMode::Overlay,
@@ -485,6 +569,10 @@ unsafe fn apply_options(
         whiteouts,
         parents,
         same_owner: !o.no_same_owner,
+        ignore_chown_errors: o.ignore_chown_errors,
+        devices,
+        overlay_xattrs,
+        overlay_whiteout,
         sync_fs: o.sync_fs,
         // SAFETY: by the function's contract.
         cancel: unsafe { cancel_token(o.cancel) },

@@ -20,6 +20,10 @@ _Static_assert(offsetof(layerdiff_apply_options, parents) == 8, "apply options")
 _Static_assert(offsetof(layerdiff_apply_options, progress_ctx) == 40, "apply options");
 _Static_assert(offsetof(layerdiff_apply_options, expected_diff_id) == 48, "apply options");
 _Static_assert(offsetof(layerdiff_apply_options, reserved) == 56, "apply options");
+_Static_assert(offsetof(layerdiff_apply_options, overlay_xattrs) == 112, "apply options");
+_Static_assert(offsetof(layerdiff_apply_options, devices) == 120, "apply options");
+_Static_assert(offsetof(layerdiff_apply_options, ignore_chown_errors) == 124, "apply options");
+_Static_assert(offsetof(layerdiff_apply_options, reserved_tail) == 128, "apply options");
 _Static_assert(sizeof(layerdiff_compare_result) == 288, "compare result size");
 _Static_assert(offsetof(layerdiff_compare_result, reserved) == 224, "compare result");
 _Static_assert(sizeof(layerdiff_apply_result) == 208, "apply result size");
