@@ -107,6 +107,15 @@ fn in_single_id_userns(script: &str) -> Output {
         .unwrap()
 }
 
+/// The CLI's apply of `layer` onto `root` with `flags`, in a one-ID namespace.
+fn apply_single_id(layer: &Path, root: &Path, flags: &str) -> Output {
+    in_single_id_userns(&format!(
+        "{BIN} apply --quiet {flags} {} {}",
+        layer.display(),
+        root.display()
+    ))
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -439,13 +448,7 @@ fn unmapped_owners_error_by_default_and_skip_on_request() {
             .finish(),
     );
     let root = w.mkdir_owned("root", NOBODY);
-    let apply = |flags: &str| {
-        in_single_id_userns(&format!(
-            "{BIN} apply --quiet {flags} {} {}",
-            layer.display(),
-            root.display()
-        ))
-    };
+    let apply = |flags: &str| apply_single_id(&layer, &root, flags);
     let o = apply("");
     assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
     let err = text(&o.stderr);
@@ -472,13 +475,7 @@ fn device_nodes_skipped_as_containerd_or_refused_clearly() {
             .finish(),
     );
     let root = w.mkdir_owned("root", NOBODY);
-    let apply = |flags: &str| {
-        in_single_id_userns(&format!(
-            "{BIN} apply --quiet {flags} {} {}",
-            layer.display(),
-            root.display()
-        ))
-    };
+    let apply = |flags: &str| apply_single_id(&layer, &root, flags);
     for flags in ["", "--devices skip"] {
         let _ = fs::remove_file(root.join("after"));
         ok(&apply(flags));
@@ -501,14 +498,8 @@ fn trusted_xattrs_refused_rootless_user_xattrs_kept() {
     let w = Work::new();
     let with_xattr = |key: &str| Tar::new().pax(&[(key, b"v")]).file("f", b"f\n").finish();
     let root = w.mkdir_owned("root", NOBODY);
-    let apply = |bytes: &[u8]| {
-        let layer = write_layer(&w, bytes);
-        in_single_id_userns(&format!(
-            "{BIN} apply --whiteouts overlay --quiet {} {}",
-            layer.display(),
-            root.display()
-        ))
-    };
+    let apply =
+        |bytes: &[u8]| apply_single_id(&write_layer(&w, bytes), &root, "--whiteouts overlay");
     ok(&apply(&with_xattr("SCHILY.xattr.user.kept")));
     assert_eq!(
         xattr::get(root.join("f"), "user.kept").unwrap(),

@@ -507,36 +507,39 @@ unsafe fn apply_options(
         &o.reserved_bytes2,
     )?;
     check_reserved("layerdiff_apply_options.reserved_tail", &o.reserved_tail)?;
-    let overlay_xattrs = match o.overlay_xattrs {
-        LAYERDIFF_OVERLAY_XATTRS_AUTO => OverlayXattrs::Auto,
-        LAYERDIFF_OVERLAY_XATTRS_TRUSTED => OverlayXattrs::Trusted,
-        LAYERDIFF_OVERLAY_XATTRS_USER => OverlayXattrs::User,
-        other => {
-            return Err(layerdiff_error::invalid_argument(format!(
-                "unknown overlay_xattrs {other} (LAYERDIFF_OVERLAY_XATTRS_AUTO, _TRUSTED or _USER)"
-            )))
-        }
-    };
-    let overlay_whiteout = match o.overlay_whiteout {
-        LAYERDIFF_OVERLAY_WHITEOUT_AUTO => OverlayWhiteoutForm::Auto,
-        LAYERDIFF_OVERLAY_WHITEOUT_CHARDEV => OverlayWhiteoutForm::CharDevice,
-        LAYERDIFF_OVERLAY_WHITEOUT_XATTR => OverlayWhiteoutForm::Xattr,
-        other => {
-            return Err(layerdiff_error::invalid_argument(format!(
-                "unknown overlay_whiteout {other} (LAYERDIFF_OVERLAY_WHITEOUT_AUTO, _CHARDEV or _XATTR)"
-            )))
-        }
-    };
-    let devices = match o.devices {
-        LAYERDIFF_DEVICES_AUTO => DeviceNodes::Auto,
-        LAYERDIFF_DEVICES_CREATE => DeviceNodes::Create,
-        LAYERDIFF_DEVICES_SKIP => DeviceNodes::SkipRefused,
-        other => {
-            return Err(layerdiff_error::invalid_argument(format!(
-                "unknown devices {other} (LAYERDIFF_DEVICES_AUTO, _CREATE or _SKIP)"
-            )))
-        }
-    };
+    let overlay_xattrs = enum_arg(
+        "overlay_xattrs",
+        o.overlay_xattrs,
+        &[
+            (LAYERDIFF_OVERLAY_XATTRS_AUTO, OverlayXattrs::Auto),
+            (LAYERDIFF_OVERLAY_XATTRS_TRUSTED, OverlayXattrs::Trusted),
+            (LAYERDIFF_OVERLAY_XATTRS_USER, OverlayXattrs::User),
+        ],
+        "LAYERDIFF_OVERLAY_XATTRS_AUTO, _TRUSTED or _USER",
+    )?;
+    let overlay_whiteout = enum_arg(
+        "overlay_whiteout",
+        o.overlay_whiteout,
+        &[
+            (LAYERDIFF_OVERLAY_WHITEOUT_AUTO, OverlayWhiteoutForm::Auto),
+            (
+                LAYERDIFF_OVERLAY_WHITEOUT_CHARDEV,
+                OverlayWhiteoutForm::CharDevice,
+            ),
+            (LAYERDIFF_OVERLAY_WHITEOUT_XATTR, OverlayWhiteoutForm::Xattr),
+        ],
+        "LAYERDIFF_OVERLAY_WHITEOUT_AUTO, _CHARDEV or _XATTR",
+    )?;
+    let devices = enum_arg(
+        "devices",
+        o.devices,
+        &[
+            (LAYERDIFF_DEVICES_AUTO, DeviceNodes::Auto),
+            (LAYERDIFF_DEVICES_CREATE, DeviceNodes::Create),
+            (LAYERDIFF_DEVICES_SKIP, DeviceNodes::SkipRefused),
+        ],
+        "LAYERDIFF_DEVICES_AUTO, _CREATE or _SKIP",
+    )?;
     let whiteouts = match o.whiteouts {
         LAYERDIFF_WHITEOUTS_REMOVE => WhiteoutMode::Remove,
         LAYERDIFF_WHITEOUTS_OVERLAY => WhiteoutMode::Overlay,
@@ -581,6 +584,22 @@ unsafe fn apply_options(
         ..ApplyOptions::default()
     };
     Ok((options, guard))
+}
+
+/// The value of the enum option `field` among `choices`, or an error listing `names`.
+fn enum_arg<T: Copy>(
+    field: &str,
+    value: u32,
+    choices: &[(u32, T)],
+    names: &str,
+) -> Result<T, layerdiff_error> {
+    choices
+        .iter()
+        .find(|(v, _)| *v == value)
+        .map(|&(_, t)| t)
+        .ok_or_else(|| {
+            layerdiff_error::invalid_argument(format!("unknown {field} {value} ({names})"))
+        })
 }
 
 /// The `expected_diff_id` option: NULL for none, else checked as the core checks it, so a
