@@ -136,27 +136,47 @@ fn ok(o: &Output) -> String {
 /// xattrs (overlay's own excepted) and a hash of the data; sorted.
 fn listing_script(dir: &Path) -> String {
     format!(
-        "cd {d} && find . -printf '%p %y %U:%G %m %s %l\\n' | sort && \
+        "cd {d} && l=$(find . -printf '%p %y %U:%G %m %s %l\\n') && echo \"$l\" | sort && \
          find . -type f -exec sha256sum {{}} + | sort && \
          getfattr -R -h -d -m '^user\\.' --absolute-names . 2>/dev/null | grep -v '^user.overlay' | grep -v '^$' || true",
         d = dir.display()
     )
 }
 
+/// The CLI's diff of `lower` and a merged view (as the Differ's compare of an overlay mount),
+/// into `out/layer.tar`; times clamped, so that the directories apply created now compare equal.
+fn diff_script(lower: &Path, merged: &Path, out: &Path) -> String {
+    format!(
+        "cd / && {BIN} diff --quiet --compression none --source-date-epoch 1600000000 {} {} -o {}/layer.tar >/dev/null",
+        lower.display(),
+        merged.display(),
+        out.display()
+    )
+}
+
+/// The layer the diff of [`diff_script`] wrote under `side` (rootful or rootless).
+fn diffed(w: &Work, side: &str) -> Vec<u8> {
+    fs::read(w.p(&format!("{side}/out/layer.tar"))).unwrap()
+}
+
 /// The test layer: an opaque directory, whiteouts of a file, a directory and a name in a
 /// kept directory, owners other than root, a user.* xattr, a symlink, a hardlink, a FIFO.
-fn layer() -> Vec<u8> {
+/// `moot_whiteout` adds a whiteout in the opaque directory, before its marker: it hides
+/// nothing, but overlayfs lists a 0/0 device there (readdir of an opaque directory does not
+/// filter them), so only the xattr form, which drops it, has a clean merged view.
+fn layer(moot_whiteout: bool) -> Vec<u8> {
     let owned = |mut h: Header, uid: i64, gid: i64| {
         h.uid = uid;
         h.gid = gid;
         h
     };
-    Tar::new()
-        .entry(Header::new(b'5', "d/"), b"")
-        // A whiteout before the opaque marker of its directory: nothing below is left to
-        // hide, whatever form it took.
-        .entry(Header::new(b'0', "d/.wh.old"), b"")
-        .entry(Header::new(b'0', "d/.wh..wh..opq"), b"")
+    let tar = Tar::new().entry(Header::new(b'5', "d/"), b"");
+    let tar = if moot_whiteout {
+        tar.entry(Header::new(b'0', "d/.wh.old"), b"")
+    } else {
+        tar
+    };
+    tar.entry(Header::new(b'0', "d/.wh..wh..opq"), b"")
         .entry(owned(Header::new(b'0', "d/new"), 1000, 1000), b"new in d\n")
         .entry(Header::new(b'0', ".wh.a"), b"")
         .entry(Header::new(b'0', ".wh.gone"), b"")
@@ -231,12 +251,13 @@ fn rootful_merged(w: &Work, layer: &Path) -> String {
     let o = Command::new("unshare")
         .args(["--mount", "sh", "-c"])
         .arg(format!(
-            "mount -t overlay overlay -o lowerdir={},upperdir={},workdir={} {} && {}",
+            "mount -t overlay overlay -o lowerdir={},upperdir={},workdir={} {} && {} && {}",
             lower.display(),
             upper.display(),
             work.display(),
             merged.display(),
-            listing_script(&merged)
+            listing_script(&merged),
+            diff_script(&lower, &merged, &w.mkdir_owned("rootful/out", 0)),
         ))
         .output()
         .unwrap();
@@ -276,8 +297,9 @@ fn rootless_merged(w: &Work, layer: &Path, flags: &str, as_lower: bool) -> Optio
         )
     };
     let o = in_ranged_userns(&format!(
-        "mount -t overlay overlay -o {opts} {m} || {{ echo MOUNT-REFUSED; exit 0; }}; {}",
+        "mount -t overlay overlay -o {opts} {m} || {{ echo MOUNT-REFUSED; exit 0; }}; {} && {}",
         listing_script(&merged),
+        diff_script(&lower, &merged, &w.mkdir_owned("rootless/out", SHIFT)),
         m = merged.display()
     ));
     let out = ok(&o);
@@ -302,7 +324,7 @@ fn write_layer(w: &Work, bytes: &[u8]) -> PathBuf {
 fn rootless_merged_view_equals_rootful() {
     require_root!();
     let w = Work::new();
-    let layer = write_layer(&w, &layer());
+    let layer = write_layer(&w, &layer(false));
     let want = rootful_merged(&w, &layer);
     // The rootful view has what the layer says: a check that the comparison can fail.
     assert!(want.contains("./c f 1234:5678 644 7"), "{want}");
@@ -318,6 +340,15 @@ fn rootless_merged_view_equals_rootful() {
         return;
     };
     assert_eq!(got, want);
+    // The compare of the merged view (as the Differ's of a rootless overlay mount) reads the
+    // forms back: the same layer as rootful.
+    let layer_back = diffed(&w, "rootful");
+    let has = |name: &[u8]| layer_back.windows(name.len()).any(|w| w == name);
+    assert!(
+        has(b".wh.a\0") && has(b"d/new\0") && has(b"keep/.wh.x\0"),
+        "diff lacks changes"
+    );
+    assert_eq!(diffed(&w, "rootless"), layer_back);
 
     // What auto picked on this kernel: 0/0 devices (mknod of them is allowed in a user
     // namespace since 5.8) and user.overlay.opaque.
@@ -341,12 +372,15 @@ fn rootless_merged_view_equals_rootful() {
 fn rootless_xattr_whiteouts_work_as_a_lower_layer() {
     require_root!();
     let w = Work::new();
-    let layer = write_layer(&w, &layer());
-    let want = rootful_merged(&w, &layer);
-    let Some(got) = rootless_merged(&w, &layer, "--overlay-whiteout xattr", true) else {
+    let clean = write_layer(&w, &layer(false));
+    let want = rootful_merged(&w, &clean);
+    let moot = w.p("moot.tar");
+    fs::write(&moot, layer(true)).unwrap();
+    let Some(got) = rootless_merged(&w, &moot, "--overlay-whiteout xattr", true) else {
         return;
     };
     assert_eq!(got, want);
+    assert_eq!(diffed(&w, "rootless"), diffed(&w, "rootful"));
 
     let upper = w.p("rootless/upper");
     let st = fs::symlink_metadata(upper.join("a")).unwrap();
@@ -372,7 +406,7 @@ fn rootless_xattr_whiteouts_work_as_a_lower_layer() {
 fn overlay_forms_read_back_what_apply_wrote() {
     require_root!();
     let w = Work::new();
-    let layer = write_layer(&w, &layer());
+    let layer = write_layer(&w, &layer(false));
     for (form, xattr_form) in [("chardev", false), ("xattr", true)] {
         let upper = w.mkdir_owned(&format!("forms-{form}"), SHIFT);
         ok(&in_ranged_userns(&format!(
