@@ -527,7 +527,7 @@ fn device_nodes_skipped_as_containerd_or_refused_clearly() {
 }
 
 #[test]
-fn trusted_xattrs_refused_rootless_user_xattrs_kept() {
+fn trusted_and_overlay_xattrs_refused_rootless_user_xattrs_kept() {
     require_root!();
     let w = Work::new();
     let with_xattr = |key: &str| Tar::new().pax(&[(key, b"v")]).file("f", b"f\n").finish();

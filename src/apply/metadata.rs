@@ -50,7 +50,7 @@ impl Unpacker<'_> {
         }
 
         if self.opts.whiteouts == WhiteoutMode::Overlay && self.overlay_ns == OverlayNs::User {
-            refuse_trusted_xattrs(hdr, show)?;
+            refuse_rootless_xattrs(hdr, show)?;
         }
         set_entry_xattrs(pfd, base, node, hdr, show)?;
 
@@ -91,20 +91,22 @@ impl Unpacker<'_> {
     }
 }
 
-/// Rootless overlay mode: a `trusted.*` xattr cannot be set in a user namespace, and
-/// containerd's silent skip would lose it unnoticed, so the layer is refused, naming it.
-fn refuse_trusted_xattrs(hdr: &EntryHeader, show: &dyn Fn() -> PathBuf) -> Result<()> {
-    let trusted = hdr.pax.iter().find_map(|(k, _)| {
+/// Rootless overlay mode: a `trusted.*` xattr cannot be set in a user namespace (and
+/// containerd's silent skip would lose it unnoticed), and a `user.overlay.*` one would be read
+/// by the `userxattr` mount as overlay's own metadata (a forged whiteout, opaque dir or
+/// redirect): either refuses the layer, naming the key.
+fn refuse_rootless_xattrs(hdr: &EntryHeader, show: &dyn Fn() -> PathBuf) -> Result<()> {
+    let refused = hdr.pax.iter().find_map(|(k, _)| {
         k.strip_prefix(XATTR_PREFIX)
-            .filter(|key| key.starts_with(b"trusted."))
+            .filter(|key| key.starts_with(b"trusted.") || key.starts_with(b"user.overlay."))
     });
-    match trusted {
+    match refused {
         None => Ok(()),
         Some(key) => Err(Error::path_detail(
             "set xattr on",
             show(),
             format!(
-                "(key {}: trusted.* xattrs cannot be set when applying rootless, with user.overlay.* whiteouts)",
+                "(key {}: trusted.* and user.overlay.* xattrs are refused when applying rootless, with user.overlay.* whiteouts)",
                 String::from_utf8_lossy(key)
             ),
             std::io::Error::from_raw_os_error(libc::EPERM),
