@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -18,7 +19,6 @@ import (
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/errdefs"
-	"github.com/moby/sys/userns"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sys/unix"
 )
@@ -140,9 +140,12 @@ func (d *Differ) Apply(ctx context.Context, desc ocispec.Descriptor, mounts []mo
 func applyMounts(ctx context.Context, mounts []mount.Mount, r io.Reader, sync bool) (res ApplyResult, retErr error) {
 	switch {
 	case len(mounts) == 1 && mounts[0].Type == "overlay":
-		// Overlay whiteouts are 0/0 character devices, which mknod refuses in a user namespace.
-		if userns.RunningInUserNS() {
-			break
+		// Rootless too (containerd mounts instead, as mknod of whiteouts was refused in a
+		// user namespace before Linux 5.8): a userxattr mount reads user.overlay.* forms,
+		// which the core also picks on its own inside a user namespace.
+		xattrs := OverlayXattrsAuto
+		if slices.Contains(mounts[0].Options, "userxattr") {
+			xattrs = OverlayXattrsUser
 		}
 		upper, lowers, err := overlayDirs(mounts[0].Options)
 		if err != nil {
@@ -151,7 +154,9 @@ func applyMounts(ctx context.Context, mounts []mount.Mount, r io.Reader, sync bo
 			}
 			return res, err
 		}
-		return Apply(ctx, upper, r, ApplyOptions{Whiteouts: WhiteoutsOverlay, Parents: lowers, SyncFs: sync})
+		return Apply(ctx, upper, r, ApplyOptions{
+			Whiteouts: WhiteoutsOverlay, Parents: lowers, SyncFs: sync, OverlayXattrs: xattrs,
+		})
 	case len(mounts) == 1 && mounts[0].Type == "aufs":
 		rw, ro, err := aufsDirs(mounts[0].Options)
 		if err != nil {

@@ -67,6 +67,45 @@ const (
 	WhiteoutsAufs WhiteoutMode = C.LAYERDIFF_WHITEOUTS_AUFS
 )
 
+// OverlayXattrs says which xattr namespace [WhiteoutsOverlay] writes opaque directories and
+// xattr whiteouts in.
+type OverlayXattrs uint32
+
+const (
+	// OverlayXattrsAuto is user inside a user namespace, else trusted.
+	OverlayXattrsAuto OverlayXattrs = C.LAYERDIFF_OVERLAY_XATTRS_AUTO
+	// OverlayXattrsTrusted is trusted.overlay.* (a normal overlay mount).
+	OverlayXattrsTrusted OverlayXattrs = C.LAYERDIFF_OVERLAY_XATTRS_TRUSTED
+	// OverlayXattrsUser is user.overlay.* (an overlay mounted with userxattr: rootless).
+	OverlayXattrsUser OverlayXattrs = C.LAYERDIFF_OVERLAY_XATTRS_USER
+)
+
+// OverlayWhiteout says how [WhiteoutsOverlay] writes the whiteout of a single name.
+type OverlayWhiteout uint32
+
+const (
+	// OverlayWhiteoutAuto is a 0/0 character device, or an xattr whiteout where the kernel
+	// refuses mknod of one.
+	OverlayWhiteoutAuto OverlayWhiteout = C.LAYERDIFF_OVERLAY_WHITEOUT_AUTO
+	// OverlayWhiteoutCharDevice is a 0/0 character device (read in upper and lower layers).
+	OverlayWhiteoutCharDevice OverlayWhiteout = C.LAYERDIFF_OVERLAY_WHITEOUT_CHARDEV
+	// OverlayWhiteoutXattr is a zero-size file with NS.overlay.whiteout in a directory marked
+	// NS.overlay.opaque=x (kernel 6.7+; read in lower layers only).
+	OverlayWhiteoutXattr OverlayWhiteout = C.LAYERDIFF_OVERLAY_WHITEOUT_XATTR
+)
+
+// DeviceNodes says what [Apply] does with block and character device entries.
+type DeviceNodes uint32
+
+const (
+	// DevicesAuto is containerd's: skipped inside a user namespace, else created.
+	DevicesAuto DeviceNodes = C.LAYERDIFF_DEVICES_AUTO
+	// DevicesCreate always creates them; a refused mknod is an error.
+	DevicesCreate DeviceNodes = C.LAYERDIFF_DEVICES_CREATE
+	// DevicesSkip skips them where the kernel refuses to create them.
+	DevicesSkip DeviceNodes = C.LAYERDIFF_DEVICES_SKIP
+)
+
 // CompareOptions configure [Compare]; the zero value is gzip at level 6, no epoch.
 type CompareOptions struct {
 	Compression Compression
@@ -103,6 +142,14 @@ type ApplyOptions struct {
 	Parents []string
 	// NoSameOwner skips the lchown to the layer's uid/gid.
 	NoSameOwner bool
+	// IgnoreChownErrors leaves an entry owned by the caller when the kernel refuses its
+	// lchown (an ID not mapped in this user namespace) instead of failing.
+	IgnoreChownErrors bool
+	// Devices: what block and character device entries become.
+	Devices DeviceNodes
+	// OverlayXattrs and OverlayWhiteout: the forms overlay whiteouts take (rootless).
+	OverlayXattrs   OverlayXattrs
+	OverlayWhiteout OverlayWhiteout
 	// SyncFs syncs the root's filesystem at the end.
 	SyncFs bool
 	// ExpectedDiffID, when set ("sha256:<64 lowercase hex>"), is the digest the uncompressed
@@ -262,6 +309,10 @@ func Apply(ctx context.Context, root string, r io.Reader, opts ApplyOptions) (Ap
 	aopts.parents_len = C.size_t(cParents.len())
 	aopts.no_same_owner = C.bool(opts.NoSameOwner)
 	aopts.sync_fs = C.bool(opts.SyncFs)
+	aopts.ignore_chown_errors = C.bool(opts.IgnoreChownErrors)
+	aopts.devices = C.uint32_t(opts.Devices)
+	aopts.overlay_xattrs = C.uint32_t(opts.OverlayXattrs)
+	aopts.overlay_whiteout = C.uint32_t(opts.OverlayWhiteout)
 	aopts.expected_diff_id = cDiffID
 	aopts.cancel = call.handle
 	aopts.progress, aopts.progress_ctx = call.progressHooks()

@@ -94,6 +94,54 @@
 #define LAYERDIFF_XATTRS_ALL 1
 
 /**
+ * Overlay mode: `user.overlay.*` inside a user namespace, else `trusted.overlay.*`. The zero
+ * value.
+ */
+#define LAYERDIFF_OVERLAY_XATTRS_AUTO 0
+
+/**
+ * Overlay mode: `trusted.overlay.*` (a normal overlay mount).
+ */
+#define LAYERDIFF_OVERLAY_XATTRS_TRUSTED 1
+
+/**
+ * Overlay mode: `user.overlay.*` (an overlay mounted with `userxattr`, rootless).
+ */
+#define LAYERDIFF_OVERLAY_XATTRS_USER 2
+
+/**
+ * Overlay mode: whiteouts are 0/0 character devices, or xattr whiteouts where mknod of one is
+ * refused. The zero value.
+ */
+#define LAYERDIFF_OVERLAY_WHITEOUT_AUTO 0
+
+/**
+ * Overlay mode: whiteouts are 0/0 character devices (honoured in upper and lower layers).
+ */
+#define LAYERDIFF_OVERLAY_WHITEOUT_CHARDEV 1
+
+/**
+ * Overlay mode: whiteouts are zero-size files with `NS.overlay.whiteout` in a directory marked
+ * `NS.overlay.opaque=x` (kernel 6.7+; honoured in lower layers only).
+ */
+#define LAYERDIFF_OVERLAY_WHITEOUT_XATTR 2
+
+/**
+ * Device nodes: containerd's (skipped inside a user namespace, else created). The zero value.
+ */
+#define LAYERDIFF_DEVICES_AUTO 0
+
+/**
+ * Device nodes: always created; a refused mknod is an error.
+ */
+#define LAYERDIFF_DEVICES_CREATE 1
+
+/**
+ * Device nodes: skipped where the kernel refuses to create them (EPERM).
+ */
+#define LAYERDIFF_DEVICES_SKIP 2
+
+/**
  * A bad argument or option.
  */
 #define LAYERDIFF_ERROR_INVALID_ARGUMENT 1
@@ -362,7 +410,32 @@ typedef struct layerdiff_apply_options {
   /**
    * Must be zero (room for future options).
    */
-  uint64_t reserved[10];
+  uint64_t reserved[7];
+  /**
+   * LAYERDIFF_OVERLAY_XATTRS_*; 0 = auto. Takes what was reserved[7].
+   */
+  uint32_t overlay_xattrs;
+  /**
+   * LAYERDIFF_OVERLAY_WHITEOUT_*; 0 = auto.
+   */
+  uint32_t overlay_whiteout;
+  /**
+   * LAYERDIFF_DEVICES_*; 0 = auto (containerd's). Takes what was reserved[8].
+   */
+  uint32_t devices;
+  /**
+   * true = an lchown the kernel refuses (an ID not mapped in this user namespace) leaves
+   * the entry owned by the caller instead of failing; false = it fails, like containerd.
+   */
+  bool ignore_chown_errors;
+  /**
+   * Must be zero (room for future options).
+   */
+  uint8_t reserved_bytes2[3];
+  /**
+   * Must be zero (room for future options).
+   */
+  uint64_t reserved_tail[1];
   /**
    * UID/GID maps between container IDs in the layer and host IDs on disk; all zero = IDs
    * unchanged.

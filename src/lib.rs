@@ -21,13 +21,17 @@ mod error;
 mod idmap;
 mod list;
 mod overlay;
+pub mod overlay_forms;
 mod resolve;
 mod sys;
 mod tar;
 mod walk;
 mod xattrs;
 
-pub use apply::{apply, Applied, ApplyOptions, WhiteoutMode};
+pub use apply::{
+    apply, Applied, ApplyOptions, DeviceNodes, OverlayWhiteoutForm, OverlayXattrsChoice,
+    WhiteoutMode,
+};
 pub use compare::{compare, CompareOptions, Diff};
 pub use compression::{Compression, GZIP_DEFAULT_LEVEL, ZSTD_DEFAULT_LEVEL};
 pub use control::{CancelToken, Progress};
@@ -35,7 +39,8 @@ pub use digest::validate_sha256;
 pub use error::{Error, ErrorKind, Result};
 pub use idmap::{IdMap, IdMaps, IdRange, UnmappedId};
 pub use list::{list, xattr_names, EntryHeader, Listed, Nanos, Whiteout};
-pub use overlay::{compare_upperdir, OverlayXattrs};
+pub use overlay::compare_upperdir;
+pub use overlay_forms::OverlayXattrs;
 #[doc(hidden)]
 pub use resolve::Resolver;
 

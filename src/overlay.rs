@@ -27,32 +27,8 @@ use rustix::fs::FileType;
 use crate::compare::{write_layer, CompareOptions, Diff};
 use crate::control::CancelToken;
 use crate::error::{Error, Result};
+use crate::overlay_forms::OverlayXattrs;
 use crate::walk::{self, At, Change, ChangeKind, Meta};
-
-/// Which xattr namespace the overlay mount keeps its metadata in: `trusted.overlay.*` (the
-/// default) or `user.overlay.*` (the `userxattr` mount option).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum OverlayXattrs {
-    #[default]
-    Trusted,
-    User,
-}
-
-impl OverlayXattrs {
-    fn prefix(self) -> &'static [u8] {
-        match self {
-            OverlayXattrs::Trusted => b"trusted.overlay.",
-            OverlayXattrs::User => b"user.overlay.",
-        }
-    }
-
-    fn other_prefix(self) -> &'static [u8] {
-        match self {
-            OverlayXattrs::Trusted => b"user.overlay.",
-            OverlayXattrs::User => b"trusted.overlay.",
-        }
-    }
-}
 
 /// The error for an upperdir whose merged view cannot be derived exactly.
 fn not_representable(path: &Path, why: &str) -> Error {

@@ -406,6 +406,34 @@ fn unsupported_options_are_invalid() {
         "unknown whiteout mode 7",
     );
 
+    let rootless_cases = [
+        (
+            layerdiff_apply_options {
+                overlay_xattrs: 3,
+                ..zero_apply_options()
+            },
+            "unknown overlay_xattrs 3",
+        ),
+        (
+            layerdiff_apply_options {
+                overlay_whiteout: 3,
+                ..zero_apply_options()
+            },
+            "unknown overlay_whiteout 3",
+        ),
+        (
+            layerdiff_apply_options {
+                devices: 3,
+                ..zero_apply_options()
+            },
+            "unknown devices 3",
+        ),
+    ];
+    for (options, needle) in rootless_cases {
+        let (err, _) = apply_call(&path, input.as_raw_fd(), Some(&options));
+        expect_failure(err, LAYERDIFF_ERROR_INVALID_ARGUMENT, Some(0), needle);
+    }
+
     let options = layerdiff_apply_options {
         parents_len: 3,
         ..zero_apply_options()
@@ -913,6 +941,38 @@ fn aufs_whiteouts_are_written_as_files() {
 }
 
 #[test]
+fn forced_rootless_overlay_forms_are_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let (lower, upper) = sample_trees(dir.path());
+    let layer = dir.path().join("layer");
+    let out = File::create(&layer).unwrap();
+    let (err, _) = compare_call(&lower, &upper, out.as_raw_fd(), None);
+    expect_success(err);
+    drop(out);
+    let root = dir.path().join("root");
+    fs::create_dir_all(root.join("a")).unwrap();
+
+    let input = File::open(&layer).unwrap();
+    let options = layerdiff_apply_options {
+        whiteouts: LAYERDIFF_WHITEOUTS_OVERLAY,
+        overlay_xattrs: LAYERDIFF_OVERLAY_XATTRS_USER,
+        overlay_whiteout: LAYERDIFF_OVERLAY_WHITEOUT_XATTR,
+        ..zero_apply_options()
+    };
+    let (err, _) = apply_call(&c_path(&root), input.as_raw_fd(), Some(&options));
+    expect_success(err);
+    let gone = root.join("a/gone");
+    assert!(gone.is_file(), "no xattr whiteout file");
+    assert!(xattr::get(&gone, "user.overlay.whiteout")
+        .unwrap()
+        .is_some());
+    assert_eq!(
+        xattr::get(root.join("a"), "user.overlay.opaque").unwrap(),
+        Some(b"x".to_vec())
+    );
+}
+
+#[test]
 fn corrupt_layer_is_an_invalid_archive() {
     let dir = tempfile::tempdir().unwrap();
     let root = c_path(dir.path());
@@ -1037,6 +1097,18 @@ fn nonzero_reserved_option_space_is_rejected_naming_the_field() {
             o.reserved[i] = v
         }),
     );
+    let mut later_fields = Vec::new();
+    for i in 0..zero_apply_options().reserved_bytes2.len() {
+        let mut o = zero_apply_options();
+        o.reserved_bytes2[i] = 0xa5;
+        later_fields.push((o, format!("reserved_bytes2[{i}] is 0xa5, not 0")));
+    }
+    for i in 0..zero_apply_options().reserved_tail.len() {
+        let mut o = zero_apply_options();
+        o.reserved_tail[i] = 1 << i;
+        later_fields.push((o, format!("reserved_tail[{i}] is {:#x}, not 0", 1 << i)));
+    }
+    let apply_cases: Vec<_> = apply_cases.into_iter().chain(later_fields).collect();
     for (options, needle) in &apply_cases {
         let (err, _) = apply_call(&path, input.as_raw_fd(), Some(options));
         let needle = format!("invalid argument: layerdiff_apply_options.{needle}");

@@ -8,9 +8,12 @@ use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 
 use super::unpacker::{Node, Unpacker};
 use super::xattrs::set_entry_xattrs;
+use super::WhiteoutMode;
 use crate::error::{Error, Result};
 use crate::idmap::Direction;
+use crate::overlay_forms::OverlayXattrs;
 use crate::sys::{errno, proc_fd_path};
+use crate::tar::pax::key::XATTR_PREFIX;
 use crate::tar::{EntryHeader, Nanos};
 
 impl Unpacker<'_> {
@@ -31,6 +34,13 @@ impl Unpacker<'_> {
                 Node::Fd(fd) => rfs::fchown(fd, uid, gid),
                 Node::Name => rfs::chownat(pfd, base, uid, gid, AtFlags::SYMLINK_NOFOLLOW),
             }
+            .or_else(|e| {
+                if self.skip_chown_error(e) {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            })
             .map_err(|e| {
                 Error::path_detail(
                     "lchown",
@@ -41,6 +51,9 @@ impl Unpacker<'_> {
             })?;
         }
 
+        if self.opts.whiteouts == WhiteoutMode::Overlay && self.overlay_ns == OverlayXattrs::User {
+            refuse_rootless_xattrs(hdr, show)?;
+        }
         set_entry_xattrs(pfd, base, node, hdr, show)?;
 
         let mode = Mode::from_raw_mode((hdr.mode & 0o7777) as u32);
@@ -92,6 +105,36 @@ impl Unpacker<'_> {
             &path.display(),
         )?;
         Ok((uid.map(|_| u), gid.map(|_| g)))
+    }
+
+    /// An lchown error that `ignore_chown_errors` skips: the ID is not mapped in this user
+    /// namespace (EINVAL) or we may not give it away (EPERM).
+    pub(super) fn skip_chown_error(&self, e: rustix::io::Errno) -> bool {
+        self.opts.ignore_chown_errors
+            && matches!(e, rustix::io::Errno::INVAL | rustix::io::Errno::PERM)
+    }
+}
+
+/// Rootless overlay mode: a `trusted.*` xattr cannot be set in a user namespace (and
+/// containerd's silent skip would lose it unnoticed), and a `user.overlay.*` one would be read
+/// by the `userxattr` mount as overlay's own metadata (a forged whiteout, opaque dir or
+/// redirect): either refuses the layer, naming the key.
+fn refuse_rootless_xattrs(hdr: &EntryHeader, show: &dyn Fn() -> PathBuf) -> Result<()> {
+    let refused = hdr.pax.iter().find_map(|(k, _)| {
+        k.strip_prefix(XATTR_PREFIX)
+            .filter(|key| key.starts_with(b"trusted.") || crate::xattrs::is_overlay_xattr(key))
+    });
+    match refused {
+        None => Ok(()),
+        Some(key) => Err(Error::path_detail(
+            "set xattr on",
+            show(),
+            format!(
+                "(key {}: trusted.* and user.overlay.* xattrs are refused when applying rootless, with user.overlay.* whiteouts)",
+                String::from_utf8_lossy(key)
+            ),
+            std::io::Error::from_raw_os_error(libc::EPERM),
+        )),
     }
 }
 

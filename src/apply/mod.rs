@@ -26,6 +26,8 @@ use rustix::fs::{self as rfs, Mode, OFlags};
 use crate::control::{self, CancelToken, Progress};
 use crate::error::{Error, Result};
 use crate::idmap::IdMaps;
+#[cfg(doc)]
+use crate::overlay_forms::OverlayXattrs;
 use crate::resolve::{Resolver, Root};
 use crate::sys::errno;
 use unpacker::Unpacker;
@@ -37,12 +39,55 @@ pub enum WhiteoutMode {
     #[default]
     Remove,
     /// Write overlayfs whiteouts: 0/0 character devices and `trusted.overlay.opaque=y`
-    /// (the root is an overlay upperdir).
+    /// (the root is an overlay upperdir); see [`OverlayXattrsChoice`] and [`OverlayWhiteoutForm`]
+    /// for the rootless forms.
     Overlay,
     /// Write them as the plain files the layer names, `.wh.NAME` and `.wh..wh..opq` (the root
     /// is an aufs rw branch: aufs reads its whiteouts from the branch). containerd 1.x's
     /// `AufsConvertWhiteout`.
     Aufs,
+}
+
+/// Which xattr namespace ([`OverlayXattrs`]) overlay-mode whiteouts use: a fixed one, or
+/// chosen by where the apply runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OverlayXattrsChoice {
+    /// `user` inside a user namespace (where `trusted.*` cannot be set and overlayfs is
+    /// mounted with `userxattr`), else `trusted` (containerd's).
+    #[default]
+    Auto,
+    Trusted,
+    /// For an upperdir mounted with `userxattr` (rootless).
+    User,
+}
+
+/// How overlay-mode whiteouts of single names are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OverlayWhiteoutForm {
+    /// A 0/0 character device (containerd's), or xattr whiteouts if mknod of one is refused
+    /// (kernels before 5.8 refuse it in a user namespace).
+    #[default]
+    Auto,
+    /// A 0/0 character device: honoured in upper and lower layers.
+    CharDevice,
+    /// A zero-size file with `NS.overlay.whiteout`, its directory marked
+    /// `NS.overlay.opaque=x`: honoured (kernel 6.7+) in lower layers only, which is what an
+    /// unpacked snapshot becomes once committed.
+    Xattr,
+}
+
+/// What happens to block and character device entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceNodes {
+    /// containerd's: skipped inside a user namespace (where mknod refuses them), else created,
+    /// and a refused mknod is an error.
+    #[default]
+    Auto,
+    /// Created everywhere; a refused mknod is an error saying so.
+    Create,
+    /// Created where the kernel allows it, skipped where mknod is refused (EPERM), as GNU
+    /// tar and umoci do when unprivileged.
+    SkipRefused,
 }
 
 /// Options of [`apply`].
@@ -57,6 +102,15 @@ pub struct ApplyOptions {
     /// Map the layer's owners (container IDs) to the owners given on disk (host IDs), in the
     /// same lchown; the default (empty maps) sets them unchanged, as containerd.
     pub id_maps: IdMaps,
+    /// An lchown the kernel refuses (an ID not mapped in this user namespace: EINVAL, or
+    /// EPERM unprivileged) is skipped, the entry keeping the applier's owner, instead of
+    /// failing the apply (containers/storage's `ignore_chown_errors`).
+    pub ignore_chown_errors: bool,
+    pub devices: DeviceNodes,
+    /// Overlay mode: the xattr namespace of opaque dirs and xattr whiteouts.
+    pub overlay_xattrs: OverlayXattrsChoice,
+    /// Overlay mode: the form of single-name whiteouts.
+    pub overlay_whiteout: OverlayWhiteoutForm,
     /// syncfs the root's filesystem when done.
     pub sync_fs: bool,
     pub cancel: Option<CancelToken>,
@@ -80,6 +134,10 @@ impl Default for ApplyOptions {
             parents: Vec::new(),
             same_owner: true,
             id_maps: IdMaps::default(),
+            ignore_chown_errors: false,
+            devices: DeviceNodes::Auto,
+            overlay_xattrs: OverlayXattrsChoice::Auto,
+            overlay_whiteout: OverlayWhiteoutForm::Auto,
             sync_fs: false,
             cancel: None,
             progress: None,

@@ -15,9 +15,10 @@ use super::metadata::entry_times;
 use super::names::{NameList, PathSet};
 use super::pipeline::ChannelReader;
 use super::remove::remove_all;
-use super::ApplyOptions;
+use super::{ApplyOptions, DeviceNodes, OverlayWhiteoutForm, OverlayXattrsChoice};
 use crate::control;
 use crate::error::{Error, Result};
+use crate::overlay_forms::OverlayXattrs;
 use crate::resolve::{clean, join_comps, split, split_comps, Comps, Root};
 use crate::sys::errno;
 use crate::tar::reader::read_error;
@@ -56,6 +57,14 @@ pub(super) struct Unpacker<'a> {
     pub(super) lowers: Vec<Root>,
     pub(super) opts: &'a ApplyOptions,
     pub(super) in_userns: bool,
+    /// Overlay mode: where opaque and xattr-whiteout markers go.
+    pub(super) overlay_ns: OverlayXattrs,
+    /// Overlay mode: single-name whiteouts are written as xattr whiteouts (forced, or
+    /// because mknod of a 0/0 device was refused).
+    pub(super) xattr_whiteouts: bool,
+    /// Overlay mode with xattr whiteouts: the whiteout files written so far, by directory
+    /// key, removed again if the directory turns opaque (overlayfs does not read them there).
+    pub(super) xattr_whiteouts_in: HashMap<Vec<u8>, Vec<Vec<u8>>>,
     /// `fs.RootPath` results that followed no symlink, keyed by the layer's directory string.
     /// Such a resolution only visited existing directories, so only a removal can change it
     /// (new names never can); every removal clears this and `dir_fds`.
@@ -90,13 +99,23 @@ impl<'a> Unpacker<'a> {
             root.open_dir(&[])
                 .map_err(|e| Error::path("open root", root_path, e))?,
         );
+        let in_userns = in_user_namespace();
+        let overlay_ns = match opts.overlay_xattrs {
+            OverlayXattrsChoice::Trusted => OverlayXattrs::Trusted,
+            OverlayXattrsChoice::User => OverlayXattrs::User,
+            OverlayXattrsChoice::Auto if in_userns => OverlayXattrs::User,
+            OverlayXattrsChoice::Auto => OverlayXattrs::Trusted,
+        };
         Ok(Unpacker {
             root_path,
             root,
             root_dir,
             lowers,
             opts,
-            in_userns: in_user_namespace(),
+            in_userns,
+            overlay_ns,
+            xattr_whiteouts: opts.overlay_whiteout == OverlayWhiteoutForm::Xattr,
+            xattr_whiteouts_in: HashMap::new(),
             resolved: HashMap::new(),
             dir_fds: HashMap::new(),
             cache_bytes: 0,
@@ -295,7 +314,9 @@ impl<'a> Unpacker<'a> {
 
     fn entry<R: BufRead>(&mut self, tr: &mut TarReader<R>, hdr: EntryHeader) -> Result<()> {
         let name = clean(&hdr.name);
-        if self.in_userns && matches!(hdr.typeflag, TYPE_BLOCK | TYPE_CHAR) {
+        let is_device = matches!(hdr.typeflag, TYPE_BLOCK | TYPE_CHAR);
+        if is_device && self.in_userns && self.opts.devices == DeviceNodes::Auto {
+            // containerd's: mknod of devices is refused in a user namespace.
             return Ok(());
         }
         let (dir, base) = split(&name);
@@ -350,7 +371,34 @@ impl<'a> Unpacker<'a> {
                 Node::Fd(fd)
             }
             TYPE_BLOCK | TYPE_CHAR | TYPE_FIFO => {
-                self.create_device(pfd, &base, mode, &hdr, &show)?
+                match self.create_device(pfd, &base, mode, &hdr, &show) {
+                    Err(e)
+                        if is_device
+                            && self.opts.devices == DeviceNodes::SkipRefused
+                            && matches!(&e, Error::Path { source, .. }
+                                if source.raw_os_error() == Some(libc::EPERM)) =>
+                    {
+                        return Ok(())
+                    }
+                    Err(Error::Path {
+                        context,
+                        path,
+                        source,
+                        ..
+                    }) if is_device && source.raw_os_error() == Some(libc::EPERM) => {
+                        return Err(Error::Path {
+                            context,
+                            path,
+                            detail: Some(format!(
+                                "(device {}:{}: creating device nodes needs CAP_MKNOD; \
+                                 they can be skipped on request)",
+                                hdr.devmajor, hdr.devminor
+                            )),
+                            source,
+                        })
+                    }
+                    other => other?,
+                }
             }
             TYPE_LINK => self.create_hardlink(pfd, &base, &hdr.linkname, &show)?,
             TYPE_SYMLINK => {

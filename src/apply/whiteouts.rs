@@ -11,9 +11,10 @@ use std::path::PathBuf;
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 
 use super::remove::{open_subdir, remove_all, DirStack};
-use super::unpacker::{key_join, ParentDir, Unpacker};
-use super::WhiteoutMode;
+use super::unpacker::{display_at, key_join, ParentDir, Unpacker};
+use super::{OverlayWhiteoutForm, WhiteoutMode};
 use crate::error::{Error, Result};
+use crate::overlay_forms::{opaque_value, OPAQUE_HAS_XATTR_WHITEOUTS, OPAQUE_YES};
 use crate::resolve::join_comps;
 use crate::sys::errno;
 use crate::tar::EntryHeader;
@@ -46,18 +47,8 @@ impl Unpacker<'_> {
                 remove_all(parent.fd.as_fd(), orig)
                     .map_err(|e| Error::path("remove", self.display(&parent.comps, orig), e))
             }
-            (WhiteoutMode::Overlay, true) => set_overlay_opaque(parent.fd.as_fd()).map_err(|e| {
-                Error::path(
-                    "set trusted.overlay.opaque on",
-                    self.display(&parent.comps, b""),
-                    errno(e),
-                )
-            }),
-            (WhiteoutMode::Overlay, false) => {
-                let at = || self.display(&parent.comps, orig);
-                let owner = self.host_owner(hdr, &at)?;
-                overlay_whiteout(parent.fd.as_fd(), orig, owner, &at)
-            }
+            (WhiteoutMode::Overlay, true) => self.overlay_opaque(parent),
+            (WhiteoutMode::Overlay, false) => self.overlay_whiteout(parent, orig, hdr),
         }
         .map_err(|e| match e {
             // containerd names the whiteout step, whatever call in it failed.
@@ -145,32 +136,131 @@ impl Unpacker<'_> {
     }
 }
 
-/// Overlay-mode opaque whiteout: `trusted.overlay.opaque=y` on the directory.
-fn set_overlay_opaque(dir: BorrowedFd<'_>) -> rustix::io::Result<()> {
-    let d = rfs::openat(
+/// A readable descriptor of the directory behind `dir` (an `O_PATH` one), for xattr calls.
+fn open_dir_for_xattrs(dir: BorrowedFd<'_>) -> rustix::io::Result<OwnedFd> {
+    rfs::openat(
         dir,
         ".",
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
-    )?;
-    rfs::fsetxattr(&d, "trusted.overlay.opaque", b"y", rfs::XattrFlags::empty())
+    )
 }
 
-/// Overlay-mode whiteout of `orig`: a 0/0 character device owned as the entry says (mapped).
-fn overlay_whiteout(
-    dir: BorrowedFd<'_>,
-    orig: &[u8],
-    (uid, gid): (Option<u32>, Option<u32>),
-    at: &dyn Fn() -> PathBuf,
-) -> Result<()> {
-    rfs::mknodat(dir, orig, FileType::CharacterDevice, Mode::empty(), 0)
-        .map_err(|e| Error::path("mknod whiteout", at(), errno(e)))?;
-    rfs::chownat(
-        dir,
-        orig,
-        uid.map(rfs::Uid::from_raw),
-        gid.map(rfs::Gid::from_raw),
-        AtFlags::SYMLINK_NOFOLLOW,
-    )
-    .map_err(|e| Error::path("chown whiteout", at(), errno(e)))
+impl Unpacker<'_> {
+    /// Overlay-mode opaque whiteout: `NS.overlay.opaque=y` on the directory.
+    fn overlay_opaque(&mut self, parent: &ParentDir) -> Result<()> {
+        let attr = self.overlay_ns.opaque_xattr();
+        open_dir_for_xattrs(parent.fd.as_fd())
+            .and_then(|d| rfs::fsetxattr(&d, attr, OPAQUE_YES, rfs::XattrFlags::empty()))
+            .map_err(|e| {
+                Error::path_detail(
+                    "set xattr on",
+                    self.display(&parent.comps, b""),
+                    format!("(key {attr})"),
+                    errno(e),
+                )
+            })?;
+        // overlayfs reads no xattr whiteouts in an opaque directory, where they would show as
+        // empty files; there is nothing below for them to hide, so they go.
+        let key = join_comps(&parent.comps);
+        for name in self.xattr_whiteouts_in.remove(&key).unwrap_or_default() {
+            self.invalidate();
+            remove_all(parent.fd.as_fd(), &name)
+                .map_err(|e| Error::path("remove", self.display(&parent.comps, &name), e))?;
+        }
+        Ok(())
+    }
+
+    /// Overlay-mode whiteout of `orig`: a 0/0 character device, or an xattr whiteout,
+    /// owned as the entry says.
+    fn overlay_whiteout(
+        &mut self,
+        parent: &ParentDir,
+        orig: &[u8],
+        hdr: &EntryHeader,
+    ) -> Result<()> {
+        let dir = parent.fd.as_fd();
+        let root_path = self.root_path;
+        let at = || display_at(root_path, &parent.comps, orig);
+        if !self.xattr_whiteouts {
+            match rfs::mknodat(dir, orig, FileType::CharacterDevice, Mode::empty(), 0) {
+                Ok(()) => return self.chown_whiteout(dir, orig, hdr, &at),
+                Err(rustix::io::Errno::PERM)
+                    if self.opts.overlay_whiteout == OverlayWhiteoutForm::Auto =>
+                {
+                    self.xattr_whiteouts = true;
+                }
+                Err(e) => return Err(Error::path("mknod whiteout", at(), errno(e))),
+            }
+        }
+        let key = join_comps(&parent.comps);
+        let ns = self.overlay_ns;
+        let dir_error = |what: &'static str, e| {
+            Error::path_detail(
+                what,
+                display_at(root_path, &parent.comps, b""),
+                format!("(key {})", ns.opaque_xattr()),
+                errno(e),
+            )
+        };
+        let d = open_dir_for_xattrs(dir).map_err(|e| dir_error("open", e))?;
+        let opaque = opaque_value(&d, ns).map_err(|e| dir_error("get xattr of", e))?;
+        if opaque.as_deref() == Some(OPAQUE_YES) {
+            // Nothing below an opaque directory to hide (see overlay_opaque).
+            self.invalidate();
+            return remove_all(dir, orig).map_err(|e| Error::path("remove", at(), e));
+        }
+        if opaque.is_none() {
+            let mark = OPAQUE_HAS_XATTR_WHITEOUTS;
+            rfs::fsetxattr(&d, ns.opaque_xattr(), mark, rfs::XattrFlags::empty())
+                .map_err(|e| dir_error("set xattr on", e))?;
+        }
+        let fd = rfs::openat(
+            dir,
+            orig,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| Error::path("create whiteout", at(), errno(e)))?;
+        rfs::fsetxattr(&fd, ns.whiteout_xattr(), b"", rfs::XattrFlags::empty()).map_err(|e| {
+            Error::path_detail(
+                "set xattr on",
+                at(),
+                format!("(key {})", ns.whiteout_xattr()),
+                errno(e),
+            )
+        })?;
+        self.xattr_whiteouts_in
+            .entry(key)
+            .or_default()
+            .push(orig.to_vec());
+        self.chown_whiteout(dir, orig, hdr, &at)
+    }
+
+    fn chown_whiteout(
+        &self,
+        dir: BorrowedFd<'_>,
+        orig: &[u8],
+        hdr: &EntryHeader,
+        at: &dyn Fn() -> PathBuf,
+    ) -> Result<()> {
+        let (uid, gid) = self.host_owner(hdr, at)?;
+        match rfs::chownat(
+            dir,
+            orig,
+            uid.map(rfs::Uid::from_raw),
+            gid.map(rfs::Gid::from_raw),
+            AtFlags::SYMLINK_NOFOLLOW,
+        ) {
+            Err(e) if self.skip_chown_error(e) => Ok(()),
+            r => r.map_err(|e| {
+                Error::path_detail(
+                    "chown whiteout",
+                    at(),
+                    format!("(uid {}, gid {})", hdr.uid, hdr.gid),
+                    errno(e),
+                )
+            }),
+        }
+    }
 }

@@ -29,7 +29,8 @@ use std::process::ExitCode;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use layerdiff::{
-    ApplyOptions, CompareOptions, Compression, IdMap, IdMaps, IdRange, UnmappedId, WhiteoutMode,
+    ApplyOptions, CompareOptions, Compression, DeviceNodes, IdMap, IdMaps, IdRange,
+    OverlayWhiteoutForm, OverlayXattrsChoice, UnmappedId, WhiteoutMode,
 };
 
 use progress::{Display, Job, When};
@@ -63,6 +64,34 @@ enum WhiteoutArg {
     Remove,
     Overlay,
     Aufs,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OverlayXattrsChoiceArg {
+    /// user.overlay.* inside a user namespace, else trusted.overlay.*.
+    Auto,
+    Trusted,
+    /// For a rootless upperdir (overlayfs mounted with userxattr).
+    User,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OverlayWhiteoutArg {
+    /// A 0/0 character device, or xattr whiteouts if the kernel refuses mknod of one.
+    Auto,
+    Chardev,
+    /// A zero-size file with overlay.whiteout (kernel 6.7+; honoured in lower layers only).
+    Xattr,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DevicesArg {
+    /// containerd's: skipped inside a user namespace, else created.
+    Auto,
+    /// Always created; refused mknod is an error.
+    Create,
+    /// Skipped where the kernel refuses to create them.
+    Skip,
 }
 
 /// How diff and apply show their progress on stderr.
@@ -175,6 +204,20 @@ enum Command {
         no_same_owner: bool,
         #[command(flatten)]
         ids: IdMapArgs,
+        /// Leave entries whose owner the kernel refuses (an ID not mapped in this user
+        /// namespace) owned by the applier, instead of failing.
+        #[arg(long)]
+        ignore_chown_errors: bool,
+        /// Block and character device entries.
+        #[arg(long, value_enum, default_value = "auto")]
+        devices: DevicesArg,
+        /// With --whiteouts overlay: the xattr namespace of opaque directories and xattr
+        /// whiteouts.
+        #[arg(long, value_enum, default_value = "auto")]
+        overlay_xattrs: OverlayXattrsChoiceArg,
+        /// With --whiteouts overlay: the form of whiteouts of single names.
+        #[arg(long, value_enum, default_value = "auto")]
+        overlay_whiteout: OverlayWhiteoutArg,
         /// Fail unless the uncompressed layer hashes to this diffID (sha256:...). It is checked
         /// once the whole layer is read, so on a mismatch ROOT may be partly written already
         /// (as with containerd's unpacker, which checks after applying).
@@ -315,6 +358,10 @@ fn run(command: Command) -> Result<(), Failure> {
             parents,
             no_same_owner,
             ids,
+            ignore_chown_errors,
+            devices,
+            overlay_xattrs,
+            overlay_whiteout,
             diff_id,
             layer,
             root,
@@ -336,6 +383,22 @@ fn run(command: Command) -> Result<(), Failure> {
                 },
                 parents,
                 same_owner: !no_same_owner,
+                ignore_chown_errors,
+                devices: match devices {
+                    DevicesArg::Auto => DeviceNodes::Auto,
+                    DevicesArg::Create => DeviceNodes::Create,
+                    DevicesArg::Skip => DeviceNodes::SkipRefused,
+                },
+                overlay_xattrs: match overlay_xattrs {
+                    OverlayXattrsChoiceArg::Auto => OverlayXattrsChoice::Auto,
+                    OverlayXattrsChoiceArg::Trusted => OverlayXattrsChoice::Trusted,
+                    OverlayXattrsChoiceArg::User => OverlayXattrsChoice::User,
+                },
+                overlay_whiteout: match overlay_whiteout {
+                    OverlayWhiteoutArg::Auto => OverlayWhiteoutForm::Auto,
+                    OverlayWhiteoutArg::Chardev => OverlayWhiteoutForm::CharDevice,
+                    OverlayWhiteoutArg::Xattr => OverlayWhiteoutForm::Xattr,
+                },
                 sync_fs: false,
                 cancel: None,
                 progress: display.as_ref().map(Display::hook),

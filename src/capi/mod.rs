@@ -42,8 +42,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::{
-    ApplyOptions, CancelToken, CompareOptions, Compression, IdMap, IdMaps, IdRange, Progress,
-    UnmappedId, WhiteoutMode,
+    ApplyOptions, CancelToken, CompareOptions, Compression, DeviceNodes, IdMap, IdMaps, IdRange,
+    OverlayWhiteoutForm, OverlayXattrsChoice, Progress, UnmappedId, WhiteoutMode,
 };
 
 /// Compress the layer with gzip (the zero value, as containerd's walking differ).
@@ -74,6 +74,30 @@ pub const LAYERDIFF_XATTRS_CAPABILITY: u32 = 0;
 /// The layer carries every xattr the kernel lets the caller read, as `SCHILY.xattr.NAME` PAX
 /// records, except overlayfs's own `trusted.overlay.*` and `user.overlay.*`.
 pub const LAYERDIFF_XATTRS_ALL: u32 = 1;
+
+/// Overlay mode: `user.overlay.*` inside a user namespace, else `trusted.overlay.*`. The zero
+/// value.
+pub const LAYERDIFF_OVERLAY_XATTRS_AUTO: u32 = 0;
+/// Overlay mode: `trusted.overlay.*` (a normal overlay mount).
+pub const LAYERDIFF_OVERLAY_XATTRS_TRUSTED: u32 = 1;
+/// Overlay mode: `user.overlay.*` (an overlay mounted with `userxattr`, rootless).
+pub const LAYERDIFF_OVERLAY_XATTRS_USER: u32 = 2;
+
+/// Overlay mode: whiteouts are 0/0 character devices, or xattr whiteouts where mknod of one is
+/// refused. The zero value.
+pub const LAYERDIFF_OVERLAY_WHITEOUT_AUTO: u32 = 0;
+/// Overlay mode: whiteouts are 0/0 character devices (honoured in upper and lower layers).
+pub const LAYERDIFF_OVERLAY_WHITEOUT_CHARDEV: u32 = 1;
+/// Overlay mode: whiteouts are zero-size files with `NS.overlay.whiteout` in a directory marked
+/// `NS.overlay.opaque=x` (kernel 6.7+; honoured in lower layers only).
+pub const LAYERDIFF_OVERLAY_WHITEOUT_XATTR: u32 = 2;
+
+/// Device nodes: containerd's (skipped inside a user namespace, else created). The zero value.
+pub const LAYERDIFF_DEVICES_AUTO: u32 = 0;
+/// Device nodes: always created; a refused mknod is an error.
+pub const LAYERDIFF_DEVICES_CREATE: u32 = 1;
+/// Device nodes: skipped where the kernel refuses to create them (EPERM).
+pub const LAYERDIFF_DEVICES_SKIP: u32 = 2;
 
 /// An opaque cancellation handle. Create it with layerdiff_cancel_new(), put it in the options
 /// of any number of calls, trigger it from any thread with layerdiff_cancel_trigger() (those
@@ -234,7 +258,20 @@ pub struct layerdiff_apply_options {
     /// anything is read or written.
     pub expected_diff_id: *const c_char,
     /// Must be zero (room for future options).
-    pub reserved: [u64; 10],
+    pub reserved: [u64; 7],
+    /// LAYERDIFF_OVERLAY_XATTRS_*; 0 = auto. Takes what was reserved[7].
+    pub overlay_xattrs: u32,
+    /// LAYERDIFF_OVERLAY_WHITEOUT_*; 0 = auto.
+    pub overlay_whiteout: u32,
+    /// LAYERDIFF_DEVICES_*; 0 = auto (containerd's). Takes what was reserved[8].
+    pub devices: u32,
+    /// true = an lchown the kernel refuses (an ID not mapped in this user namespace) leaves
+    /// the entry owned by the caller instead of failing; false = it fails, like containerd.
+    pub ignore_chown_errors: bool,
+    /// Must be zero (room for future options).
+    pub reserved_bytes2: [u8; 3],
+    /// Must be zero (room for future options).
+    pub reserved_tail: [u64; 1],
     /// UID/GID maps between container IDs in the layer and host IDs on disk; all zero = IDs
     /// unchanged.
     pub id_maps: layerdiff_id_maps,
@@ -287,7 +324,13 @@ impl Default for layerdiff_apply_options {
             progress: None,
             progress_ctx: std::ptr::null_mut(),
             expected_diff_id: std::ptr::null(),
-            reserved: [0; 10],
+            reserved: [0; 7],
+            overlay_xattrs: 0,
+            overlay_whiteout: 0,
+            devices: 0,
+            ignore_chown_errors: false,
+            reserved_bytes2: [0; 3],
+            reserved_tail: [0; 1],
             id_maps: layerdiff_id_maps::default(),
         }
     }
@@ -320,7 +363,10 @@ const _: () = {
     assert!(offset_of!(Ao, parents) == 8 && offset_of!(Ao, parents_len) == 16);
     assert!(offset_of!(Ao, cancel) == 24 && offset_of!(Ao, progress) == 32);
     assert!(offset_of!(Ao, progress_ctx) == 40 && offset_of!(Ao, expected_diff_id) == 48);
-    assert!(offset_of!(Ao, reserved) == 56 && offset_of!(Ao, id_maps) == 136);
+    assert!(offset_of!(Ao, reserved) == 56 && offset_of!(Ao, overlay_xattrs) == 112);
+    assert!(offset_of!(Ao, overlay_whiteout) == 116 && offset_of!(Ao, devices) == 120);
+    assert!(offset_of!(Ao, ignore_chown_errors) == 124 && offset_of!(Ao, reserved_bytes2) == 125);
+    assert!(offset_of!(Ao, reserved_tail) == 128 && offset_of!(Ao, id_maps) == 136);
     assert!(size_of::<Ao>() == 176);
 
     type Cr = layerdiff_compare_result;
@@ -614,6 +660,47 @@ unsafe fn apply_options(
 ) -> Result<(ApplyOptions, Option<ProgressGuard>), layerdiff_error> {
     check_reserved("layerdiff_apply_options.reserved_bytes", &o.reserved_bytes)?;
     check_reserved("layerdiff_apply_options.reserved", &o.reserved)?;
+    check_reserved(
+        "layerdiff_apply_options.reserved_bytes2",
+        &o.reserved_bytes2,
+    )?;
+    check_reserved("layerdiff_apply_options.reserved_tail", &o.reserved_tail)?;
+    let overlay_xattrs = enum_arg(
+        "overlay_xattrs",
+        o.overlay_xattrs,
+        &[
+            (LAYERDIFF_OVERLAY_XATTRS_AUTO, OverlayXattrsChoice::Auto),
+            (
+                LAYERDIFF_OVERLAY_XATTRS_TRUSTED,
+                OverlayXattrsChoice::Trusted,
+            ),
+            (LAYERDIFF_OVERLAY_XATTRS_USER, OverlayXattrsChoice::User),
+        ],
+        "LAYERDIFF_OVERLAY_XATTRS_AUTO, _TRUSTED or _USER",
+    )?;
+    let overlay_whiteout = enum_arg(
+        "overlay_whiteout",
+        o.overlay_whiteout,
+        &[
+            (LAYERDIFF_OVERLAY_WHITEOUT_AUTO, OverlayWhiteoutForm::Auto),
+            (
+                LAYERDIFF_OVERLAY_WHITEOUT_CHARDEV,
+                OverlayWhiteoutForm::CharDevice,
+            ),
+            (LAYERDIFF_OVERLAY_WHITEOUT_XATTR, OverlayWhiteoutForm::Xattr),
+        ],
+        "LAYERDIFF_OVERLAY_WHITEOUT_AUTO, _CHARDEV or _XATTR",
+    )?;
+    let devices = enum_arg(
+        "devices",
+        o.devices,
+        &[
+            (LAYERDIFF_DEVICES_AUTO, DeviceNodes::Auto),
+            (LAYERDIFF_DEVICES_CREATE, DeviceNodes::Create),
+            (LAYERDIFF_DEVICES_SKIP, DeviceNodes::SkipRefused),
+        ],
+        "LAYERDIFF_DEVICES_AUTO, _CREATE or _SKIP",
+    )?;
     let whiteouts = match o.whiteouts {
         LAYERDIFF_WHITEOUTS_REMOVE => WhiteoutMode::Remove,
         LAYERDIFF_WHITEOUTS_OVERLAY => WhiteoutMode::Overlay,
@@ -649,6 +736,10 @@ unsafe fn apply_options(
         whiteouts,
         parents,
         same_owner: !o.no_same_owner,
+        ignore_chown_errors: o.ignore_chown_errors,
+        devices,
+        overlay_xattrs,
+        overlay_whiteout,
         sync_fs: o.sync_fs,
         // SAFETY: by the function's contract.
         cancel: unsafe { cancel_token(o.cancel) },
@@ -657,6 +748,22 @@ unsafe fn apply_options(
         ..ApplyOptions::default()
     };
     Ok((options, guard))
+}
+
+/// The value of the enum option `field` among `choices`, or an error listing `names`.
+fn enum_arg<T: Copy>(
+    field: &str,
+    value: u32,
+    choices: &[(u32, T)],
+    names: &str,
+) -> Result<T, layerdiff_error> {
+    choices
+        .iter()
+        .find(|(v, _)| *v == value)
+        .map(|&(_, t)| t)
+        .ok_or_else(|| {
+            layerdiff_error::invalid_argument(format!("unknown {field} {value} ({names})"))
+        })
 }
 
 /// The `expected_diff_id` option: NULL for none, else checked as the core checks it, so a
