@@ -17,6 +17,7 @@ use std::sync::Arc;
 use layerdiff::capi::*;
 
 mod common;
+use common::overlay::mount_overlay;
 use common::require_root;
 
 /// What a failed call returned, copied out of the error object (which is then freed).
@@ -1246,36 +1247,6 @@ fn compare_without_a_lower() {
     assert_eq!(layer_of(empty.as_ptr()), against_empty, "empty lower");
 }
 
-/// An overlay mount, lazily unmounted when dropped (also when the test fails).
-struct OverlayMount(std::path::PathBuf);
-
-impl OverlayMount {
-    fn new(lower: &Path, upper: &Path, work: &Path, merged: &Path, extra: &str) -> Self {
-        let data = format!(
-            "lowerdir={},upperdir={},workdir={}{extra}",
-            lower.display(),
-            upper.display(),
-            work.display()
-        );
-        let status = std::process::Command::new("mount")
-            .args(["-t", "overlay", "overlay", "-o", &data])
-            .arg(merged)
-            .status()
-            .unwrap();
-        assert!(status.success(), "mount -t overlay -o {data} failed");
-        OverlayMount(merged.to_path_buf())
-    }
-}
-
-impl Drop for OverlayMount {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-    }
-}
-
 /// A lower tree and an empty upperdir, workdir and mount point under `dir`.
 fn overlay_dirs(dir: &Path) -> [std::path::PathBuf; 4] {
     let [lower, upper, work, merged] = ["lower", "upper", "work", "merged"].map(|n| dir.join(n));
@@ -1330,11 +1301,11 @@ fn compare_upperdir_writes_the_double_walk_and_cli_bytes() {
     require_root!();
     for (extra, ns, ns_name) in [
         ("", LAYERDIFF_OVERLAY_XATTRS_TRUSTED, "trusted"),
-        (",userxattr", LAYERDIFF_OVERLAY_XATTRS_USER, "user"),
+        ("userxattr", LAYERDIFF_OVERLAY_XATTRS_USER, "user"),
     ] {
         let dir = tempfile::tempdir().unwrap();
         let [lower, upper, work, merged] = overlay_dirs(dir.path());
-        let mount = OverlayMount::new(&lower, &upper, &work, &merged, extra);
+        let mount = mount_overlay(&lower, &upper, &work, &merged, extra);
         fs::write(merged.join("a"), b"changed a").unwrap();
         fs::remove_file(merged.join("d/x")).unwrap();
         fs::remove_dir_all(merged.join("d/sub")).unwrap();
@@ -1382,7 +1353,7 @@ fn compare_upperdir_refusals_have_their_kinds() {
     require_root!();
     let dir = tempfile::tempdir().unwrap();
     let [lower, upper, work, merged] = overlay_dirs(dir.path());
-    let mount = OverlayMount::new(&lower, &upper, &work, &merged, ",redirect_dir=on");
+    let mount = mount_overlay(&lower, &upper, &work, &merged, "redirect_dir=on");
     fs::rename(merged.join("d"), merged.join("renamed")).unwrap();
     drop(mount);
     let (result, _) = compare_upperdir_call(&lower, &upper, LAYERDIFF_OVERLAY_XATTRS_TRUSTED);
