@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/containerd/containerd/v2/core/content"
@@ -24,6 +25,7 @@ import (
 type Differ struct {
 	store        content.Store
 	mountManager mount.Manager
+	noUpperdir   bool // WithUpperdirCompare(false)
 }
 
 var (
@@ -99,10 +101,16 @@ func (d *Differ) Compare(ctx context.Context, lower, upper []mount.Mount, opts .
 	}
 	compareOpts := CompareOptions{Compression: coreCompression, SourceDateEpoch: config.SourceDateEpoch, IDMaps: idMaps}
 
+	if desc, ok, err := d.compareUpperdir(ctx, lower, upper, &config, compressed, compareOpts); ok || err != nil {
+		return desc, err
+	}
+
 	var ocidesc ocispec.Descriptor
 	if err := mount.WithTempMount(ctx, lower, func(lowerRoot string) error {
 		return mount.WithReadonlyTempMount(ctx, upper, func(upperRoot string) error {
-			desc, err := d.writeDiff(ctx, lowerRoot, upperRoot, &config, compressed, compareOpts)
+			desc, err := d.writeDiff(ctx, &config, compressed, func(w io.Writer) (CompareResult, error) {
+				return Compare(ctx, lowerRoot, upperRoot, w, compareOpts)
+			})
 			ocidesc = desc
 			return err
 		})
@@ -112,8 +120,52 @@ func (d *Differ) Compare(ctx context.Context, lower, upper []mount.Mount, opts .
 	return ocidesc, nil
 }
 
+// compareUpperdir is the fast path on overlayfs snapshotter mounts: it mounts only the lower
+// view (read-only) and reads the upper's upperdir directly, never remounting the active
+// upper. ok is false, with no error, when the double walk must be done instead (the mounts
+// are not recognised, or the upperdir is not representable); the reason is logged at debug
+// level.
+func (d *Differ) compareUpperdir(ctx context.Context, lower, upper []mount.Mount, config *diff.Config, compressed bool, compareOpts CompareOptions) (_ ocispec.Descriptor, ok bool, _ error) {
+	fallBack := func(reason string) (ocispec.Descriptor, bool, error) {
+		log.G(ctx).WithField("reason", reason).Debug("layerdiff: upperdir compare not used, walking both trees")
+		if upperdirCompareHook != nil {
+			upperdirCompareHook(false, reason)
+		}
+		return emptyDesc, false, nil
+	}
+	if d.noUpperdir || upperdirDisabledByEnv() {
+		return fallBack("turned off")
+	}
+	overlay, err := recogniseOverlayUpper(lower, upper)
+	if err != nil {
+		return fallBack(err.Error())
+	}
+	// writeDiff picks a fresh reference when there is none; a fallback must pick its own.
+	reference := config.Reference
+	var desc ocispec.Descriptor
+	err = mount.WithReadonlyTempMount(ctx, lower, func(lowerRoot string) error {
+		desc, err = d.writeDiff(ctx, config, compressed, func(w io.Writer) (CompareResult, error) {
+			return CompareUpperdir(ctx, lowerRoot, overlay.upperdir, overlay.xattrs, w, compareOpts)
+		})
+		return err
+	})
+	var coreErr *Error
+	if errors.As(err, &coreErr) && coreErr.Op == "compare upperdir" && coreErr.Kind == KindNotImplemented {
+		config.Reference = reference
+		return fallBack(coreErr.Message)
+	}
+	if err != nil {
+		return emptyDesc, false, err
+	}
+	log.G(ctx).WithField("upperdir", overlay.upperdir).Debug("layerdiff: compared by reading the upperdir")
+	if upperdirCompareHook != nil {
+		upperdirCompareHook(true, "")
+	}
+	return desc, true, nil
+}
+
 // writeDiff runs the core into a content writer and commits the blob with its labels.
-func (d *Differ) writeDiff(ctx context.Context, lowerRoot, upperRoot string, config *diff.Config, compressed bool, compareOpts CompareOptions) (_ ocispec.Descriptor, err error) {
+func (d *Differ) writeDiff(ctx context.Context, config *diff.Config, compressed bool, compare func(io.Writer) (CompareResult, error)) (_ ocispec.Descriptor, err error) {
 	newReference := false
 	if config.Reference == "" {
 		newReference = true
@@ -149,7 +201,7 @@ func (d *Differ) writeDiff(ctx context.Context, lowerRoot, upperRoot string, con
 		if err != nil {
 			return emptyDesc, fmt.Errorf("failed to get compressed stream: %w", err)
 		}
-		res, err = Compare(ctx, lowerRoot, upperRoot, stream, compareOpts)
+		res, err = compare(stream)
 		if closeErr := stream.Close(); err == nil && closeErr != nil {
 			err = fmt.Errorf("failed to close compressed stream: %w", closeErr)
 		}
@@ -157,7 +209,7 @@ func (d *Differ) writeDiff(ctx context.Context, lowerRoot, upperRoot string, con
 			return emptyDesc, fmt.Errorf("failed to write compressed diff: %w", err)
 		}
 	} else {
-		res, err = Compare(ctx, lowerRoot, upperRoot, cw, compareOpts)
+		res, err = compare(cw)
 		if err != nil {
 			return emptyDesc, fmt.Errorf("failed to write diff: %w", err)
 		}

@@ -58,7 +58,7 @@ func (*invalidArchive) Unwrap() error { return errdefs.ErrInvalidArgument }
 // One error, one chain: a second chain (Unwrap() []error) would reach a gRPC client as a
 // second line (errgrpc sends the extra errors as details, which ToNative joins).
 type Error struct {
-	Op      string // "compare" or "apply"
+	Op      string // "compare", "compare upperdir" or "apply"
 	Kind    ErrorKind
 	Errno   unix.Errno // 0 when none
 	Message string     // the core's whole cause chain

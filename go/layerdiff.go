@@ -188,6 +188,45 @@ const copyBufferSize = 256 << 10
 // (byte-identical, uncompressed, to containerd's archive.WriteDiff). Cancelling ctx stops
 // the core promptly with an error matching context.Canceled.
 func Compare(ctx context.Context, lower, upper string, w io.Writer, opts CompareOptions) (CompareResult, error) {
+	cLower, cUpper := C.CString(lower), C.CString(upper)
+	defer C.free(unsafe.Pointer(cLower))
+	defer C.free(unsafe.Pointer(cUpper))
+	return compareWith(ctx, "compare", w, opts, func(fd C.int, copts *C.layerdiff_compare_options, out *C.layerdiff_compare_result) *C.layerdiff_error {
+		return C.layerdiff_compare(cLower, cUpper, fd, copts, out)
+	})
+}
+
+// OverlayXattrs says where an overlay keeps its whiteout and opaque xattrs.
+type OverlayXattrs uint32
+
+const (
+	// OverlayXattrsTrusted is trusted.overlay.* (an overlay mounted without userxattr).
+	OverlayXattrsTrusted OverlayXattrs = C.LAYERDIFF_OVERLAY_XATTRS_TRUSTED
+	// OverlayXattrsUser is user.overlay.* (an overlay mounted with userxattr).
+	OverlayXattrsUser OverlayXattrs = C.LAYERDIFF_OVERLAY_XATTRS_USER
+)
+
+// CompareUpperdir writes the layer [Compare](lower, merged) would write, where merged is an
+// overlay of lower (the overlay's lower layers as one directory, e.g. a read-only mount of
+// them) and upperdir, by walking only upperdir and looking up lower for the paths found
+// there: the cost follows the change, not the base. upperdir must not change during the call
+// (unmount the overlay or stop its writers). Where its meaning cannot be matched exactly
+// (redirect_dir=on renames, metacopy, index=on, unknown overlay.* xattrs) the error has Kind
+// KindNotImplemented (errdefs.IsNotImplemented), and nothing else is that kind: restart w
+// and call Compare on the mounted views instead.
+func CompareUpperdir(ctx context.Context, lower, upperdir string, xattrs OverlayXattrs, w io.Writer, opts CompareOptions) (CompareResult, error) {
+	cLower, cUpperdir := C.CString(lower), C.CString(upperdir)
+	defer C.free(unsafe.Pointer(cLower))
+	defer C.free(unsafe.Pointer(cUpperdir))
+	return compareWith(ctx, "compare upperdir", w, opts, func(fd C.int, copts *C.layerdiff_compare_options, out *C.layerdiff_compare_result) *C.layerdiff_error {
+		return C.layerdiff_compare_upperdir(cLower, cUpperdir, C.uint32_t(xattrs), fd, copts, out)
+	})
+}
+
+// compareWith runs one of the core's compare calls, given the write end of a pipe whose
+// read end is copied to w.
+func compareWith(ctx context.Context, op string, w io.Writer, opts CompareOptions,
+	compare func(C.int, *C.layerdiff_compare_options, *C.layerdiff_compare_result) *C.layerdiff_error) (CompareResult, error) {
 	if err := ctx.Err(); err != nil {
 		return CompareResult{}, err
 	}
@@ -196,9 +235,6 @@ func Compare(ctx context.Context, lower, upper string, w io.Writer, opts Compare
 		return CompareResult{}, err
 	}
 	defer idMaps.free()
-	cLower, cUpper := C.CString(lower), C.CString(upper)
-	defer C.free(unsafe.Pointer(cLower))
-	defer C.free(unsafe.Pointer(cUpper))
 
 	pr, pw, err := newPipe()
 	if err != nil {
@@ -234,7 +270,7 @@ func Compare(ctx context.Context, lower, upper string, w io.Writer, opts Compare
 	}
 
 	var out C.layerdiff_compare_result
-	cerr := C.layerdiff_compare(cLower, cUpper, C.int(pw.Fd()), &copts, &out)
+	cerr := compare(C.int(pw.Fd()), &copts, &out)
 	runtime.KeepAlive(pw)
 	pw.Close()
 	<-copied
@@ -245,10 +281,10 @@ func Compare(ctx context.Context, lower, upper string, w io.Writer, opts Compare
 	}
 	if copyErr != nil {
 		freeError(cerr)
-		return CompareResult{}, fmt.Errorf("layerdiff compare: writing the layer: %w", copyErr)
+		return CompareResult{}, fmt.Errorf("layerdiff %s: writing the layer: %w", op, copyErr)
 	}
 	if cerr != nil {
-		return CompareResult{}, call.wrapError("compare", cerr)
+		return CompareResult{}, call.wrapError(op, cerr)
 	}
 	return CompareResult{
 		MediaType:        C.GoString(&out.media_type[0]),

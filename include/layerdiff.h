@@ -83,6 +83,17 @@
 #define LAYERDIFF_UNMAPPED_SUBSTITUTE 1
 
 /**
+ * The overlay's own xattrs are `trusted.overlay.*` (an overlay mounted without `userxattr`).
+ * The zero value.
+ */
+#define LAYERDIFF_OVERLAY_XATTRS_TRUSTED 0
+
+/**
+ * The overlay's own xattrs are `user.overlay.*` (an overlay mounted with `userxattr`).
+ */
+#define LAYERDIFF_OVERLAY_XATTRS_USER 1
+
+/**
  * The layer carries only the `security.capability` xattr, as containerd. The zero value.
  */
 #define LAYERDIFF_XATTRS_CAPABILITY 0
@@ -495,6 +506,34 @@ struct layerdiff_error *layerdiff_compare(const char *lower,
                                           int out_fd,
                                           const struct layerdiff_compare_options *options,
                                           struct layerdiff_compare_result *out);
+
+/**
+ * Compute the same layer as layerdiff_compare(lower, merged) would, where `merged` is an
+ * overlay of `lower` (the overlay's lower layers as one directory) and `upperdir`, by walking
+ * only `upperdir` and looking up `lower` for the paths found there, so the cost follows the
+ * change, not the base. The uncompressed stream is byte-identical to layerdiff_compare()'s.
+ *
+ * - `lower`: path of the lower view (a directory, e.g. a read-only mount of the lowerdir
+ *   stack), only read.
+ * - `upperdir`: path of the overlay's upperdir, only read. It must not be written to during
+ *   the call (the overlay unmounted, or its container stopped).
+ * - `overlay_xattrs`: LAYERDIFF_OVERLAY_XATTRS_TRUSTED (0) or _USER (an overlay mounted with
+ *   `userxattr`): where the overlay keeps its whiteout and opaque xattrs.
+ * - `out_fd`, `options`, `out`: as for layerdiff_compare().
+ *
+ * Where the upperdir holds something whose meaning this cannot match exactly (overlay
+ * redirects from `redirect_dir=on`, `metacopy`, an `origin` that cannot be followed, unknown
+ * `overlay.*` xattrs), the call fails with LAYERDIFF_ERROR_NOT_IMPLEMENTED ("not
+ * representable"); nothing else reports that kind, so the caller can then fall back to
+ * layerdiff_compare() of the lower and the merged view (`out_fd` may have received part of a
+ * layer: restart the output). Thread-safe, as layerdiff_compare().
+ */
+struct layerdiff_error *layerdiff_compare_upperdir(const char *lower,
+                                                   const char *upperdir,
+                                                   uint32_t overlay_xattrs,
+                                                   int out_fd,
+                                                   const struct layerdiff_compare_options *options,
+                                                   struct layerdiff_compare_result *out);
 
 /**
  * Apply the layer read from `in_fd` (tar, gzip or zstd, detected from its first bytes) onto

@@ -16,6 +16,10 @@ use std::sync::Arc;
 
 use layerdiff::capi::*;
 
+mod common;
+use common::overlay::mount_overlay;
+use common::require_root;
+
 /// What a failed call returned, copied out of the error object (which is then freed).
 #[derive(Debug)]
 struct Failure {
@@ -1313,4 +1317,142 @@ fn compare_without_a_lower() {
     assert_eq!(layer_of(ptr::null()), against_empty, "NULL lower");
     let empty = CString::new("").unwrap();
     assert_eq!(layer_of(empty.as_ptr()), against_empty, "empty lower");
+}
+
+/// A lower tree and an empty upperdir, workdir and mount point under `dir`.
+fn overlay_dirs(dir: &Path) -> [std::path::PathBuf; 4] {
+    let [lower, upper, work, merged] = ["lower", "upper", "work", "merged"].map(|n| dir.join(n));
+    for d in [&lower, &upper, &work, &merged] {
+        fs::create_dir_all(d).unwrap();
+    }
+    fs::create_dir_all(lower.join("d/sub")).unwrap();
+    fs::write(lower.join("a"), b"lower a").unwrap();
+    fs::write(lower.join("d/x"), b"lower x").unwrap();
+    fs::write(lower.join("d/y"), b"lower y").unwrap();
+    fs::write(lower.join("d/sub/z"), b"lower z").unwrap();
+    [lower, upper, work, merged]
+}
+
+fn compare_upperdir_call(
+    lower: &Path,
+    upperdir: &Path,
+    overlay_xattrs: u32,
+) -> (Result<Vec<u8>, Failure>, layerdiff_compare_result) {
+    let mut file = tempfile::tempfile().unwrap();
+    let options = layerdiff_compare_options {
+        compression: LAYERDIFF_COMPRESSION_NONE,
+        ..zero_compare_options()
+    };
+    let mut out = poisoned_compare_result();
+    // SAFETY: valid strings, options and out pointer.
+    let err = unsafe {
+        layerdiff_compare_upperdir(
+            c_path(lower).as_ptr(),
+            c_path(upperdir).as_ptr(),
+            overlay_xattrs,
+            file.as_raw_fd(),
+            &options,
+            &mut out,
+        )
+    };
+    if let Some(failure) = take(err) {
+        assert!(untouched_compare(&out), "result written by a failed call");
+        return (Err(failure), out);
+    }
+    let mut bytes = Vec::new();
+    file.seek(std::io::SeekFrom::Start(0)).unwrap();
+    file.read_to_end(&mut bytes).unwrap();
+    (Ok(bytes), out)
+}
+
+/// layerdiff_compare_upperdir on a real overlay upperdir, changed through the merged view: the
+/// bytes of the double walk of (lower, merged) while mounted, and of the CLI's `--upperdir`,
+/// in both xattr namespaces.
+#[test]
+fn compare_upperdir_writes_the_double_walk_and_cli_bytes() {
+    require_root!();
+    for (extra, ns, ns_name) in [
+        ("", LAYERDIFF_OVERLAY_XATTRS_TRUSTED, "trusted"),
+        ("userxattr", LAYERDIFF_OVERLAY_XATTRS_USER, "user"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let [lower, upper, work, merged] = overlay_dirs(dir.path());
+        let mount = mount_overlay(&lower, &upper, &work, &merged, extra);
+        fs::write(merged.join("a"), b"changed a").unwrap();
+        fs::remove_file(merged.join("d/x")).unwrap();
+        fs::remove_dir_all(merged.join("d/sub")).unwrap();
+        fs::create_dir(merged.join("d/sub")).unwrap();
+        fs::write(merged.join("d/sub/new"), b"new").unwrap();
+        fs::write(merged.join("added"), b"added").unwrap();
+        let options = layerdiff_compare_options {
+            compression: LAYERDIFF_COMPRESSION_NONE,
+            ..zero_compare_options()
+        };
+        let (double_walk, _) = compare_bytes(&c_path(&lower), &c_path(&merged), Some(&options));
+        drop(mount);
+
+        let (layer, out) = compare_upperdir_call(&lower, &upper, ns);
+        let layer = layer.unwrap_or_else(|f| panic!("{ns_name}: {f:?}"));
+        assert!(layer.len() > 1024, "{ns_name}: a layer with entries");
+        assert_eq!(layer, double_walk, "{ns_name}: upperdir vs double walk");
+        assert_eq!(c_string(&out.diff_id), sha256_digest(&layer), "{ns_name}");
+        assert_eq!(out.uncompressed_size, layer.len() as u64, "{ns_name}");
+
+        let cli_out = dir.path().join("cli-layer");
+        let run = std::process::Command::new(env!("CARGO_BIN_EXE_layerdiff"))
+            .args(["diff", "--compression", "none", "--overlay-xattrs", ns_name])
+            .arg("--upperdir")
+            .arg(&upper)
+            .arg(&lower)
+            .arg("-o")
+            .arg(&cli_out)
+            .output()
+            .unwrap();
+        assert!(
+            run.status.success(),
+            "layerdiff diff --upperdir: {}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        assert_eq!(fs::read(&cli_out).unwrap(), layer, "{ns_name}: CLI bytes");
+    }
+}
+
+/// What the upperdir compare cannot match exactly (a directory renamed with redirect_dir=on)
+/// is LAYERDIFF_ERROR_NOT_IMPLEMENTED, the kind a caller falls back on; a bad namespace or
+/// path is an invalid argument.
+#[test]
+fn compare_upperdir_refusals_have_their_kinds() {
+    require_root!();
+    let dir = tempfile::tempdir().unwrap();
+    let [lower, upper, work, merged] = overlay_dirs(dir.path());
+    let mount = mount_overlay(&lower, &upper, &work, &merged, "redirect_dir=on");
+    fs::rename(merged.join("d"), merged.join("renamed")).unwrap();
+    drop(mount);
+    let (result, _) = compare_upperdir_call(&lower, &upper, LAYERDIFF_OVERLAY_XATTRS_TRUSTED);
+    let failure = result.expect_err("a redirect is not representable");
+    assert_eq!(failure.kind, LAYERDIFF_ERROR_NOT_IMPLEMENTED, "{failure:?}");
+    assert!(failure.message.contains("redirect"), "{failure:?}");
+
+    let (result, _) = compare_upperdir_call(&lower, &upper, 7);
+    let failure = result.expect_err("namespace 7");
+    assert_eq!(
+        failure.kind, LAYERDIFF_ERROR_INVALID_ARGUMENT,
+        "{failure:?}"
+    );
+    assert!(failure.message.contains("overlay_xattrs 7"), "{failure:?}");
+
+    let mut out = poisoned_compare_result();
+    // SAFETY: NULL paths are allowed to be passed (and rejected); the rest is valid.
+    let err = unsafe {
+        layerdiff_compare_upperdir(
+            ptr::null(),
+            c_path(&upper).as_ptr(),
+            0,
+            1,
+            ptr::null(),
+            &mut out,
+        )
+    };
+    expect_failure(err, LAYERDIFF_ERROR_INVALID_ARGUMENT, None, "lower");
+    assert!(untouched_compare(&out));
 }

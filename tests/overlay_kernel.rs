@@ -9,6 +9,7 @@ use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use common::overlay::mount_overlay;
 use common::require_root;
 use common::rng::Rng;
 use layerdiff::{compare, compare_upperdir, CompareOptions, Compression, ErrorKind, OverlayXattrs};
@@ -60,33 +61,6 @@ fn seeds() -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(60)
-}
-
-struct Mount(PathBuf);
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-    }
-}
-
-fn mount_overlay(lower: &Path, upper: &Path, work: &Path, merged: &Path, opts: &str) -> Mount {
-    let data = format!(
-        "lowerdir={},upperdir={},workdir={},{opts}",
-        lower.display(),
-        upper.display(),
-        work.display()
-    );
-    let status = std::process::Command::new("mount")
-        .args(["-t", "overlay", "overlay", "-o", &data])
-        .arg(merged)
-        .status()
-        .unwrap();
-    assert!(status.success(), "mount -t overlay -o {data} failed");
-    Mount(merged.to_path_buf())
 }
 
 /// A v2 `security.capability` value (cap_net_raw permitted).

@@ -69,6 +69,12 @@ pub const LAYERDIFF_UNMAPPED_ERROR: u32 = 0;
 /// overflow ID).
 pub const LAYERDIFF_UNMAPPED_SUBSTITUTE: u32 = 1;
 
+/// The overlay's own xattrs are `trusted.overlay.*` (an overlay mounted without `userxattr`).
+/// The zero value.
+pub const LAYERDIFF_OVERLAY_XATTRS_TRUSTED: u32 = 0;
+/// The overlay's own xattrs are `user.overlay.*` (an overlay mounted with `userxattr`).
+pub const LAYERDIFF_OVERLAY_XATTRS_USER: u32 = 1;
+
 /// The layer carries only the `security.capability` xattr, as containerd. The zero value.
 pub const LAYERDIFF_XATTRS_CAPABILITY: u32 = 0;
 /// The layer carries every xattr the kernel lets the caller read, as `SCHILY.xattr.NAME` PAX
@@ -831,16 +837,78 @@ pub unsafe extern "C" fn layerdiff_compare(
         let (options, _progress) = unsafe { compare_options(options) }?;
         let output = borrow_fd("out_fd", out_fd, FdUse::Write)?;
         let diff = crate::compare(&lower, &upper, output, &options)?;
-        let result = layerdiff_compare_result {
-            media_type: copy_c_string("media type", diff.media_type)?,
-            digest: copy_c_string("digest", &diff.digest)?,
-            size: diff.size,
-            diff_id: copy_c_string("diff id", &diff.diff_id)?,
-            uncompressed_size: diff.uncompressed_size,
-            reserved: [0; 8],
-        };
         // SAFETY: `out` is non-NULL and points to writable storage by contract.
-        unsafe { out.write(result) };
+        unsafe { out.write(compare_result(&diff)?) };
+        Ok(())
+    })
+}
+
+fn compare_result(diff: &crate::Diff) -> Result<layerdiff_compare_result, layerdiff_error> {
+    Ok(layerdiff_compare_result {
+        media_type: copy_c_string("media type", diff.media_type)?,
+        digest: copy_c_string("digest", &diff.digest)?,
+        size: diff.size,
+        diff_id: copy_c_string("diff id", &diff.diff_id)?,
+        uncompressed_size: diff.uncompressed_size,
+        reserved: [0; 8],
+    })
+}
+
+/// Compute the same layer as layerdiff_compare(lower, merged) would, where `merged` is an
+/// overlay of `lower` (the overlay's lower layers as one directory) and `upperdir`, by walking
+/// only `upperdir` and looking up `lower` for the paths found there, so the cost follows the
+/// change, not the base. The uncompressed stream is byte-identical to layerdiff_compare()'s.
+///
+/// - `lower`: path of the lower view (a directory, e.g. a read-only mount of the lowerdir
+///   stack), only read.
+/// - `upperdir`: path of the overlay's upperdir, only read. It must not be written to during
+///   the call (the overlay unmounted, or its container stopped).
+/// - `overlay_xattrs`: LAYERDIFF_OVERLAY_XATTRS_TRUSTED (0) or _USER (an overlay mounted with
+///   `userxattr`): where the overlay keeps its whiteout and opaque xattrs.
+/// - `out_fd`, `options`, `out`: as for layerdiff_compare().
+///
+/// Where the upperdir holds something whose meaning this cannot match exactly (overlay
+/// redirects from `redirect_dir=on`, `metacopy`, an `origin` that cannot be followed, unknown
+/// `overlay.*` xattrs), the call fails with LAYERDIFF_ERROR_NOT_IMPLEMENTED ("not
+/// representable"); nothing else reports that kind, so the caller can then fall back to
+/// layerdiff_compare() of the lower and the merged view (`out_fd` may have received part of a
+/// layer: restart the output). Thread-safe, as layerdiff_compare().
+#[doc = c_contract!()]
+#[no_mangle]
+pub unsafe extern "C" fn layerdiff_compare_upperdir(
+    lower: *const c_char,
+    upperdir: *const c_char,
+    overlay_xattrs: u32,
+    out_fd: c_int,
+    options: *const layerdiff_compare_options,
+    out: *mut layerdiff_compare_result,
+) -> *mut layerdiff_error {
+    guard_call("layerdiff_compare_upperdir", || -> CallResult {
+        if out.is_null() {
+            return Err(layerdiff_error::invalid_argument("out is NULL"));
+        }
+        // SAFETY: NULL or NUL-terminated, by contract.
+        let lower = unsafe { path_arg("lower", lower) }?;
+        // SAFETY: as above.
+        let upperdir = unsafe { path_arg("upperdir", upperdir) }?;
+        let xattrs = match overlay_xattrs {
+            LAYERDIFF_OVERLAY_XATTRS_TRUSTED => crate::OverlayXattrs::Trusted,
+            LAYERDIFF_OVERLAY_XATTRS_USER => crate::OverlayXattrs::User,
+            other => {
+                return Err(layerdiff_error::invalid_argument(format!(
+                    "unknown overlay_xattrs {other} (LAYERDIFF_OVERLAY_XATTRS_TRUSTED or _USER)"
+                )))
+            }
+        };
+        let zero = layerdiff_compare_options::default();
+        // SAFETY: NULL or a valid struct, by contract; NULL is the all-zero struct.
+        let options = unsafe { options.as_ref() }.unwrap_or(&zero);
+        // SAFETY: its pointers follow its documentation, by contract.
+        let (options, _progress) = unsafe { compare_options(options) }?;
+        let output = borrow_fd("out_fd", out_fd, FdUse::Write)?;
+        let diff = crate::compare_upperdir(&lower, &upperdir, xattrs, output, &options)?;
+        // SAFETY: `out` is non-NULL and points to writable storage by contract.
+        unsafe { out.write(compare_result(&diff)?) };
         Ok(())
     })
 }

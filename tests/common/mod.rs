@@ -8,6 +8,7 @@
 
 pub mod breakouts;
 pub mod compress;
+pub mod overlay;
 pub mod rng;
 pub mod root;
 pub mod sandbox;
