@@ -67,8 +67,10 @@ const (
 	WhiteoutsAufs WhiteoutMode = C.LAYERDIFF_WHITEOUTS_AUFS
 )
 
-// OverlayXattrs says which xattr namespace [WhiteoutsOverlay] writes opaque directories and
-// xattr whiteouts in.
+// OverlayXattrs says which xattr namespace an overlay keeps its whiteouts and opaque
+// directories in: what [WhiteoutsOverlay] writes, and what [CompareUpperdir] reads (where
+// OverlayXattrsAuto means trusted, as how the overlay was mounted cannot be read off the
+// upperdir).
 type OverlayXattrs uint32
 
 const (
@@ -195,16 +197,6 @@ func Compare(ctx context.Context, lower, upper string, w io.Writer, opts Compare
 		return C.layerdiff_compare(cLower, cUpper, fd, copts, out)
 	})
 }
-
-// OverlayXattrs says where an overlay keeps its whiteout and opaque xattrs.
-type OverlayXattrs uint32
-
-const (
-	// OverlayXattrsTrusted is trusted.overlay.* (an overlay mounted without userxattr).
-	OverlayXattrsTrusted OverlayXattrs = C.LAYERDIFF_OVERLAY_XATTRS_TRUSTED
-	// OverlayXattrsUser is user.overlay.* (an overlay mounted with userxattr).
-	OverlayXattrsUser OverlayXattrs = C.LAYERDIFF_OVERLAY_XATTRS_USER
-)
 
 // CompareUpperdir writes the layer [Compare](lower, merged) would write, where merged is an
 // overlay of lower (the overlay's lower layers as one directory, e.g. a read-only mount of

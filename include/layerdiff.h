@@ -83,17 +83,6 @@
 #define LAYERDIFF_UNMAPPED_SUBSTITUTE 1
 
 /**
- * The overlay's own xattrs are `trusted.overlay.*` (an overlay mounted without `userxattr`).
- * The zero value.
- */
-#define LAYERDIFF_OVERLAY_XATTRS_TRUSTED 0
-
-/**
- * The overlay's own xattrs are `user.overlay.*` (an overlay mounted with `userxattr`).
- */
-#define LAYERDIFF_OVERLAY_XATTRS_USER 1
-
-/**
  * The layer carries only the `security.capability` xattr, as containerd. The zero value.
  */
 #define LAYERDIFF_XATTRS_CAPABILITY 0
@@ -517,8 +506,9 @@ struct layerdiff_error *layerdiff_compare(const char *lower,
  *   stack), only read.
  * - `upperdir`: path of the overlay's upperdir, only read. It must not be written to during
  *   the call (the overlay unmounted, or its container stopped).
- * - `overlay_xattrs`: LAYERDIFF_OVERLAY_XATTRS_TRUSTED (0) or _USER (an overlay mounted with
- *   `userxattr`): where the overlay keeps its whiteout and opaque xattrs.
+ * - `overlay_xattrs`: LAYERDIFF_OVERLAY_XATTRS_TRUSTED or _USER (an overlay mounted with
+ *   `userxattr`): where the overlay keeps its whiteout and opaque xattrs. _AUTO (0) means
+ *   _TRUSTED here: how the overlay was mounted cannot be read off the upperdir.
  * - `out_fd`, `options`, `out`: as for layerdiff_compare().
  *
  * Where the upperdir holds something whose meaning this cannot match exactly (overlay

@@ -69,12 +69,6 @@ pub const LAYERDIFF_UNMAPPED_ERROR: u32 = 0;
 /// overflow ID).
 pub const LAYERDIFF_UNMAPPED_SUBSTITUTE: u32 = 1;
 
-/// The overlay's own xattrs are `trusted.overlay.*` (an overlay mounted without `userxattr`).
-/// The zero value.
-pub const LAYERDIFF_OVERLAY_XATTRS_TRUSTED: u32 = 0;
-/// The overlay's own xattrs are `user.overlay.*` (an overlay mounted with `userxattr`).
-pub const LAYERDIFF_OVERLAY_XATTRS_USER: u32 = 1;
-
 /// The layer carries only the `security.capability` xattr, as containerd. The zero value.
 pub const LAYERDIFF_XATTRS_CAPABILITY: u32 = 0;
 /// The layer carries every xattr the kernel lets the caller read, as `SCHILY.xattr.NAME` PAX
@@ -863,8 +857,9 @@ fn compare_result(diff: &crate::Diff) -> Result<layerdiff_compare_result, layerd
 ///   stack), only read.
 /// - `upperdir`: path of the overlay's upperdir, only read. It must not be written to during
 ///   the call (the overlay unmounted, or its container stopped).
-/// - `overlay_xattrs`: LAYERDIFF_OVERLAY_XATTRS_TRUSTED (0) or _USER (an overlay mounted with
-///   `userxattr`): where the overlay keeps its whiteout and opaque xattrs.
+/// - `overlay_xattrs`: LAYERDIFF_OVERLAY_XATTRS_TRUSTED or _USER (an overlay mounted with
+///   `userxattr`): where the overlay keeps its whiteout and opaque xattrs. _AUTO (0) means
+///   _TRUSTED here: how the overlay was mounted cannot be read off the upperdir.
 /// - `out_fd`, `options`, `out`: as for layerdiff_compare().
 ///
 /// Where the upperdir holds something whose meaning this cannot match exactly (overlay
@@ -892,13 +887,13 @@ pub unsafe extern "C" fn layerdiff_compare_upperdir(
         // SAFETY: as above.
         let upperdir = unsafe { path_arg("upperdir", upperdir) }?;
         let xattrs = match overlay_xattrs {
-            LAYERDIFF_OVERLAY_XATTRS_TRUSTED => crate::OverlayXattrs::Trusted,
-            LAYERDIFF_OVERLAY_XATTRS_USER => crate::OverlayXattrs::User,
-            other => {
-                return Err(layerdiff_error::invalid_argument(format!(
-                    "unknown overlay_xattrs {other} (LAYERDIFF_OVERLAY_XATTRS_TRUSTED or _USER)"
-                )))
+            LAYERDIFF_OVERLAY_XATTRS_AUTO | LAYERDIFF_OVERLAY_XATTRS_TRUSTED => {
+                crate::OverlayXattrs::Trusted
             }
+            LAYERDIFF_OVERLAY_XATTRS_USER => crate::OverlayXattrs::User,
+            other => return Err(layerdiff_error::invalid_argument(format!(
+                "unknown overlay_xattrs {other} (LAYERDIFF_OVERLAY_XATTRS_AUTO, _TRUSTED or _USER)"
+            ))),
         };
         let zero = layerdiff_compare_options::default();
         // SAFETY: NULL or a valid struct, by contract; NULL is the all-zero struct.
