@@ -1,15 +1,28 @@
 //! Cancellation and progress: the two hooks a long-running compare or apply offers its caller.
 
 use std::fmt;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+use rustix::event::{EventfdFlags, PollFd, PollFlags};
 
 use crate::error::{Error, Result};
 
 /// A cancellation flag shared between the caller (any thread) and a running operation, which
-/// checks it between entries and inside long copies.
+/// checks it between entries and inside long copies. Reads and writes through a
+/// [`CancellableFd`] also wait on it, so a stalled pipe does not delay a cancel.
 #[derive(Clone, Default, Debug)]
-pub struct CancelToken(Arc<AtomicBool>);
+pub struct CancelToken(Arc<TokenState>);
+
+#[derive(Default, Debug)]
+struct TokenState {
+    canceled: AtomicBool,
+    // An eventfd made on the first wait on a descriptor; `cancel` makes it readable, which
+    // wakes every poll(2) waiting on it.
+    waker: OnceLock<io::Result<OwnedFd>>,
+}
 
 impl CancelToken {
     pub fn new() -> Self {
@@ -18,11 +31,16 @@ impl CancelToken {
 
     /// Ask every operation holding this token to stop; they return [`Error::Canceled`].
     pub fn cancel(&self) {
-        self.0.store(true, Ordering::Relaxed);
+        // SeqCst pairs with `waker`: a waiter either sees the flag or is woken by the write.
+        self.0.canceled.store(true, Ordering::SeqCst);
+        if let Some(Ok(fd)) = self.0.waker.get() {
+            // An eventfd write only fails when the counter would overflow: it is readable then.
+            let _ = rustix::io::write(fd, &1u64.to_ne_bytes());
+        }
     }
 
     pub fn is_canceled(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        self.0.canceled.load(Ordering::SeqCst)
     }
 
     /// `Err(Canceled)` once cancelled.
@@ -32,6 +50,115 @@ impl CancelToken {
         } else {
             Ok(())
         }
+    }
+
+    fn waker(&self) -> io::Result<BorrowedFd<'_>> {
+        match self.0.waker.get_or_init(|| {
+            rustix::event::eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
+                .map_err(crate::sys::errno)
+        }) {
+            Ok(fd) => Ok(fd.as_fd()),
+            Err(e) => Err(io::Error::new(e.kind(), format!("create eventfd: {e}"))),
+        }
+    }
+
+    /// Wait until `fd` is ready for `events` or the token fires (then `Err(Canceled)`).
+    fn wait_for(&self, fd: BorrowedFd<'_>, events: PollFlags) -> io::Result<()> {
+        let waker = self.waker()?;
+        loop {
+            // Checked after the waker exists, so a cancel before it was made is not missed.
+            if self.is_canceled() {
+                return Err(canceled());
+            }
+            let mut fds = [PollFd::new(&fd, events), PollFd::new(&waker, PollFlags::IN)];
+            match rustix::event::poll(&mut fds, None) {
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(crate::sys::errno(e)),
+            }
+            if self.is_canceled() {
+                return Err(canceled());
+            }
+            // Readiness, hang-up or an error: the read or write reports which.
+            if !fds[0].revents().is_empty() {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Canceled as an `io::Error` of a kind std's `write_all`/`read_exact` do not retry
+/// (`Interrupted` they would, forever).
+fn canceled() -> io::Error {
+    io::Error::other(Error::Canceled)
+}
+
+/// A file descriptor whose reads and writes first wait, with poll(2), until it is ready or
+/// the token fires: a read from a pipe no one writes, or a write to one no one reads, returns
+/// [`Error::Canceled`] as soon as the operation is cancelled instead of blocking until the
+/// peer acts. (A generic `Read` or `Write` cannot be interrupted; descriptors can.)
+#[derive(Debug)]
+pub struct CancellableFd {
+    fd: OwnedFd,
+    cancel: CancelToken,
+    // Regular files and block devices are always ready (poll says so): no wait, no cap.
+    may_block: bool,
+}
+
+/// A write to a pipe of at most this many bytes, once poll(2) reports it writable, cannot
+/// block (POLLOUT on a pipe means at least PIPE_BUF bytes free).
+const PIPE_BUF: usize = 4096;
+
+impl CancellableFd {
+    pub fn new(fd: impl Into<OwnedFd>, cancel: CancelToken) -> Self {
+        let fd = fd.into();
+        let may_block = rustix::fs::fstat(&fd).map_or(true, |st| {
+            let kind = rustix::fs::FileType::from_raw_mode(st.st_mode);
+            !matches!(
+                kind,
+                rustix::fs::FileType::RegularFile | rustix::fs::FileType::BlockDevice
+            )
+        });
+        CancellableFd {
+            fd,
+            cancel,
+            may_block,
+        }
+    }
+}
+
+impl Read for CancellableFd {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if self.may_block {
+                self.cancel.wait_for(self.fd.as_fd(), PollFlags::IN)?;
+            }
+            match rustix::io::read(&self.fd, &mut *buf) {
+                // A caller's O_NONBLOCK descriptor another reader drained first: wait again.
+                Err(rustix::io::Errno::AGAIN) if self.may_block => continue,
+                r => return r.map_err(crate::sys::errno),
+            }
+        }
+    }
+}
+
+impl Write for CancellableFd {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        loop {
+            let mut n = buf.len();
+            if self.may_block {
+                self.cancel.wait_for(self.fd.as_fd(), PollFlags::OUT)?;
+                n = n.min(PIPE_BUF);
+            }
+            match rustix::io::write(&self.fd, &buf[..n]) {
+                Err(rustix::io::Errno::AGAIN) if self.may_block => continue,
+                r => return r.map_err(crate::sys::errno),
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 

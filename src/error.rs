@@ -190,11 +190,13 @@ impl Error {
 }
 
 fn io_kind(e: &io::Error) -> ErrorKind {
+    if is_canceled(e) {
+        return ErrorKind::Canceled;
+    }
     match e.kind() {
         io::ErrorKind::NotFound => ErrorKind::NotFound,
         io::ErrorKind::InvalidInput => ErrorKind::InvalidArgument,
         io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof => ErrorKind::InvalidArchive,
-        io::ErrorKind::Interrupted if is_canceled(e) => ErrorKind::Canceled,
         _ => ErrorKind::Io,
     }
 }

@@ -34,7 +34,7 @@ pub use apply::{
 };
 pub use compare::{compare, CompareOptions, Diff};
 pub use compression::{Compression, GZIP_DEFAULT_LEVEL, ZSTD_DEFAULT_LEVEL};
-pub use control::{CancelToken, Progress};
+pub use control::{CancelToken, CancellableFd, Progress};
 pub use digest::validate_sha256;
 pub use error::{Error, ErrorKind, Result};
 pub use idmap::{IdMap, IdMaps, IdRange, UnmappedId};

@@ -37,6 +37,8 @@ pub use error::*;
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::fs::File;
 use std::os::fd::BorrowedFd;
+
+use crate::control::CancellableFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -830,7 +832,14 @@ pub unsafe extern "C" fn layerdiff_compare(
         // SAFETY: its pointers follow its documentation, by contract.
         let (options, _progress) = unsafe { compare_options(options) }?;
         let output = borrow_fd("out_fd", out_fd, FdUse::Write)?;
-        let diff = crate::compare(&lower, &upper, output, &options)?;
+        // With a handle, a write to a stalled pipe wakes on cancel (no thread is left writing
+        // to the caller's descriptor once we return).
+        let diff = match options.cancel.clone() {
+            Some(token) => {
+                crate::compare(&lower, &upper, CancellableFd::new(output, token), &options)
+            }
+            None => crate::compare(&lower, &upper, output, &options),
+        }?;
         // SAFETY: `out` is non-NULL and points to writable storage by contract.
         unsafe { out.write(compare_result(&diff)?) };
         Ok(())
@@ -891,9 +900,11 @@ pub unsafe extern "C" fn layerdiff_compare_upperdir(
                 crate::OverlayXattrs::Trusted
             }
             LAYERDIFF_OVERLAY_XATTRS_USER => crate::OverlayXattrs::User,
-            other => return Err(layerdiff_error::invalid_argument(format!(
+            other => {
+                return Err(layerdiff_error::invalid_argument(format!(
                 "unknown overlay_xattrs {other} (LAYERDIFF_OVERLAY_XATTRS_AUTO, _TRUSTED or _USER)"
-            ))),
+            )))
+            }
         };
         let zero = layerdiff_compare_options::default();
         // SAFETY: NULL or a valid struct, by contract; NULL is the all-zero struct.
@@ -901,7 +912,16 @@ pub unsafe extern "C" fn layerdiff_compare_upperdir(
         // SAFETY: its pointers follow its documentation, by contract.
         let (options, _progress) = unsafe { compare_options(options) }?;
         let output = borrow_fd("out_fd", out_fd, FdUse::Write)?;
-        let diff = crate::compare_upperdir(&lower, &upperdir, xattrs, output, &options)?;
+        let diff = match options.cancel.clone() {
+            Some(token) => crate::compare_upperdir(
+                &lower,
+                &upperdir,
+                xattrs,
+                CancellableFd::new(output, token),
+                &options,
+            ),
+            None => crate::compare_upperdir(&lower, &upperdir, xattrs, output, &options),
+        }?;
         // SAFETY: `out` is non-NULL and points to writable storage by contract.
         unsafe { out.write(compare_result(&diff)?) };
         Ok(())
@@ -943,7 +963,12 @@ pub unsafe extern "C" fn layerdiff_apply(
         // SAFETY: its pointers follow its documentation, by contract.
         let (options, _progress) = unsafe { apply_options(options) }?;
         let input = borrow_fd("in_fd", in_fd, FdUse::Read)?;
-        let applied = crate::apply(&root, input, &options)?;
+        // With a handle, a read from a stalled pipe wakes on cancel (no thread is left reading
+        // the caller's descriptor once we return).
+        let applied = match options.cancel.clone() {
+            Some(token) => crate::apply(&root, CancellableFd::new(input, token), &options),
+            None => crate::apply(&root, input, &options),
+        }?;
         let result = layerdiff_apply_result {
             media_type: copy_c_string("media type", crate::Applied::MEDIA_TYPE)?,
             digest: copy_c_string("digest", &applied.digest)?,

@@ -208,6 +208,50 @@ static void cancel_compare(const char *dir)
     layerdiff_cancel_free(cancel);
 }
 
+struct delayed_cancel {
+    layerdiff_cancel *cancel;
+    struct timespec triggered_at;
+};
+
+static void *cancel_after_200ms(void *arg)
+{
+    struct delayed_cancel *c = arg;
+    const struct timespec pause = {0, 200 * 1000 * 1000};
+    nanosleep(&pause, NULL);
+    clock_gettime(CLOCK_MONOTONIC, &c->triggered_at);
+    layerdiff_cancel_trigger(c->cancel);
+    return NULL;
+}
+
+/* Issue 10 finding 6: a pipe whose writer stays open but silent must not delay a cancel. */
+static void cancel_apply_stalled_input(const char *dir)
+{
+    printf("cancel an apply whose input pipe stalls\n");
+    int pipe_fds[2];
+    if (pipe2(pipe_fds, O_CLOEXEC) != 0)
+        DIE("pipe: %s", strerror(errno));
+    unsigned char block[512];
+    tar_header(block, "stalled.bin", 1 << 20);
+    if (write_all(pipe_fds[1], block, sizeof block) != 0) /* then nothing more */
+        DIE("write: %s", strerror(errno));
+    struct delayed_cancel c = {.cancel = layerdiff_cancel_new()};
+    pthread_t cancel_thread;
+    pthread_create(&cancel_thread, NULL, cancel_after_200ms, &c);
+    layerdiff_apply_options options;
+    memset(&options, 0, sizeof options);
+    options.cancel = c.cancel;
+    layerdiff_apply_result result;
+    layerdiff_error *err = layerdiff_apply(dir, pipe_fds[0], &options, &result);
+    pthread_join(cancel_thread, NULL);
+    double ms = ms_since(&c.triggered_at);
+    printf("  apply returned %.1f ms after the trigger\n", ms);
+    expect_error("apply of a stalled pipe, cancelled", err, LAYERDIFF_ERROR_CANCELED, 0, "cancel");
+    CHECK(ms < 2000, "apply took %.1f ms to return after the trigger", ms);
+    close(pipe_fds[0]);
+    close(pipe_fds[1]);
+    layerdiff_cancel_free(c.cancel);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -216,6 +260,7 @@ int main(void)
     path_join(root, sizeof root, dir, "root");
     make_dir(dir, "root", 0755);
     cancel_apply(root);
+    cancel_apply_stalled_input(root);
     cancel_compare(dir);
     remove_tree(dir);
     return test_finish("test_cancel");

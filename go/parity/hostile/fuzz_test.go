@@ -253,11 +253,6 @@ func knownApplyFinding(o outcome) string {
 	if errors.Is(o.layerdiff.Err, testkit.ErrCrash) && strings.Contains(ours, "overflowed its stack") {
 		return "issue 10 finding 3: stack overflow removing a deep tree"
 	}
-	// "zstd frames with 256 and 512 MiB windows are rejected; containerd's decoder accepts
-	// up to 512 MiB." Seed: zstd-window-256m.
-	if o.containerd.Err == nil && strings.Contains(ours, "Frame requires too much memory") && testkit.ZstdWindow(o.shape.input) > 128<<20 {
-		return "issue 10: zstd windows over 128 MiB rejected"
-	}
 	return ""
 }
 

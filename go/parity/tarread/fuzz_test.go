@@ -4,7 +4,6 @@ import (
 	"archive/tar"
 	"bufio"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -57,9 +56,6 @@ func FuzzTarHeaders(f *testing.F) {
 		problems := compareListings(want, got, err)
 		if len(problems) == 0 {
 			return
-		}
-		if k := knownTarFinding(layer, want, got, err); k != "" {
-			t.Skipf("known open difference (%s): %s", k, strings.Join(problems, "; "))
 		}
 		t.Fatalf("%s\nGo's reader: %s\nlayerdiff ls: %d entries, error %v", strings.Join(problems, "\n"), want, len(got), err)
 	})
@@ -300,44 +296,6 @@ func decodeField(e lsEntry, f lsField) (string, string, bool) {
 		return v, k.key, true
 	}
 	return "", "", false
-}
-
-// knownTarFinding names the open issue-10 finding that explains a difference, or "". Each
-// entry matches one finding narrowly; delete it when the finding is fixed (its seed then
-// guards the fix).
-func knownTarFinding(layer []byte, want goListing, got []lsEntry, lsErr error) string {
-	oursOK := lsErr == nil
-	ours := ""
-	if lsErr != nil {
-		ours = lsErr.Error()
-	}
-	// "A STAR header with an unparsable ctime is accepted; Go's reader rejects it."
-	// Seed: star-unparsable-ctime.
-	if errors.Is(want.err, tar.ErrHeader) && (oursOK || len(got) > len(want.headers)) && testkit.StarBadCtime(tarBytes(layer)) {
-		return "issue 10: STAR header with an unparsable ctime accepted"
-	}
-	// "A gzip FNAME or FCOMMENT over 512 bytes is accepted; containerd's built-in decoder
-	// rejects it." Seeds: gzip-fname-600, gzip-fcomment-600.
-	if want.err != nil && errors.Is(want.err, gzip.ErrHeader) && len(want.headers) == 0 && testkit.GzipHeaderString(layer) >= 512 {
-		return "issue 10: gzip FNAME/FCOMMENT of 512 bytes or more accepted"
-	}
-	// "zstd frames with 256 and 512 MiB windows are rejected; containerd's decoder accepts
-	// up to 512 MiB." Seeds: zstd-window-256m, zstd-window-512m.
-	if !oursOK && strings.Contains(ours, "Frame requires too much memory") && testkit.ZstdWindow(layer) > 128<<20 {
-		return "issue 10: zstd windows over 128 MiB rejected"
-	}
-	return ""
-}
-
-// tarBytes is the decompressed input, as far as it decompresses.
-func tarBytes(layer []byte) []byte {
-	ds, err := compression.DecompressStream(bytes.NewReader(layer))
-	if err != nil {
-		return nil
-	}
-	defer ds.Close()
-	b, _ := io.ReadAll(io.LimitReader(ds, 64<<20))
-	return b
 }
 
 func describe(m map[string]string) string {
