@@ -223,6 +223,9 @@ func run() error {
 	fmt.Println(header)
 	fmt.Printf("load average at the end: %s\n\n", loadAvg())
 	printTable(os.Stdout, rows, opts.runs)
+	if failures > 0 {
+		return fmt.Errorf("%d runs failed (see the FAILED lines)", failures)
+	}
 	return nil
 }
 
@@ -294,7 +297,7 @@ func benchFS(opts options, fsName, base, goroot, gnuTime string) ([]row, error) 
 				jobRows[k] = row{fs: fsName, tree: treeName, job: job, impl: im.name}
 				for _, prog := range im.needs {
 					if _, err := exec.LookPath(prog); err != nil {
-						jobRows[k].skipped = prog + " not on PATH"
+						jobRows[k].skipped = "skipped: " + prog + " not on PATH"
 						fmt.Fprintf(os.Stderr, "bench: SKIPPED %s for %s: %s not on PATH\n", im.name, job, prog)
 					}
 				}
@@ -307,7 +310,12 @@ func benchFS(opts options, fsName, base, goroot, gnuTime string) ([]row, error) 
 					}
 					res, err := runOnce(impls[k], job, base, empty, in, gnuTime, fsName == "disk")
 					if err != nil {
-						return nil, fmt.Errorf("%s %s %s (%s): %v", fsName, treeName, job, impls[k].name, err)
+						// One failing implementation (a program gone from PATH mid-run, a
+						// full disk) costs its row, not the whole table.
+						jobRows[k].skipped = "FAILED: " + firstLine(err.Error())
+						fmt.Fprintf(os.Stderr, "bench: FAILED %s %s %s (%s): %v\n", fsName, treeName, job, impls[k].name, err)
+						failures++
+						continue
 					}
 					progress("%s %s %s %-20s run %d: %.3f s", fsName, treeName, job, impls[k].name, r+1, res.elapsed.Seconds())
 					jobRows[k].results = append(jobRows[k].results, res)
@@ -321,6 +329,14 @@ func benchFS(opts options, fsName, base, goroot, gnuTime string) ([]row, error) 
 	}
 	return rows, nil
 }
+
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return line
+}
+
+// failures counts the runs that failed; the command exits non-zero when there were any.
+var failures int
 
 func progress(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...)
@@ -645,7 +661,7 @@ func printTable(w io.Writer, rows []row, runs int) {
 	for _, r := range rows {
 		r.impl = strings.ReplaceAll(r.impl, "|", `\|`) // a pipe would end the table cell
 		if r.skipped != "" || len(r.results) == 0 {
-			fmt.Fprintf(w, "| %s | %s | %s | %s | skipped: %s | | | | |\n", r.fs, r.tree, r.job, r.impl, r.skipped)
+			fmt.Fprintf(w, "| %s | %s | %s | %s | %s | | | | |\n", r.fs, r.tree, r.job, r.impl, strings.ReplaceAll(r.skipped, "|", `\|`))
 			continue
 		}
 		secs := make([]float64, len(r.results))
