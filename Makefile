@@ -21,7 +21,7 @@ SOMAJOR := $(firstword $(subst ., ,$(VERSION)))
 # installed header, libraries and pkg-config files only.
 TEST_PREFIX := $(CURDIR)/build/prefix
 
-.PHONY: all build deps header header-check lint test rust-test test-prefix c-test go-test e2e fuzz-short fuzz demo bench install install-cli clean
+.PHONY: all build deps header header-check lint test rust-test test-prefix c-test go-test e2e fuzz-short fuzz demo bench bench-micro install install-cli clean
 
 all: build
 
@@ -110,7 +110,17 @@ e2e: test-prefix
 demo: test-prefix
 	cd go && $(GO_ENV) $(GO) run ./cmd/demo
 
+# One table: layerdiff, containerd (with igzip, unpigz, its Go gzip) and tar/pigz/gzip/zstd, on a
+# tmpfs and on the disk (BENCH_DISK), on a generated tree and on GOROOT (go/cmd/bench).
+# BENCH_FLAGS picks a subset, e.g. BENCH_FLAGS='-runs 5 -fs tmpfs -jobs apply-gzip'.
+# `make bench-micro` runs the older per-crate benchmarks (cargo bench, go test -bench).
+BENCH_DISK  ?= $(CURDIR)/build/bench
+BENCH_FLAGS ?=
 bench: test-prefix
+	cd go && $(GO_ENV) $(GO) build -o ../build/layerdiff-bench ./cmd/bench
+	build/layerdiff-bench -disk $(BENCH_DISK) $(BENCH_FLAGS)
+
+bench-micro: test-prefix
 	$(CARGO) bench --locked
 	cd go && $(GO_ENV) $(GO) test -run '^$$' -bench . -benchmem -benchtime 3x -timeout 60m ./...
 

@@ -102,24 +102,8 @@ func makeBenchTrees(b testing.TB) []benchTree {
 
 		rng := rand.New(rand.NewPCG(3, 4))
 		rootfs := filepath.Join(dir, "rootfs")
-		const files, total = 10_000, 150 << 20
-		var written int
-		for i := 0; i < files; i++ {
-			// Mostly small files, a few large ones: the mean is total/files.
-			var size int
-			switch r := rng.IntN(100); {
-			case r < 80:
-				size = rng.IntN(8 << 10)
-			case r < 98:
-				size = 8<<10 + rng.IntN(64<<10)
-			default:
-				size = rng.IntN(1 << 20)
-			}
-			if i == files-1 && written < total {
-				size = total - written
-			}
-			written += size
-			writeBenchFile(b, filepath.Join(rootfs, fmt.Sprintf("d%02d/p%03d/f%05d", i%20, i%600, i)), randtree.Compressible(rng, size))
+		if err := randtree.WriteRootfs(rng, rootfs, 10_000, 150<<20); err != nil {
+			b.Fatal(err)
 		}
 		bigfiles := filepath.Join(dir, "bigfiles")
 		for i := 0; i < 4; i++ {

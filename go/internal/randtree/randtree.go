@@ -428,3 +428,33 @@ func Compressible(rng *randv2.Rand, size int) []byte {
 	}
 	return b[:size]
 }
+
+// WriteRootfs writes a rootfs-like tree under dir for the benchmarks: files files of
+// total bytes together, mostly small and a few large (the mean is total/files), spread
+// over 20 top directories and 600 leaf directories, with contents from Compressible.
+func WriteRootfs(rng *randv2.Rand, dir string, files, total int) error {
+	var written int
+	for i := 0; i < files; i++ {
+		var size int
+		switch r := rng.IntN(100); {
+		case r < 80:
+			size = rng.IntN(8 << 10)
+		case r < 98:
+			size = 8<<10 + rng.IntN(64<<10)
+		default:
+			size = rng.IntN(1 << 20)
+		}
+		if i == files-1 && written < total {
+			size = total - written
+		}
+		written += size
+		path := filepath.Join(dir, fmt.Sprintf("d%02d/p%03d/f%05d", i%20, i%600, i))
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(path, Compressible(rng, size), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
