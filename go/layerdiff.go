@@ -289,7 +289,8 @@ func compareWith(ctx context.Context, op string, w io.Writer, opts CompareOption
 
 // Apply unpacks the layer read from r (tar, gzip or zstd: detected) onto directory root
 // with containerd's archive.Apply semantics. Cancelling ctx stops the core promptly with an
-// error matching context.Canceled.
+// error matching context.Canceled, even while r blocks; a Read of r already under way then
+// finishes in the background (its data is dropped), as nothing can interrupt it.
 func Apply(ctx context.Context, root string, r io.Reader, opts ApplyOptions) (ApplyResult, error) {
 	if err := ctx.Err(); err != nil {
 		return ApplyResult{}, err
@@ -352,6 +353,15 @@ func Apply(ctx context.Context, root string, r io.Reader, opts ApplyOptions) (Ap
 	// The core has stopped reading: a feeder blocked on a full pipe gets EPIPE (a Go
 	// thread, so no signal) and returns.
 	pr.Close()
+	if cerr != nil && ctx.Err() != nil {
+		// Cancelled: the feeder may be blocked in r.Read, which nothing can interrupt. It
+		// stops at its next write (EPIPE); waiting for it would make cancel wait for r.
+		if err := call.err(); err != nil {
+			freeError(cerr)
+			return ApplyResult{}, err
+		}
+		return ApplyResult{}, call.wrapError("apply", cerr)
+	}
 	<-fed
 
 	if err := call.err(); err != nil {
