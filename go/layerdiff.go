@@ -52,6 +52,9 @@ const (
 	CompressionGzip Compression = C.LAYERDIFF_COMPRESSION_GZIP
 	CompressionNone Compression = C.LAYERDIFF_COMPRESSION_NONE
 	CompressionZstd Compression = C.LAYERDIFF_COMPRESSION_ZSTD
+	// CompressionGzipISAL is gzip written by ISA-L's deflate (Level 1-3, 0 = 1): several times
+	// faster, some 10% larger than gzip level 6; the media type is still tar+gzip.
+	CompressionGzipISAL Compression = C.LAYERDIFF_COMPRESSION_GZIP_ISAL
 )
 
 // WhiteoutMode says how [Apply] turns whiteout entries into changes.

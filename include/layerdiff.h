@@ -54,6 +54,13 @@
 #define LAYERDIFF_COMPRESSION_ZSTD 2
 
 /**
+ * Compress the layer with gzip written by ISA-L's deflate (levels 1..=3, 0 = 1): several
+ * times faster, some 10% larger than gzip level 6; the media type is still tar+gzip. Fails
+ * with LAYERDIFF_ERROR_INVALID_ARGUMENT when the library was built without ISA-L.
+ */
+#define LAYERDIFF_COMPRESSION_GZIP_ISAL 3
+
+/**
  * Whiteouts delete what they name (the root is a plain directory). The zero value.
  */
 #define LAYERDIFF_WHITEOUTS_REMOVE 0
@@ -272,9 +279,9 @@ typedef struct layerdiff_compare_options {
   uint32_t compression;
   /**
    * Compression level; 0 = the compression's default: gzip 6 (Go's default, as containerd),
-   * zstd 3 (libzstd's default). gzip takes 1 to 9 (level 0, stored, is not offered: use
-   * LAYERDIFF_COMPRESSION_NONE); zstd takes its own range, negative levels being the fast
-   * modes; uncompressed output takes only 0.
+   * ISA-L gzip 1, zstd 3 (libzstd's default). gzip takes 1 to 9 (level 0, stored, is not
+   * offered: use LAYERDIFF_COMPRESSION_NONE); ISA-L gzip 1 to 3; zstd takes its own range,
+   * negative levels being the fast modes; uncompressed output takes only 0.
    */
   int32_t level;
   /**

@@ -75,6 +75,18 @@ pub(crate) fn write_layer<W: Write + Send>(
     opts: &CompareOptions,
     changes: impl FnOnce(&mut dyn FnMut(walk::Change) -> Result<()>) -> Result<()>,
 ) -> Result<Diff> {
+    write_layer_with_workers(upper, out, opts, None, changes)
+}
+
+/// [`write_layer`] with `workers` gzip threads (None: one per CPU, up to 8), so that tests can
+/// show the bytes do not depend on it.
+fn write_layer_with_workers<W: Write + Send>(
+    upper: &Path,
+    out: W,
+    opts: &CompareOptions,
+    workers: Option<usize>,
+    changes: impl FnOnce(&mut dyn FnMut(walk::Change) -> Result<()>) -> Result<()>,
+) -> Result<Diff> {
     opts.compression.validate()?;
     crate::control::check(opts.cancel.as_ref())?;
     let produce = |sink: &mut ChunkSink| -> Result<()> {
@@ -94,8 +106,13 @@ pub(crate) fn write_layer<W: Write + Send>(
         cw.finish()?;
         Ok(())
     };
-    let (tar_digest, tar_size, out_digest, out_size) =
-        run_pipeline(out, opts.compression, opts.progress.as_ref(), produce)?;
+    let (tar_digest, tar_size, out_digest, out_size) = run_pipeline(
+        out,
+        opts.compression,
+        workers,
+        opts.progress.as_ref(),
+        produce,
+    )?;
     Ok(Diff {
         media_type: opts.compression.media_type(),
         digest: out_digest,
@@ -192,10 +209,11 @@ impl TarSink for &mut ChunkSink<'_> {
 fn run_pipeline<W: Write + Send>(
     out: W,
     compression: Compression,
+    workers: Option<usize>,
     progress: Option<&Progress>,
     produce: impl FnOnce(&mut ChunkSink) -> Result<()>,
 ) -> Result<(String, u64, String, u64)> {
-    let workers = encode::workers(compression);
+    let workers = encode::workers(compression, workers);
     let in_flight = 2 * workers + 4;
     let (chunk_tx, chunk_rx) = sync_channel::<Chunk>(in_flight);
     let (free_tx, free_rx) = sync_channel::<Vec<u8>>(in_flight + 1);
@@ -219,7 +237,8 @@ fn run_pipeline<W: Write + Send>(
     let errors = FirstError::default();
 
     let written = std::thread::scope(|scope| {
-        let writer = encode::spawn_writer(scope, out, chunk_rx, free_tx, compression, &errors);
+        let writer =
+            encode::spawn_writer(scope, out, chunk_rx, free_tx, compression, workers, &errors);
         // Recorded while the sink still holds its channels: if the producer failed on its
         // own, its error comes first; if it stopped because the writer went away, the
         // writer's error is there already.
@@ -251,4 +270,82 @@ fn run_pipeline<W: Write + Send>(
     let tar_digest = format_sha256(&hasher.finalize());
     let digest = digest.unwrap_or_else(|| tar_digest.clone());
     Ok((tar_digest, count, digest, size))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    /// A tree of some 4 MiB (a dozen gzip chunks): text-like and random files, small and large.
+    fn tree(root: &Path) {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for i in 0..40 {
+            let len = [0, 100, 5000, 70_000, 400_000][i % 5];
+            let data: Vec<u8> = (0..len)
+                .map(|j| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    if i % 3 == 0 {
+                        x as u8
+                    } else {
+                        b"layer diff tar gzip "[j % 20]
+                    }
+                })
+                .collect();
+            let dir = root.join(format!("d{}", i % 4));
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join(format!("f{i}")), data).unwrap();
+        }
+    }
+
+    fn layer(lower: &Path, upper: &Path, compression: Compression, workers: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        let opts = CompareOptions {
+            compression,
+            ..Default::default()
+        };
+        write_layer_with_workers(upper, &mut out, &opts, Some(workers), |handle| {
+            walk::changes(lower, upper, None, handle)
+        })
+        .unwrap();
+        out
+    }
+
+    /// The gzip bytes are the same whatever the number of workers (and from run to run), for
+    /// zlib-rs and ISA-L alike, and they decode to the uncompressed layer.
+    #[test]
+    fn gzip_bytes_do_not_depend_on_the_worker_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let (lower, upper) = (dir.path().join("lower"), dir.path().join("upper"));
+        std::fs::create_dir(&lower).unwrap();
+        tree(&upper);
+        let plain = layer(&lower, &upper, Compression::None, 1);
+        assert!(plain.len() > 10 * GZIP_CHUNK);
+        let mut engines = vec![
+            Compression::Gzip { level: 6 },
+            Compression::Gzip { level: 1 },
+        ];
+        if crate::compression::isal::AVAILABLE {
+            engines.extend(
+                crate::compression::isal::DEFLATE_LEVELS
+                    .map(|level| Compression::GzipIsal { level }),
+            );
+        }
+        for compression in engines {
+            let one = layer(&lower, &upper, compression, 1);
+            for workers in [2, 3, 8, 1] {
+                assert!(
+                    layer(&lower, &upper, compression, workers) == one,
+                    "{compression:?}: {workers} workers wrote other bytes than 1"
+                );
+            }
+            let mut back = Vec::new();
+            flate2::read::GzDecoder::new(&one[..])
+                .read_to_end(&mut back)
+                .unwrap();
+            assert!(back == plain, "{compression:?} does not decode to the tar");
+        }
+    }
 }

@@ -381,6 +381,8 @@ fn unsupported_options_are_invalid() {
         (LAYERDIFF_COMPRESSION_GZIP, -1, "gzip level -1"),
         (LAYERDIFF_COMPRESSION_ZSTD, 99, "zstd level 99"),
         (LAYERDIFF_COMPRESSION_NONE, 5, "level 5"),
+        (LAYERDIFF_COMPRESSION_GZIP_ISAL, 4, "ISA-L gzip level 4"),
+        (LAYERDIFF_COMPRESSION_GZIP_ISAL, -1, "ISA-L gzip level -1"),
     ];
     for (compression, level, needle) in cases {
         let options = layerdiff_compare_options {
@@ -537,6 +539,10 @@ fn compare_result_matches_what_was_written() {
             LAYERDIFF_COMPRESSION_ZSTD,
             "application/vnd.oci.image.layer.v1.tar+zstd",
         ),
+        (
+            LAYERDIFF_COMPRESSION_GZIP_ISAL,
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+        ),
     ] {
         let options = layerdiff_compare_options {
             compression,
@@ -573,9 +579,11 @@ fn compare_bytes(
 fn decompressed(compression: u32, layer: &[u8]) -> Vec<u8> {
     let mut tar = Vec::new();
     match compression {
-        LAYERDIFF_COMPRESSION_GZIP => flate2::read::MultiGzDecoder::new(layer)
-            .read_to_end(&mut tar)
-            .unwrap(),
+        LAYERDIFF_COMPRESSION_GZIP | LAYERDIFF_COMPRESSION_GZIP_ISAL => {
+            flate2::read::MultiGzDecoder::new(layer)
+                .read_to_end(&mut tar)
+                .unwrap()
+        }
         LAYERDIFF_COMPRESSION_ZSTD => zstd::stream::read::Decoder::new(layer)
             .unwrap()
             .read_to_end(&mut tar)

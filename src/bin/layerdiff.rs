@@ -49,6 +49,8 @@ struct Cli {
 #[derive(Clone, Copy, ValueEnum)]
 enum CompressionArg {
     Gzip,
+    /// gzip written by ISA-L's deflate: much faster, some 10% larger (levels 1-3, default 1).
+    GzipIsal,
     Zstd,
     None,
 }
@@ -152,7 +154,7 @@ enum Command {
         /// Compression of the written layer.
         #[arg(long, value_enum, default_value = "gzip")]
         compression: CompressionArg,
-        /// Compression level; 0 (or none given) = the compression's default: gzip 6, zstd 3.
+        /// Compression level; 0 (or none given) = the compression's default: gzip 6, gzip-isal 1, zstd 3.
         /// gzip takes 1-9, zstd 1-22 (negative: its fast modes); `none` takes only 0.
         #[arg(long, allow_negative_numbers = true)]
         level: Option<i32>,
@@ -449,6 +451,15 @@ fn compression_at(compression: CompressionArg, level: i32) -> Result<Compression
         (CompressionArg::Gzip, _) => {
             return Err(format!(
                 "invalid argument: gzip level {level} is not in 1..=9 (0 = the default, 6)"
+            ))
+        }
+        (CompressionArg::GzipIsal, 0) => Compression::GzipIsal { level: 1 },
+        (CompressionArg::GzipIsal, 1..=3) => Compression::GzipIsal {
+            level: level as u32,
+        },
+        (CompressionArg::GzipIsal, _) => {
+            return Err(format!(
+                "invalid argument: gzip-isal level {level} is not in 1..=3 (0 = the default, 1)"
             ))
         }
         (CompressionArg::Zstd, 0) => Compression::Zstd {

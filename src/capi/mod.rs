@@ -54,6 +54,10 @@ pub const LAYERDIFF_COMPRESSION_GZIP: u32 = 0;
 pub const LAYERDIFF_COMPRESSION_NONE: u32 = 1;
 /// Compress the layer with zstd.
 pub const LAYERDIFF_COMPRESSION_ZSTD: u32 = 2;
+/// Compress the layer with gzip written by ISA-L's deflate (levels 1..=3, 0 = 1): several
+/// times faster, some 10% larger than gzip level 6; the media type is still tar+gzip. Fails
+/// with LAYERDIFF_ERROR_INVALID_ARGUMENT when the library was built without ISA-L.
+pub const LAYERDIFF_COMPRESSION_GZIP_ISAL: u32 = 3;
 
 /// Whiteouts delete what they name (the root is a plain directory). The zero value.
 pub const LAYERDIFF_WHITEOUTS_REMOVE: u32 = 0;
@@ -132,9 +136,9 @@ pub struct layerdiff_compare_options {
     /// LAYERDIFF_COMPRESSION_*; 0 = gzip.
     pub compression: u32,
     /// Compression level; 0 = the compression's default: gzip 6 (Go's default, as containerd),
-    /// zstd 3 (libzstd's default). gzip takes 1 to 9 (level 0, stored, is not offered: use
-    /// LAYERDIFF_COMPRESSION_NONE); zstd takes its own range, negative levels being the fast
-    /// modes; uncompressed output takes only 0.
+    /// ISA-L gzip 1, zstd 3 (libzstd's default). gzip takes 1 to 9 (level 0, stored, is not
+    /// offered: use LAYERDIFF_COMPRESSION_NONE); ISA-L gzip 1 to 3; zstd takes its own range,
+    /// negative levels being the fast modes; uncompressed output takes only 0.
     pub level: i32,
     /// Whether `source_date_epoch` is set; false = no epoch.
     pub has_source_date_epoch: bool,
@@ -540,6 +544,15 @@ fn compression_option(compression: u32, level: i32) -> Result<Compression, layer
                 "gzip level {level} is not in 1..=9 (0 = the default, 6)"
             )))
         }
+        (LAYERDIFF_COMPRESSION_GZIP_ISAL, 0) => Compression::GzipIsal { level: 1 },
+        (LAYERDIFF_COMPRESSION_GZIP_ISAL, 1..=3) => Compression::GzipIsal {
+            level: level as u32,
+        },
+        (LAYERDIFF_COMPRESSION_GZIP_ISAL, _) => {
+            return Err(layerdiff_error::invalid_argument(format!(
+                "ISA-L gzip level {level} is not in 1..=3 (0 = the default, 1)"
+            )))
+        }
         (LAYERDIFF_COMPRESSION_ZSTD, 0) => Compression::Zstd {
             level: zstd::DEFAULT_COMPRESSION_LEVEL,
         },
@@ -552,8 +565,8 @@ fn compression_option(compression: u32, level: i32) -> Result<Compression, layer
         }
         (other, _) => {
             return Err(layerdiff_error::invalid_argument(format!(
-                "unknown compression {other} (LAYERDIFF_COMPRESSION_GZIP, _NONE or _ZSTD)"
-            )))
+            "unknown compression {other} (LAYERDIFF_COMPRESSION_GZIP, _NONE, _ZSTD or _GZIP_ISAL)"
+        )))
         }
     };
     chosen.validate()?;

@@ -71,7 +71,7 @@ const ZSTD_WINDOW_LOG_MAX: u32 = 29;
 fn decoder<'a, R: BufRead + 'a>(kind: Detected, input: R) -> Result<Box<dyn Read + 'a>> {
     Ok(match kind {
         Detected::Tar => Box::new(input),
-        Detected::Gzip => Box::new(GoGzipHeaders(flate2::bufread::MultiGzDecoder::new(input))),
+        Detected::Gzip => super::isal::gzip_decoder(input),
         Detected::Zstd => {
             let mut d = zstd::stream::read::Decoder::with_buffer(input)
                 .map_err(|e| Error::io("start zstd decoder", e))?;
@@ -102,7 +102,29 @@ pub(crate) fn decode_error(e: io::Error) -> Error {
 /// Go's gzip reader keeps a member's FNAME and FCOMMENT in a 512-byte buffer, NUL included,
 /// and refuses a longer one (`gzip: invalid header`); containerd's built-in decoder is Go's.
 /// flate2 takes up to 64 KiB, so each member's header is checked as it is read.
-const GZIP_STRING_MAX: usize = 511;
+pub(super) const GZIP_STRING_MAX: usize = 511;
+
+/// The error for a FNAME or FCOMMENT over [`GZIP_STRING_MAX`], on both gzip paths.
+pub(super) fn go_string_too_long() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        "gzip: invalid header (FNAME or FCOMMENT over 511 bytes)",
+    )
+}
+
+/// The gzip decoder without ISA-L (and the reference its tests compare with): flate2's
+/// multi-member decoder over zlib-rs, with Go's header limit.
+#[cfg_attr(
+    all(
+        feature = "isal",
+        any(target_arch = "x86_64", target_arch = "aarch64"),
+        not(test)
+    ),
+    allow(dead_code)
+)]
+pub(super) fn zlib_gzip_decoder<'a, R: BufRead + 'a>(input: R) -> Box<dyn Read + 'a> {
+    Box::new(GoGzipHeaders(flate2::bufread::MultiGzDecoder::new(input)))
+}
 
 struct GoGzipHeaders<R>(flate2::bufread::MultiGzDecoder<R>);
 
@@ -112,10 +134,7 @@ impl<R: BufRead> Read for GoGzipHeaders<R> {
         if let Some(h) = self.0.header() {
             let too_long = |s: Option<&[u8]>| s.is_some_and(|s| s.len() > GZIP_STRING_MAX);
             if too_long(h.filename()) || too_long(h.comment()) {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "gzip: invalid header (FNAME or FCOMMENT over 511 bytes)",
-                ));
+                return Err(go_string_too_long());
             }
         }
         Ok(n)

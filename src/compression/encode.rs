@@ -36,12 +36,13 @@ struct Compressed {
 /// size.
 pub(crate) type Written = (Option<String>, u64);
 
-/// How many gzip workers `compression` gets (none for plain and zstd, whose encoders run on
-/// the writer thread; zstd has its own worker threads).
-pub(crate) fn workers(compression: Compression) -> usize {
+/// How many gzip workers `compression` gets: `requested` (tests), else one per CPU, up to 8;
+/// none for plain and zstd, whose encoders run on the writer thread (zstd has its own
+/// worker threads).
+pub(crate) fn workers(compression: Compression, requested: Option<usize>) -> usize {
     match compression {
-        Compression::Gzip { .. } => std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
+        Compression::Gzip { .. } | Compression::GzipIsal { .. } => requested
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
             .clamp(1, 8),
         _ => 0,
     }
@@ -58,22 +59,27 @@ pub(crate) fn spawn_writer<'scope, W: Write + Send + 'scope>(
     chunks: Receiver<Chunk>,
     free: SyncSender<Vec<u8>>,
     compression: Compression,
+    workers: usize,
     errors: &'scope FirstError,
 ) -> ScopedJoinHandle<'scope, Option<Written>> {
     match compression {
-        Compression::Gzip { level } => {
-            let workers = workers(compression);
+        Compression::Gzip { .. } | Compression::GzipIsal { .. } => {
+            // ISA-L's header says "fastest compression" (XFL 4), as zlib's level 1 does.
+            let header_level = match compression {
+                Compression::Gzip { level } => level,
+                _ => 1,
+            };
             let (done_tx, done_rx) = sync_channel::<Result<Compressed>>(2 * workers + 4);
             // Shared by the workers; dropped (unblocking the producer) when all have left.
             let jobs = Arc::new(Mutex::new(chunks));
             for _ in 0..workers {
                 let done_tx = done_tx.clone();
                 let jobs = Arc::clone(&jobs);
-                scope.spawn(move || gzip_worker(&jobs, done_tx, level));
+                scope.spawn(move || gzip_worker(&jobs, done_tx, compression));
             }
             drop((done_tx, jobs));
             scope.spawn(move || {
-                write_gzip(out, &done_rx, &free, level)
+                write_gzip(out, &done_rx, &free, header_level)
                     .map_err(|e| errors.record(e))
                     .ok()
             })
@@ -138,13 +144,19 @@ fn write_in_order<W: Write>(
                 let _ = free.send(chunk.data);
             }
         }
-        Compression::Gzip { .. } => Err(Error::Internal("gzip goes through workers".into())),
+        Compression::Gzip { .. } | Compression::GzipIsal { .. } => {
+            Err(Error::Internal("gzip goes through workers".into()))
+        }
     }
 }
 
 /// A gzip worker: compress chunks until there are none; a failure goes to the writer in the
 /// stream of results, which ends the pipeline.
-fn gzip_worker(jobs: &Mutex<Receiver<Chunk>>, done: SyncSender<Result<Compressed>>, level: u32) {
+fn gzip_worker(
+    jobs: &Mutex<Receiver<Chunk>>,
+    done: SyncSender<Result<Compressed>>,
+    engine: Compression,
+) {
     loop {
         let job = {
             let Ok(rx) = jobs.lock() else { return };
@@ -154,7 +166,16 @@ fn gzip_worker(jobs: &Mutex<Receiver<Chunk>>, done: SyncSender<Result<Compressed
             }
         };
         let mut bytes = Vec::new();
-        let result = match deflate_chunk(level, &job.dict, &job.data, job.last, &mut bytes) {
+        let deflated = match engine {
+            Compression::Gzip { level } => {
+                deflate_chunk(level, &job.dict, &job.data, job.last, &mut bytes)
+            }
+            Compression::GzipIsal { level } => {
+                super::isal::deflate_chunk(level, &job.dict, &job.data, job.last, &mut bytes)
+            }
+            _ => Err(io::Error::other("not a gzip compression")),
+        };
+        let result = match deflated {
             Ok(()) => {
                 let mut crc = flate2::Crc::new();
                 crc.update(&job.data);
@@ -284,6 +305,29 @@ mod tests {
     use super::*;
     use std::io::Read;
 
+    type DeflateChunk = fn(u32, &[u8], &[u8], bool, &mut Vec<u8>) -> io::Result<()>;
+
+    /// `chunks` deflated one by one by `deflate` at `level`, each primed with the previous
+    /// chunk's tail, between a gzip header and trailer, as the writer threads put them.
+    fn chunked_member(deflate: DeflateChunk, level: u32, chunks: &[&[u8]]) -> Vec<u8> {
+        let mut out = gzip_header(level).to_vec();
+        let mut crc = flate2::Crc::new();
+        let mut buf = Vec::new();
+        for (i, chunk) in chunks.iter().enumerate() {
+            let dict = if i == 0 {
+                &[][..]
+            } else {
+                let prev = chunks[i - 1];
+                &prev[prev.len().saturating_sub(DEFLATE_WINDOW)..]
+            };
+            deflate(level, dict, chunk, i + 1 == chunks.len(), &mut buf).unwrap();
+            out.extend_from_slice(&buf);
+            crc.update(chunk);
+        }
+        out.extend_from_slice(&gzip_trailer(&crc));
+        out
+    }
+
     /// Chunks compressed independently with their predecessor as dictionary and concatenated
     /// form one gzip member that a standard decoder reads back.
     #[test]
@@ -299,27 +343,62 @@ mod tests {
             });
         }
         for level in [0, 1, 6, 9] {
-            let mut out = gzip_header(level).to_vec();
-            let mut crc = flate2::Crc::new();
             let chunks: Vec<&[u8]> = data.chunks(GZIP_CHUNK).collect();
-            let mut buf = Vec::new();
-            for (i, chunk) in chunks.iter().enumerate() {
-                let dict = if i == 0 {
-                    &[][..]
-                } else {
-                    let prev = chunks[i - 1];
-                    &prev[prev.len().saturating_sub(DEFLATE_WINDOW)..]
-                };
-                deflate_chunk(level, dict, chunk, i + 1 == chunks.len(), &mut buf).unwrap();
-                out.extend_from_slice(&buf);
-                crc.update(chunk);
-            }
-            out.extend_from_slice(&gzip_trailer(&crc));
+            let out = chunked_member(deflate_chunk, level, &chunks);
             let mut back = Vec::new();
             flate2::read::GzDecoder::new(&out[..])
                 .read_to_end(&mut back)
                 .unwrap();
             assert_eq!(back, data, "level {level}");
+        }
+    }
+
+    /// Chunks deflated by ISA-L, each primed with the previous chunk's tail, form one gzip
+    /// member that flate2 and our decoder read back, at every level and for incompressible
+    /// data and an empty last chunk too.
+    #[test]
+    fn isal_chunks_make_one_gzip_member() {
+        use super::super::isal::{self, DEFLATE_LEVELS};
+        if !isal::AVAILABLE {
+            eprintln!("ISA-L is not built in: nothing to test");
+            return;
+        }
+        let mut random = Vec::with_capacity(3 * GZIP_CHUNK);
+        let mut x = 1u32;
+        for i in 0..3 * GZIP_CHUNK {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            // Text-like, but the middle chunk incompressible.
+            let random_chunk = (GZIP_CHUNK..2 * GZIP_CHUNK).contains(&i);
+            random.push(if random_chunk || i % 4 == 0 {
+                (x >> 23) as u8
+            } else {
+                b"overlay layer diff"[i % 18]
+            });
+        }
+        for level in DEFLATE_LEVELS {
+            for data in [&random[..], &random[..GZIP_CHUNK], b"x"] {
+                let mut chunks: Vec<&[u8]> = data.chunks(GZIP_CHUNK).collect();
+                chunks.push(b"");
+                let gz = chunked_member(isal::deflate_chunk, level, &chunks);
+                let mut want = Vec::new();
+                flate2::read::GzDecoder::new(&gz[..])
+                    .read_to_end(&mut want)
+                    .unwrap();
+                assert!(want == data, "level {level}: flate2 reads other data back");
+                let mut ours = Vec::new();
+                isal::gzip_decoder(&gz[..]).read_to_end(&mut ours).unwrap();
+                assert!(
+                    ours == data,
+                    "level {level}: our decoder reads other data back"
+                );
+            }
+        }
+        let mut out = Vec::new();
+        for level in [0, 4] {
+            let e = isal::deflate_chunk(level, b"", b"data", true, &mut out).unwrap_err();
+            assert!(e.to_string().contains("not in 1..=3"), "{e}");
+            let e = Compression::GzipIsal { level }.validate().unwrap_err();
+            assert!(e.to_string().contains("not in 1..=3"), "{e}");
         }
     }
 

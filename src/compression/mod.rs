@@ -1,9 +1,11 @@
 //! Layer compression: [`Compression`] (what compare writes), [`decode`] (what apply reads:
 //! detected by magic bytes), and [`encode`] (the writer threads of compare: plain and zstd in
-//! order, gzip in parallel chunks as pigz does, byte-identical whatever the thread count).
+//! order, gzip in parallel chunks as pigz does, byte-identical whatever the thread count);
+//! [`isal`] is ISA-L's gzip (the inflate apply uses, the deflate of `GzipIsal`).
 
 pub(crate) mod decode;
 pub(crate) mod encode;
+pub(crate) mod isal;
 
 use crate::error::{Error, Result};
 use crate::{MEDIA_TYPE_TAR, MEDIA_TYPE_TAR_GZIP, MEDIA_TYPE_TAR_ZSTD};
@@ -23,6 +25,12 @@ pub enum Compression {
     None,
     /// gzip at level 0..=9.
     Gzip {
+        level: u32,
+    },
+    /// gzip written by ISA-L's deflate at its level 1..=3 (feature `isal`): an opt-in for
+    /// size against time, several times faster than zlib at level 1 and some 10% larger than
+    /// level 6. Same media type; the bytes may differ from one kind of CPU to another.
+    GzipIsal {
         level: u32,
     },
     /// zstd at level 1..=22 (negative levels are the fast modes).
@@ -45,7 +53,7 @@ impl Compression {
     pub fn media_type(&self) -> &'static str {
         match self {
             Compression::None => MEDIA_TYPE_TAR,
-            Compression::Gzip { .. } => MEDIA_TYPE_TAR_GZIP,
+            Compression::Gzip { .. } | Compression::GzipIsal { .. } => MEDIA_TYPE_TAR_GZIP,
             Compression::Zstd { .. } => MEDIA_TYPE_TAR_ZSTD,
         }
     }
@@ -56,6 +64,12 @@ impl Compression {
             Compression::Gzip { level } if level > 9 => Err(Error::InvalidArgument(format!(
                 "gzip level {level} is not in 0..=9"
             ))),
+            Compression::GzipIsal { .. } if !isal::AVAILABLE => Err(Error::InvalidArgument(
+                "ISA-L is not built into this library".into(),
+            )),
+            Compression::GzipIsal { level } if !isal::DEFLATE_LEVELS.contains(&level) => Err(
+                Error::InvalidArgument(format!("ISA-L gzip level {level} is not in 1..=3")),
+            ),
             Compression::Zstd { level } if !zstd::compression_level_range().contains(&level) => {
                 Err(Error::InvalidArgument(format!(
                     "zstd level {level} is out of range"
