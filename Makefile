@@ -117,6 +117,7 @@ demo: test-prefix
 BENCH_DISK  ?= $(CURDIR)/build/bench
 BENCH_FLAGS ?=
 bench: test-prefix
+	@scripts/install-deps bench
 	cd go && $(GO_ENV) $(GO) build -o ../build/layerdiff-bench ./cmd/bench
 	build/layerdiff-bench -disk $(BENCH_DISK) $(BENCH_FLAGS)
 
