@@ -196,12 +196,3 @@ func octalText(b []byte) string {
 	}
 	return string(b)
 }
-
-// UseBuiltinGzip makes containerd's compression.DecompressStream use its built-in gzip
-// decoder (klauspost's) rather than igzip or unpigz when either is installed, so that what a
-// fuzz target compares with does not depend on the machine. Call it from an init function:
-// containerd picks its decoder once, at the first gzip stream.
-func UseBuiltinGzip() {
-	os.Setenv("CONTAINERD_DISABLE_IGZIP", "1")
-	os.Setenv("CONTAINERD_DISABLE_PIGZ", "1")
-}

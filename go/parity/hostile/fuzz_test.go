@@ -49,7 +49,6 @@ func FuzzApply(f *testing.F) {
 }
 
 func init() {
-	testkit.UseBuiltinGzip()
 	// containerd warns of every xattr it ignores; fuzzing applies thousands of layers.
 	log.SetLevel("error")
 }

@@ -24,8 +24,6 @@ import (
 	"github.com/layerdiff/layerdiff/go/internal/testkit"
 )
 
-func init() { testkit.UseBuiltinGzip() }
-
 // FuzzTarHeaders: for any input bytes (tar, gzip or zstd, decompressed as containerd does),
 // the headers `layerdiff ls --json` lists are the ones Go's archive/tar yields, field by
 // field as far as ls prints them (see lsFields: name, type, size, link, mode, owners, mtime,
