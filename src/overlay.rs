@@ -27,7 +27,7 @@ use rustix::fs::FileType;
 use crate::compare::{write_layer, CompareOptions, Diff};
 use crate::control::CancelToken;
 use crate::error::{Error, Result};
-use crate::overlay_forms::OverlayXattrs;
+use crate::overlay_forms::{OverlayXattrs, OPAQUE_HAS_XATTR_WHITEOUTS, OPAQUE_YES};
 use crate::walk::{self, At, Change, ChangeKind, Meta};
 
 /// The error for an upperdir whose merged view cannot be derived exactly.
@@ -65,9 +65,9 @@ fn overlay_marks(at: &At, ns: OverlayXattrs, is_root: bool) -> Result<OverlayMar
             continue;
         };
         match key {
-            b"opaque" => match at.xattr(std::str::from_utf8(name).unwrap_or_default())? {
-                Some(v) if v == b"y" => marks.opaque = true,
-                Some(v) if v == b"x" => marks.xwhiteouts = true,
+            b"opaque" => match at.xattr(ns.opaque_xattr())?.as_deref() {
+                Some(OPAQUE_YES) => marks.opaque = true,
+                Some(OPAQUE_HAS_XATTR_WHITEOUTS) => marks.xwhiteouts = true,
                 _ => return Err(not_representable(&at.display(), "unknown overlay.opaque")),
             },
             b"whiteout" => marks.whiteout = true,

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 
 use super::unpacker::{Node, Unpacker};
-use super::xattrs::set_entry_xattrs;
+use super::xattrs::{is_refused_xattr, set_entry_xattrs};
 use super::WhiteoutMode;
 use crate::error::{Error, Result};
 use crate::idmap::Direction;
@@ -122,7 +122,7 @@ impl Unpacker<'_> {
 fn refuse_rootless_xattrs(hdr: &EntryHeader, show: &dyn Fn() -> PathBuf) -> Result<()> {
     let refused = hdr.pax.iter().find_map(|(k, _)| {
         k.strip_prefix(XATTR_PREFIX)
-            .filter(|key| key.starts_with(b"trusted.") || crate::xattrs::is_overlay_xattr(key))
+            .filter(|key| is_refused_xattr(key))
     });
     match refused {
         None => Ok(()),

@@ -12,6 +12,12 @@ use crate::sys::{errno, proc_fd_path};
 use crate::tar::pax::key::XATTR_PREFIX;
 use crate::tar::EntryHeader;
 
+/// `trusted.*` (admin attributes containerd refuses from archives) or overlayfs's own
+/// metadata: never set from a layer's records.
+pub(super) fn is_refused_xattr(key: &[u8]) -> bool {
+    key.starts_with(b"trusted.") || crate::xattrs::is_overlay_xattr(key)
+}
+
 /// The entry's `SCHILY.xattr.*` records onto the new node, except `trusted.*` (refused, as
 /// containerd does) and what the filesystem does not support.
 pub(super) fn set_entry_xattrs(
@@ -25,7 +31,7 @@ pub(super) fn set_entry_xattrs(
         let Some(key) = k.strip_prefix(XATTR_PREFIX) else {
             continue;
         };
-        if key.starts_with(b"trusted.") || crate::xattrs::is_overlay_xattr(key) {
+        if is_refused_xattr(key) {
             // containerd refuses admin attributes from archives (with a warning); overlay's
             // `user.overlay.*` metadata (honoured on `userxattr` mounts) is refused the same
             // way, so a layer cannot forge whiteouts, opaque dirs or redirects.
