@@ -409,7 +409,7 @@ fn unsupported_options_are_invalid() {
         err,
         LAYERDIFF_ERROR_INVALID_ARGUMENT,
         Some(0),
-        "unknown whiteout mode 7",
+        "unknown whiteouts 7 (LAYERDIFF_WHITEOUTS_REMOVE, _OVERLAY or _AUFS)",
     );
 
     let rootless_cases = [
