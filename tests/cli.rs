@@ -9,6 +9,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use common::compress::{gzip, sha256_digest as sha256};
+use common::rng::Rng;
 use common::tar::{Header, Tar};
 
 const BIN: &str = env!("CARGO_BIN_EXE_layerdiff");
@@ -45,29 +47,6 @@ fn assert_one_line_failure(o: &Output, code: i32) -> String {
         "control bytes in {err:?}"
     );
     err
-}
-
-fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    e.write_all(data).unwrap();
-    e.finish().unwrap()
-}
-
-/// Bytes that do not compress (xorshift), so a layer's size is what the test asks for.
-fn noise(len: usize, mut seed: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        out.extend_from_slice(&seed.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
-fn sha256(data: &[u8]) -> String {
-    common::compress::sha256_digest(data)
 }
 
 struct Work {
@@ -307,7 +286,7 @@ fn apply_diff_id_right_passes_wrong_fails_with_one_line() {
     let w = Work::new();
     let tar = small_layer();
     let diff_id = sha256(&tar);
-    let layer = w.write("l.tgz", &gzip(&tar));
+    let layer = w.write("l.tgz", &gzip(&tar, 1));
     let root = w.mkdir("root");
     let ok = run(&["apply", "--diff-id", &diff_id, &layer, &root]);
     assert!(ok.status.success(), "{}", stderr(&ok));
@@ -396,7 +375,7 @@ fn every_kind_layer() -> Vec<u8> {
 #[test]
 fn ls_json_lists_every_kind_of_entry() {
     let w = Work::new();
-    let layer = w.write("every.tgz", &gzip(&every_kind_layer()));
+    let layer = w.write("every.tgz", &gzip(&every_kind_layer(), 1));
     let got = ls_json(&layer);
     let names: Vec<&str> = got.iter().map(|e| e["name"].as_str().unwrap()).collect();
     let long = format!("{}file", "long/".repeat(40));
@@ -507,8 +486,8 @@ fn ls_reads_stdin_and_zstd() {
 #[test]
 fn ls_fails_on_bad_input_as_apply_does() {
     let w = Work::new();
-    let good = Tar::new().file("f", &noise(100_000, 7)).finish();
-    let gz = gzip(&good);
+    let good = Tar::new().file("f", &Rng::new(7).bytes(100_000)).finish();
+    let gz = gzip(&good, 1);
     let mut bad_checksum = good.clone();
     bad_checksum[148] = b'7';
     let mut trailing_garbage = gz.clone();
@@ -630,10 +609,10 @@ fn on_terminal(args: &[&str], stdin: Option<(&str, bool)>, stdout_file: &Path) -
 /// draw.
 fn big_layer(w: &Work) -> (String, u64) {
     let tar = Tar::new()
-        .file("big", &noise(24 << 20, 1))
+        .file("big", &Rng::new(1).bytes(24 << 20))
         .file("small", b"s")
         .finish();
-    let gz = gzip(&tar);
+    let gz = gzip(&tar, 1);
     (w.write("big.tgz", &gz), gz.len() as u64)
 }
 
@@ -690,7 +669,7 @@ fn progress_from_a_pipe_and_for_diff_counts_entries_bytes_and_ratio() {
 
     let lower = w.mkdir("lower");
     let upper = w.mkdir("upper");
-    w.write("upper/big", &noise(8 << 20, 3));
+    w.write("upper/big", &Rng::new(3).bytes(8 << 20));
     w.write("upper/zeros", &vec![0; 8 << 20]);
     let layer_out = w.s("diff.tgz");
     let shown = on_terminal(&["diff", &lower, &upper, "-o", &layer_out], None, &out);

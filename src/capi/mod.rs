@@ -716,16 +716,16 @@ unsafe fn apply_options(
         ],
         "LAYERDIFF_DEVICES_AUTO, _CREATE or _SKIP",
     )?;
-    let whiteouts = match o.whiteouts {
-        LAYERDIFF_WHITEOUTS_REMOVE => WhiteoutMode::Remove,
-        LAYERDIFF_WHITEOUTS_OVERLAY => WhiteoutMode::Overlay,
-        LAYERDIFF_WHITEOUTS_AUFS => WhiteoutMode::Aufs,
-        other => {
-            return Err(layerdiff_error::invalid_argument(format!(
-                "unknown whiteout mode {other} (LAYERDIFF_WHITEOUTS_REMOVE, _OVERLAY or _AUFS)"
-            )))
-        }
-    };
+    let whiteouts = enum_arg(
+        "whiteouts",
+        o.whiteouts,
+        &[
+            (LAYERDIFF_WHITEOUTS_REMOVE, WhiteoutMode::Remove),
+            (LAYERDIFF_WHITEOUTS_OVERLAY, WhiteoutMode::Overlay),
+            (LAYERDIFF_WHITEOUTS_AUFS, WhiteoutMode::Aufs),
+        ],
+        "LAYERDIFF_WHITEOUTS_REMOVE, _OVERLAY or _AUFS",
+    )?;
     let mut parents = Vec::with_capacity(o.parents_len.min(1024));
     if o.parents_len > 0 {
         if o.parents.is_null() {
@@ -908,17 +908,19 @@ pub unsafe extern "C" fn layerdiff_compare_upperdir(
         let lower = unsafe { path_arg("lower", lower) }?;
         // SAFETY: as above.
         let upperdir = unsafe { path_arg("upperdir", upperdir) }?;
-        let xattrs = match overlay_xattrs {
-            LAYERDIFF_OVERLAY_XATTRS_AUTO | LAYERDIFF_OVERLAY_XATTRS_TRUSTED => {
-                crate::OverlayXattrs::Trusted
-            }
-            LAYERDIFF_OVERLAY_XATTRS_USER => crate::OverlayXattrs::User,
-            other => {
-                return Err(layerdiff_error::invalid_argument(format!(
-                "unknown overlay_xattrs {other} (LAYERDIFF_OVERLAY_XATTRS_AUTO, _TRUSTED or _USER)"
-            )))
-            }
-        };
+        let xattrs = enum_arg(
+            "overlay_xattrs",
+            overlay_xattrs,
+            &[
+                (LAYERDIFF_OVERLAY_XATTRS_AUTO, crate::OverlayXattrs::Trusted),
+                (
+                    LAYERDIFF_OVERLAY_XATTRS_TRUSTED,
+                    crate::OverlayXattrs::Trusted,
+                ),
+                (LAYERDIFF_OVERLAY_XATTRS_USER, crate::OverlayXattrs::User),
+            ],
+            "LAYERDIFF_OVERLAY_XATTRS_AUTO, _TRUSTED or _USER",
+        )?;
         let zero = layerdiff_compare_options::default();
         // SAFETY: NULL or a valid struct, by contract; NULL is the all-zero struct.
         let options = unsafe { options.as_ref() }.unwrap_or(&zero);
