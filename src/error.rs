@@ -204,12 +204,9 @@ fn io_kind(e: &io::Error) -> ErrorKind {
 impl Error {
     /// This error inside an `io::Error`, to pass where only that type can (a `Read` between
     /// two pipeline stages); [`Error::from_io`] takes it out again unchanged.
+    /// Always of kind `Other`: std's readers retry `Interrupted` (a cancel must stop them).
     pub(crate) fn into_io(self) -> io::Error {
-        let kind = match self {
-            Error::Canceled => io::ErrorKind::Interrupted,
-            _ => io::ErrorKind::Other,
-        };
-        io::Error::new(kind, self)
+        io::Error::other(self)
     }
 
     /// An `io::Error` from reading a stream: the [`Error`] it carries if it came from

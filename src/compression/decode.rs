@@ -88,6 +88,11 @@ fn decoder<'a, R: BufRead + 'a>(kind: Detected, input: R) -> Result<Box<dyn Read
 /// What a failed read of the decompressed stream means: anything the decoders report that is
 /// not a system error is bad data.
 pub(crate) fn decode_error(e: io::Error) -> Error {
+    // An error the input stage passed through the decoder (a cancel, a failed read) keeps its
+    // own kind: only what the decoder itself reports is bad data.
+    if e.get_ref().is_some_and(|inner| inner.is::<Error>()) {
+        return Error::from_io("read layer", e);
+    }
     let msg = format!("decompress layer: {e}");
     if e.kind() == io::ErrorKind::UnexpectedEof
         || e.raw_os_error().is_none()
