@@ -7,7 +7,9 @@
 //! kernel older than 6.6 / 6.13. With procfs on `/proc` the calls then go through
 //! `/proc/self/fd` (the same tree again); with neither, or with a fake `/proc` (a tmpfs of
 //! symlinks that would redirect them), the CLI fails with one line naming what is missing and
-//! never reads or writes by full path.
+//! never reads or writes by full path. (The filter names the architecture, so the file is
+//! for x86-64 and aarch64, layerdiff's targets.)
+#![cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 
 mod common;
 
@@ -447,6 +449,7 @@ fn apply_without_proc_makes_the_same_tree_as_with_it() {
 fn apply_with_neither_at_calls_nor_procfs_fails_with_one_line() {
     require_root!();
     let w = Work::new();
+    // d/ and d/f are made by fd; d/p is the first entry set by name.
     let (root, o) = w.apply(&SCENARIOS[0], "xattrs", Proc::Empty, AtCalls::Enosys);
     let err = assert_one_line_failure(&o);
     let want = format!(
@@ -478,10 +481,6 @@ fn apply_with_neither_at_calls_nor_procfs_fails_with_one_line() {
     assert!(err.starts_with(&want), "{err}");
 
     // A parent copied from a lower: listing the lower's xattrs.
-    let (_, o) = w.apply(&SCENARIOS[1], "parent", Proc::Empty, AtCalls::Enosys);
-    let err = assert_one_line_failure(&o);
-    // d/ comes first and is made by fd; so is d/f; d/p is the first entry by name.
-    assert!(err.contains("needs the setxattrat system call"), "{err}");
     let only_parent = Tar::new()
         .entry(hdr(b'0', "m/n/g", 0o600, 0, 0), b"g")
         .finish();
