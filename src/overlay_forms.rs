@@ -11,7 +11,7 @@
 
 use std::os::fd::AsFd;
 
-use rustix::fs::{self as rfs, FileType, Mode, OFlags};
+use rustix::fs::{self as rfs, FileType};
 
 /// Which xattr namespace the overlay mount keeps its metadata in: `trusted.overlay.*` (the
 /// default) or `user.overlay.*` (the `userxattr` mount option).
@@ -79,6 +79,8 @@ pub fn is_opaque(dir: impl AsFd, ns: OverlayXattrs) -> rustix::io::Result<bool> 
 /// The entry `name` of the open directory `dir` (whose stat is `st`) is a whiteout in either
 /// form. `dir_has_xattr_whiteouts` is whether `dir` carries `NS.overlay.opaque=x` (look it up
 /// once per directory with [`opaque_value`]): overlayfs reads xattr whiteouts only there.
+/// `NOSYS` when the name's xattr cannot be read without following it: the kernel has no
+/// `getxattrat` (Linux 6.13) and `/proc` is not procfs.
 pub fn is_whiteout(
     dir: impl AsFd,
     name: &[u8],
@@ -89,17 +91,17 @@ pub fn is_whiteout(
     match FileType::from_raw_mode(st.st_mode) {
         FileType::CharacterDevice => Ok(st.st_rdev == 0),
         FileType::RegularFile if dir_has_xattr_whiteouts && st.st_size == 0 => {
-            let fd = rfs::openat(
-                dir,
-                name,
-                OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::empty(),
-            )?;
-            let path = crate::sys::proc_fd_path(fd.as_fd(), b"");
-            match rfs::getxattr(path.as_slice(), ns.whiteout_xattr(), &mut [0u8; 0][..]) {
+            // By directory and name, not followed (getxattrat, or /proc where the kernel
+            // lacks it: crate::sys).
+            let key = ns.whiteout_xattr().as_bytes();
+            match crate::sys::lgetxattr_at(dir.as_fd(), name, key, &mut []) {
                 Ok(_) => Ok(true),
-                Err(rustix::io::Errno::NODATA) | Err(rustix::io::Errno::NOTSUP) => Ok(false),
-                Err(e) => Err(e),
+                Err(e) => match rustix::io::Errno::from_io_error(&e) {
+                    Some(rustix::io::Errno::NODATA) | Some(rustix::io::Errno::NOTSUP) => Ok(false),
+                    Some(e) => Err(e),
+                    // Neither getxattrat nor procfs.
+                    None => Err(rustix::io::Errno::NOSYS),
+                },
             }
         }
         _ => Ok(false),

@@ -7,7 +7,7 @@
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
@@ -148,9 +148,8 @@ impl At<'_> {
     /// has none or the filesystem has no xattrs.
     pub(crate) fn xattr(&self, name: impl AsRef<std::ffi::OsStr>) -> Result<Option<Vec<u8>>> {
         let name = name.as_ref();
-        let r = self.with_lpath(|p| xattr::get(p, name));
-        match r {
-            Ok(v) => Ok(v),
+        match crate::sys::lgetxattr_all(self.dir, self.name, name.as_bytes()) {
+            Ok(v) => Ok(Some(v)),
             Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => Ok(None),
             Err(e) if e.raw_os_error() == Some(libc::ENODATA) => Ok(None),
             Err(e) => Err(Error::path_detail(
@@ -164,29 +163,14 @@ impl At<'_> {
 
     /// The names of this entry's xattrs (not following symlinks).
     pub(crate) fn xattr_names(&self) -> Result<Vec<std::ffi::OsString>> {
-        match self.with_lpath(|p| xattr::list(p).map(|l| l.collect::<Vec<_>>())) {
-            Ok(v) => Ok(v),
+        // By directory and name, never by full path (which a concurrent rename could send
+        // elsewhere): listxattrat, or /proc where the kernel lacks it (crate::sys).
+        match crate::sys::llistxattr_all(self.dir, self.name) {
+            Ok(v) => Ok(v.into_iter().map(std::ffi::OsString::from_vec).collect()),
             Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => Ok(Vec::new()),
             Err(e) => Err(Error::path("list xattrs of", self.display(), e)),
         }
     }
-
-    /// Run an `l*` path call on this entry: through `/proc/self/fd/DIR/NAME`, which pins the
-    /// directory and does not follow the name; by full path only when /proc is missing.
-    fn with_lpath<T>(&self, call: impl Fn(&Path) -> io::Result<T>) -> io::Result<T> {
-        let proc = crate::sys::proc_fd_path(self.dir, self.name);
-        match call(Path::new(std::ffi::OsStr::from_bytes(&proc))) {
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) && !proc_fd_available() => {
-                call(&self.display())
-            }
-            r => r,
-        }
-    }
-}
-
-fn proc_fd_available() -> bool {
-    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *AVAILABLE.get_or_init(|| Path::new("/proc/self/fd").is_dir())
 }
 
 /// `root` joined with the `/`-rooted `rel`, for messages.

@@ -12,7 +12,7 @@ use super::WhiteoutMode;
 use crate::error::{Error, Result};
 use crate::idmap::Direction;
 use crate::overlay_forms::OverlayXattrs;
-use crate::sys::{errno, proc_fd_path};
+use crate::sys::{chmod_path_fd, errno};
 use crate::tar::pax::key::XATTR_PREFIX;
 use crate::tar::{EntryHeader, Nanos};
 
@@ -64,7 +64,8 @@ impl Unpacker<'_> {
                 rfs::futimens(fd, &times)
             }
             Node::Name => {
-                // chmod through an O_PATH descriptor of the entry itself, never through a link.
+                // chmod through an O_PATH descriptor of the entry itself, never through a link
+                // (fchmodat2, or /proc where the kernel lacks it: crate::sys).
                 let fd = rfs::openat(
                     pfd,
                     base,
@@ -74,8 +75,7 @@ impl Unpacker<'_> {
                 .map_err(|e| Error::path("lstat", show(), errno(e)))?;
                 let st = rfs::fstat(&fd).map_err(|e| Error::path("lstat", show(), errno(e)))?;
                 if FileType::from_raw_mode(st.st_mode) != FileType::Symlink {
-                    rfs::chmod(proc_fd_path(fd.as_fd(), b""), mode)
-                        .map_err(|e| Error::path("chmod", show(), errno(e)))?;
+                    chmod_path_fd(fd.as_fd(), mode).map_err(|e| Error::path("chmod", show(), e))?;
                 }
                 rfs::utimensat(pfd, base, &times, AtFlags::SYMLINK_NOFOLLOW)
             }

@@ -10,10 +10,9 @@ use std::os::unix::ffi::OsStrExt;
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 
 use super::unpacker::Unpacker;
-use super::xattrs::{lgetxattr_all, llistxattr_all};
 use crate::error::{Error, Result};
 use crate::resolve::join_comps;
-use crate::sys::{errno, is_errno, proc_fd_path};
+use crate::sys::{errno, is_errno, lgetxattr_all, llistxattr_all};
 
 impl Unpacker<'_> {
     /// containerd's `mkparent`: every missing component is made 0755 (attributes from the
@@ -129,21 +128,23 @@ impl Unpacker<'_> {
             rfs::futimens(dst, &times)
                 .map_err(|e| Error::path("set times of", show(), errno(e)))?;
 
-            let src = proc_fd_path(lpfd.as_fd(), lname);
+            // The lower's directory by its parent and name, not followed (listxattrat and
+            // getxattrat, or /proc where the kernel lacks them: crate::sys).
+            let absent = |e: &io::Error| is_errno(e, libc::ENOTSUP) || is_errno(e, libc::ENODATA);
             let mut names = Vec::new();
-            match llistxattr_all(&src) {
+            match llistxattr_all(lpfd.as_fd(), lname) {
                 Ok(n) => names = n,
-                Err(rustix::io::Errno::NOTSUP) | Err(rustix::io::Errno::NODATA) => {}
-                Err(e) => return Err(Error::path("list xattrs of", lshow(), errno(e))),
+                Err(e) if absent(&e) => {}
+                Err(e) => return Err(Error::path("list xattrs of", lshow(), e)),
             }
             for name in names {
                 if name.starts_with(b"trusted.") {
                     continue;
                 }
-                let value = match lgetxattr_all(&src, &name) {
+                let value = match lgetxattr_all(lpfd.as_fd(), lname, &name) {
                     Ok(v) => v,
-                    Err(rustix::io::Errno::NOTSUP) | Err(rustix::io::Errno::NODATA) => continue,
-                    Err(e) => return Err(Error::path("get xattr of", lshow(), errno(e))),
+                    Err(e) if absent(&e) => continue,
+                    Err(e) => return Err(Error::path("get xattr of", lshow(), e)),
                 };
                 match rfs::fsetxattr(dst, name.as_slice(), &value, rfs::XattrFlags::CREATE) {
                     Ok(())

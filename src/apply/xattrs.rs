@@ -1,5 +1,4 @@
-//! Extended attributes: those a layer entry carries (PAX `SCHILY.xattr.*` records), and
-//! whole-list reads of a lower directory's (for parents copied from lowers).
+//! Extended attributes a layer entry carries (PAX `SCHILY.xattr.*` records).
 
 use std::os::fd::BorrowedFd;
 use std::path::PathBuf;
@@ -8,7 +7,7 @@ use rustix::fs::{self as rfs, AtFlags, FileType};
 
 use super::unpacker::Node;
 use crate::error::{Error, Result};
-use crate::sys::{errno, proc_fd_path};
+use crate::sys::{errno, is_errno, lsetxattr_at};
 use crate::tar::pax::key::XATTR_PREFIX;
 use crate::tar::EntryHeader;
 
@@ -38,13 +37,16 @@ pub(super) fn set_entry_xattrs(
             continue;
         }
         let res = match node {
-            Node::Fd(fd) => rfs::fsetxattr(fd, key, v, rfs::XattrFlags::empty()),
-            Node::Name => rfs::lsetxattr(proc_fd_path(pfd, base), key, v, rfs::XattrFlags::empty()),
+            Node::Fd(fd) => rfs::fsetxattr(fd, key, v, rfs::XattrFlags::empty()).map_err(errno),
+            // Not following the name: setxattrat, or /proc where the kernel lacks it.
+            Node::Name => lsetxattr_at(pfd, base, key, v, false),
         };
         match res {
-            Ok(()) | Err(rustix::io::Errno::NOTSUP) => {}
-            Err(rustix::io::Errno::PERM)
-                if key.starts_with(b"user.")
+            Ok(()) => {}
+            Err(e) if is_errno(&e, libc::ENOTSUP) => {}
+            Err(e)
+                if is_errno(&e, libc::EPERM)
+                    && key.starts_with(b"user.")
                     && rfs::statat(pfd, base, AtFlags::SYMLINK_NOFOLLOW).is_ok_and(|st| {
                         !matches!(
                             FileType::from_raw_mode(st.st_mode),
@@ -56,47 +58,11 @@ pub(super) fn set_entry_xattrs(
                     "set xattr on",
                     show(),
                     format!("(key {})", String::from_utf8_lossy(key)),
-                    errno(e),
+                    e,
                 ))
             }
         }
     }
 
     Ok(())
-}
-
-/// Every xattr name of `path` (not following a symlink).
-pub(super) fn llistxattr_all(path: &[u8]) -> Result<Vec<Vec<u8>>, rustix::io::Errno> {
-    loop {
-        let n = rfs::llistxattr_query(path)?;
-        let mut buf = vec![0u8; n];
-        match rfs::llistxattr(path, &mut buf[..]) {
-            Ok(k) => {
-                buf.truncate(k);
-                return Ok(buf
-                    .split(|&b| b == 0)
-                    .filter(|s| !s.is_empty())
-                    .map(<[u8]>::to_vec)
-                    .collect());
-            }
-            Err(rustix::io::Errno::RANGE) => continue,
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// The value of xattr `name` of `path` (not following a symlink).
-pub(super) fn lgetxattr_all(path: &[u8], name: &[u8]) -> Result<Vec<u8>, rustix::io::Errno> {
-    loop {
-        let n = rfs::lgetxattr_query(path, name)?;
-        let mut buf = vec![0u8; n];
-        match rfs::lgetxattr(path, name, &mut buf[..]) {
-            Ok(k) => {
-                buf.truncate(k);
-                return Ok(buf);
-            }
-            Err(rustix::io::Errno::RANGE) => continue,
-            Err(e) => return Err(e),
-        }
-    }
 }

@@ -805,7 +805,9 @@ unsafe fn diff_id_arg(ptr: *const c_char) -> Result<Option<String>, layerdiff_er
 /// - `lower`, `upper`: paths of directories, only read. A NULL or empty `lower` is no lower
 ///   tree (containerd's `WriteDiff("", upper)`): every entry of `upper` is in the layer.
 /// - `out_fd`: open for writing (a file, pipe or socket); layerdiff writes from its current
-///   offset, which advances, and never closes it. It must stay open until the call returns.
+///   offset, which advances, and never closes it. It must stay open until the call returns;
+///   after that no layerdiff thread touches it, whatever the outcome (success, error, cancel):
+///   layerdiff writes through a duplicate, closed before the call returns.
 ///   As with any write(2), a pipe or socket whose reader is gone raises SIGPIPE unless the
 ///   process ignores it; the call then fails with LAYERDIFF_ERROR_IO and errno EPIPE.
 /// - `options`: NULL, or a struct as documented at layerdiff_compare_options, read during the
@@ -949,7 +951,9 @@ pub unsafe extern "C" fn layerdiff_compare_upperdir(
 ///
 /// - `root`: path of an existing directory.
 /// - `in_fd`: open for reading; layerdiff reads from its current offset, which advances, and
-///   never closes it. It must stay open until the call returns.
+///   never closes it. It must stay open until the call returns; after that no layerdiff
+///   thread touches it, whatever the outcome (success, error, cancel): layerdiff reads through
+///   a duplicate, closed before the call returns.
 /// - `options`: NULL, or a struct as documented at layerdiff_apply_options, read during the
 ///   call only. NULL means the all-zero options (remove whiteouts, same owner).
 /// - `out`: must not be NULL; written only on success, with the digest and size of the

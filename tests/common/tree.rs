@@ -157,3 +157,25 @@ pub fn diff_snapshots(before: &Snapshot, after: &Snapshot) -> Vec<String> {
     }
     d
 }
+
+/// Everything below `root` (not `root` itself, whose times the applier does not set), in a
+/// form two trees made apart can be compared in: ctimes cleared and inode numbers replaced by
+/// the number of the path's hard-link group (in path order), so only which paths share an
+/// inode remains.
+pub fn comparable_snapshot(root: &Path) -> Snapshot {
+    let mut out = Snapshot::new();
+    let names = list_names(root);
+    out.insert(PathBuf::from("<entries>"), Meta::entry_list(&names));
+    for n in names {
+        let n = OsStr::from_bytes(&n);
+        snapshot_tree(&root.join(n), Path::new(n), &mut out);
+    }
+    let mut groups: BTreeMap<u64, u64> = BTreeMap::new();
+    for m in out.values_mut() {
+        m.ctime = (0, 0);
+        // The `<entries>` pseudo-entries all have inode 0: one group, the same in both.
+        let next = groups.len() as u64;
+        m.ino = *groups.entry(m.ino).or_insert(next);
+    }
+    out
+}

@@ -193,23 +193,25 @@ func applyBoth(t *testing.T, layer []byte, s shape, overlay, withParent bool) st
 	}
 
 	t.Logf("containerd: %s\nlayerdiff:  %s", errOr(want), errOr(got))
-	o := outcome{containerd: want, layerdiff: got, shape: s}
+	// No difference is allowed: issue 10's findings are all fixed (the last allowlisted one,
+	// finding 3's stack overflow, is guarded by its seed whiteout-deep-tree-400).
+	var problems []string
 	for _, d := range after.changesSince(before) {
-		o.problems = append(o.problems, "layerdiff changed something outside the root: "+d)
+		problems = append(problems, "layerdiff changed something outside the root: "+d)
 	}
 	for _, n := range newNames(listed, listNames(watched), s.tar) {
-		o.problems = append(o.problems, "layerdiff wrote outside the sandbox: "+n)
+		problems = append(problems, "layerdiff wrote outside the sandbox: "+n)
 	}
 	if got.Err != nil && (errors.Is(got.Err, testkit.ErrHang) || errors.Is(got.Err, testkit.ErrCrash) ||
 		strings.Contains(got.Err.Error(), "nothing on stderr") || strings.Contains(got.Err.Error(), "internal error")) {
-		o.problems = append(o.problems, "layerdiff broke: "+got.Err.Error())
+		problems = append(problems, "layerdiff broke: "+got.Err.Error())
 	}
 	switch {
 	case want.Err == nil && got.Err != nil:
-		o.problems = append(o.problems, "containerd applied the layer, layerdiff refused it")
+		problems = append(problems, "containerd applied the layer, layerdiff refused it")
 	case want.Err == nil:
 		if want.Digest != got.Digest || want.Size != got.Size {
-			o.problems = append(o.problems, fmt.Sprintf("descriptor: containerd %s/%d, layerdiff %s/%d",
+			problems = append(problems, fmt.Sprintf("descriptor: containerd %s/%d, layerdiff %s/%d",
 				want.Digest, want.Size, got.Digest, got.Size))
 		}
 		roots := [2]string{filepath.Join(twins[0], "root"), filepath.Join(twins[1], "root")}
@@ -218,41 +220,14 @@ func applyBoth(t *testing.T, layer []byte, s shape, overlay, withParent bool) st
 			t.Fatal(err)
 		}
 		for _, d := range diffs {
-			o.problems = append(o.problems, "trees differ: "+d)
+			problems = append(problems, "trees differ: "+d)
 		}
 	}
-	if len(o.problems) == 0 {
+	if len(problems) == 0 {
 		return ""
 	}
-	if k := knownApplyFinding(o); k != "" {
-		t.Skipf("known open difference (%s): %s", k, strings.Join(o.problems, "; "))
-	}
 	return fmt.Sprintf("overlay %v, parent %v\n  containerd: %s\n  layerdiff:  %s\n  %s",
-		overlay, overlay && withParent, errOr(want), errOr(got), strings.Join(o.problems, "\n  "))
-}
-
-// outcome is one input's result, for the allowlist of known findings.
-type outcome struct {
-	containerd, layerdiff testkit.Result
-	shape                 shape
-	problems              []string
-}
-
-// knownApplyFinding names the open issue-10 finding that explains o, or "". Each entry
-// matches one finding's symptom narrowly; delete it when the finding is fixed (its seed then
-// guards the fix).
-func knownApplyFinding(o outcome) string {
-	ours := ""
-	if o.layerdiff.Err != nil {
-		ours = o.layerdiff.Err.Error()
-	}
-	// Finding 3: remove_all recurses once per level; a whiteout of a deep tree overflows the
-	// CLI's (here 2 MiB) stack. Seed: whiteout-deep-tree-400, the same shape kept shallow
-	// enough for one fuzz input's time (it takes thousands of levels to overflow).
-	if errors.Is(o.layerdiff.Err, testkit.ErrCrash) && strings.Contains(ours, "overflowed its stack") {
-		return "issue 10 finding 3: stack overflow removing a deep tree"
-	}
-	return ""
+		overlay, overlay && withParent, errOr(want), errOr(got), strings.Join(problems, "\n  "))
 }
 
 // listNames lists the entries of each directory (full paths).
