@@ -55,7 +55,7 @@ lint:
 	@out=$$(cd go && gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
 
 rust-test:
-	$(CARGO) test --release --locked
+	$(CARGO) test --release --locked --workspace
 
 # The prefix the C and Go tests build against: `make install` into the tree, so they see the
 # installed header, libraries and pkg-config files exactly as a user of an install does.
