@@ -15,6 +15,7 @@ package main
 import (
 	"bytes"
 	"context"
+	crand "crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -37,6 +38,7 @@ import (
 	"github.com/containerd/containerd/v2/plugins/diff/walking"
 	"github.com/containerd/containerd/v2/plugins/snapshots/overlay"
 	"github.com/containerd/log"
+	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sys/unix"
 
@@ -67,54 +69,71 @@ type commitResult struct {
 	size    int64 // the compressed layer
 	usize   int64 // the uncompressed layer (tar)
 	diffID  string
-	// Only for the upperdir mode, timed after Compare in the same child: a read-only temp
-	// mount and unmount of the lower view alone, and the core's upperdir compare into
-	// io.Discard (no content store) on that mount.
-	mountNS, coreNS int64
+	// Only for the upperdir mode, timed after Compare in the same child (upperdirBreakdown).
+	mountNS, coreNS, storeNS int64
 }
 
 type commitRow struct {
-	fs, impl string
-	changes  int
-	results  []commitResult
-	failed   string
+	fs, impl  string
+	baseFiles int
+	changes   int
+	results   []commitResult
+	failed    string
 }
 
+// commitSize is a base the commit job is run on (-commit-bases FILES:MB).
+type commitSize struct{ files, mb int }
+
 type commitBase struct {
+	fs                    string
 	files, dirs, symlinks int
 	bytes                 int64
 	genTime               time.Duration
 }
 
-// benchCommit runs the commit job on one file system; base is its work directory.
-func benchCommit(opts options, fsName, base string) ([]commitRow, commitBase, error) {
-	var info commitBase
+// benchCommit runs the commit job on one file system, for each base; base is its work
+// directory.
+func benchCommit(opts options, fsName, base string) ([]commitRow, []commitBase, error) {
 	ctx := namespaces.WithNamespace(context.Background(), "layerdiff-bench")
 	snRoot := filepath.Join(base, "snapshotter")
 	sn, err := overlay.NewSnapshotter(snRoot)
 	if err != nil {
-		return nil, info, fmt.Errorf("containerd's overlay snapshotter on %s: %v", snRoot, err)
+		return nil, nil, fmt.Errorf("containerd's overlay snapshotter on %s: %v", snRoot, err)
 	}
 	defer sn.Close()
+	var rows []commitRow
+	var infos []commitBase
+	for _, size := range opts.commitBases {
+		baseRows, info, err := benchCommitBase(ctx, opts, sn, size, fsName, base)
+		if err != nil {
+			return nil, nil, err
+		}
+		rows, infos = append(rows, baseRows...), append(infos, info)
+	}
+	return rows, infos, nil
+}
 
-	progress("%s commit: writing a %d-file, %d MB base into a snapshot of containerd's overlay snapshotter", fsName, opts.commitFiles, opts.commitMB)
+func benchCommitBase(ctx context.Context, opts options, sn snapshots.Snapshotter, size commitSize, fsName, base string) ([]commitRow, commitBase, error) {
+	info := commitBase{fs: fsName}
+	progress("%s commit: writing a %d-file, %d MB base into a snapshot of containerd's overlay snapshotter", fsName, size.files, size.mb)
 	start := time.Now()
-	baseMounts, err := sn.Prepare(ctx, "base-active", "")
+	baseKey := fmt.Sprintf("base-%d", size.files)
+	baseMounts, err := sn.Prepare(ctx, baseKey+"-active", "")
 	if err != nil {
 		return nil, info, err
 	}
 	var files []string
 	if err := withMount(base, baseMounts, func(root string) error {
-		files, info, err = writeCommitBase(rand.New(rand.NewPCG(11, 12)), root, opts.commitFiles, int64(opts.commitMB)<<20)
+		files, err = writeCommitBase(rand.New(rand.NewPCG(11, 12)), root, size.files, int64(size.mb)<<20, &info)
 		return err
 	}); err != nil {
 		return nil, info, fmt.Errorf("writing the base: %v", err)
 	}
-	if err := sn.Commit(ctx, "base", "base-active"); err != nil {
+	if err := sn.Commit(ctx, baseKey, baseKey+"-active"); err != nil {
 		return nil, info, err
 	}
 	info.genTime = time.Since(start)
-	lower, err := sn.View(ctx, "base-view", "base")
+	lower, err := sn.View(ctx, baseKey+"-view", baseKey)
 	if err != nil {
 		return nil, info, err
 	}
@@ -123,8 +142,8 @@ func benchCommit(opts options, fsName, base string) ([]commitRow, commitBase, er
 
 	var rows []commitRow
 	for _, n := range opts.commitChanges {
-		key := fmt.Sprintf("container-%d", n)
-		upper, err := sn.Prepare(ctx, key, "base", snapshots.WithLabels(map[string]string{}))
+		key := fmt.Sprintf("%s-container-%d", baseKey, n)
+		upper, err := sn.Prepare(ctx, key, baseKey, snapshots.WithLabels(map[string]string{}))
 		if err != nil {
 			return nil, info, err
 		}
@@ -139,9 +158,9 @@ func benchCommit(opts options, fsName, base string) ([]commitRow, commitBase, er
 
 		jobRows := make([]commitRow, len(commitImpls))
 		for k, im := range commitImpls {
-			jobRows[k] = commitRow{fs: fsName, impl: im.name, changes: n}
+			jobRows[k] = commitRow{fs: fsName, impl: im.name, baseFiles: size.files, changes: n}
 		}
-		wantDiffID := ""
+		wantDiffID, failed := "", false
 		for r := 0; r < opts.runs; r++ {
 			for i := range commitImpls {
 				k := (i + r) % len(commitImpls)
@@ -150,22 +169,36 @@ func benchCommit(opts options, fsName, base string) ([]commitRow, commitBase, er
 				}
 				res, err := runCommitOnce(commitImpls[k].mode, base, lower, upper, fsName == "disk")
 				if err == nil && wantDiffID != "" && res.diffID != wantDiffID {
-					err = fmt.Errorf("diffID %s differs from %s (the first run's): the layers are not the same", res.diffID, wantDiffID)
+					err = fmt.Errorf("diffID %s differs from %s (an earlier run's): the layers are not the same", res.diffID, wantDiffID)
 				}
 				if err != nil {
 					jobRows[k].failed = "FAILED: " + firstLine(err.Error())
-					fmt.Fprintf(os.Stderr, "bench: FAILED %s commit %d changes (%s): %v\n", fsName, n, commitImpls[k].name, err)
+					fmt.Fprintf(os.Stderr, "bench: FAILED %s commit %d files %d changes (%s): %v\n", fsName, size.files, n, commitImpls[k].name, err)
 					failures++
+					failed = true
 					continue
 				}
 				wantDiffID = res.diffID
-				progress("%s commit %4d changes %-26s run %d: %.4f s (process %.3f s)", fsName, n, commitImpls[k].name, r+1, res.elapsed.Seconds(), res.wall.Seconds())
+				progress("%s commit %d files %4d changes %-26s run %d: %.4f s (process %.3f s)", fsName, size.files, n, commitImpls[k].name, r+1, res.elapsed.Seconds(), res.wall.Seconds())
 				jobRows[k].results = append(jobRows[k].results, res)
 			}
 		}
-		progress("%s commit %d changes: every run's diffID is %s", fsName, n, wantDiffID)
+		if !failed {
+			progress("%s commit %d files %d changes: every run's diffID is %s", fsName, size.files, n, wantDiffID)
+		}
 		rows = append(rows, jobRows...)
 		if err := sn.Remove(ctx, key); err != nil {
+			return nil, info, err
+		}
+	}
+	// The next base needs the room (a tmpfs).
+	for _, key := range []string{baseKey + "-view", baseKey} {
+		if err := sn.Remove(ctx, key); err != nil {
+			return nil, info, err
+		}
+	}
+	if c, ok := sn.(interface{ Cleanup(context.Context) error }); ok {
+		if err := c.Cleanup(ctx); err != nil {
 			return nil, info, err
 		}
 	}
@@ -215,8 +248,7 @@ const baseLeafFiles = 20
 // sigma 1.4, at most 8 MB: mostly small files and a long tail, as in a distribution's /usr)
 // scaled so that they add up to total; contents compress like real files
 // (randtree.Compressible). It returns the files' paths relative to root.
-func writeCommitBase(rng *rand.Rand, root string, files int, total int64) ([]string, commitBase, error) {
-	var info commitBase
+func writeCommitBase(rng *rand.Rand, root string, files int, total int64, info *commitBase) ([]string, error) {
 	sizes := make([]float64, files)
 	var sum float64
 	for i := range sizes {
@@ -230,7 +262,7 @@ func writeCommitBase(rng *rand.Rand, root string, files int, total int64) ([]str
 		dir := fmt.Sprintf("d%02d/s%02d/p%02d", leaf/256, leaf/16%16, leaf%16)
 		if i%baseLeafFiles == 0 {
 			if err := os.MkdirAll(filepath.Join(root, dir), 0o755); err != nil {
-				return nil, info, err
+				return nil, err
 			}
 			info.dirs++
 		}
@@ -241,23 +273,23 @@ func writeCommitBase(rng *rand.Rand, root string, files int, total int64) ([]str
 		}
 		size := int(sizes[i] * scale)
 		if err := os.WriteFile(filepath.Join(root, paths[i]), randtree.Compressible(rng, size), mode); err != nil {
-			return nil, info, err
+			return nil, err
 		}
 		if err := os.Chmod(filepath.Join(root, paths[i]), mode); err != nil { // past the umask
-			return nil, info, err
+			return nil, err
 		}
 		info.files++
 		info.bytes += int64(size)
 		if i%baseLeafFiles == 1 {
 			if err := os.Symlink(filepath.Base(paths[i]), filepath.Join(root, dir, "link")); err != nil {
-				return nil, info, err
+				return nil, err
 			}
 			info.symlinks++
 		}
 	}
 	// MkdirAll counts only the leaves above; the dNN and dNN/sNN directories too.
 	info.dirs += (files/baseLeafFiles+255)/256 + (files/baseLeafFiles+15)/16
-	return paths, info, nil
+	return paths, nil
 }
 
 // applyCommitChanges makes n changes under root (the container's merged view), as a
@@ -349,8 +381,10 @@ func runCommitOnce(mode, base string, lower, upper []mount.Mount, onDisk bool) (
 	if err := json.Unmarshal(out, &rep); err != nil {
 		return commitResult{}, fmt.Errorf("child's report %q: %v", out, err)
 	}
+	// The breakdown's extra work is not the commit's.
+	wall -= time.Duration(rep.BreakdownNS)
 	return commitResult{elapsed: time.Duration(rep.ElapsedNS), wall: wall, peakKB: rep.PeakKB, size: rep.OutSize,
-		usize: rep.UncompressedSize, diffID: rep.DiffID, mountNS: rep.MountNS, coreNS: rep.CoreNS}, nil
+		usize: rep.UncompressedSize, diffID: rep.DiffID, mountNS: rep.MountNS, coreNS: rep.CoreNS, storeNS: rep.StoreNS}, nil
 }
 
 // pathLog records what our Differ logs at debug level about the path it took (a logrus
@@ -418,20 +452,37 @@ func commitChild(ctx context.Context, spec childSpec, cs content.Store) (childRe
 		}
 	}
 	if spec.Impl == "upperdir" {
-		if err := upperdirBreakdown(ctx, spec, &rep); err != nil {
+		start := time.Now()
+		if err := upperdirBreakdown(ctx, spec, cs, &rep); err != nil {
 			return rep, err
 		}
+		rep.BreakdownNS = int64(time.Since(start))
 	}
 	rep.PeakKB, err = vmHWM()
 	return rep, err
 }
 
-// upperdirBreakdown times, after the timed Compare, two parts of the fast path on their
-// own: the read-only temp mount of the lower view, and the core's upperdir compare (gzip,
-// into io.Discard: no content store) on that mount. The rest of Compare is the content
-// store's writer, commit and label update.
-func upperdirBreakdown(ctx context.Context, spec childSpec, rep *childReport) error {
+// upperdirBreakdown times, after the timed Compare, the parts of the fast path on their own:
+// the read-only temp mount and unmount of the lower view; the core's upperdir compare (gzip,
+// into io.Discard) on that mount; and the content store's part, as writeDiff does it (a
+// writer, the layer's size of bytes, a commit with the diffID label, an Info), with bytes of
+// another digest. The rest is the Go side of the compare (the pipe from the core to the
+// writer, the digest check).
+func upperdirBreakdown(ctx context.Context, spec childSpec, cs content.Store, rep *childReport) error {
+	blob := make([]byte, rep.OutSize)
+	_, _ = crand.Read(blob)
+	blobDesc := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayerGzip, Digest: digest.FromBytes(blob), Size: rep.OutSize}
 	start := time.Now()
+	if err := content.WriteBlob(ctx, cs, "bench-store-write", bytes.NewReader(blob), blobDesc,
+		content.WithLabels(map[string]string{labels.LabelUncompressed: rep.DiffID})); err != nil {
+		return err
+	}
+	if _, err := cs.Info(ctx, blobDesc.Digest); err != nil {
+		return err
+	}
+	rep.StoreNS = int64(time.Since(start))
+
+	start = time.Now()
 	if err := mount.WithReadonlyTempMount(ctx, spec.Lower, func(string) error { return nil }); err != nil {
 		return err
 	}
@@ -462,22 +513,20 @@ func upperdirBreakdown(ctx context.Context, spec childSpec, rep *childReport) er
 // each way's median Compare time, its spread, containerd's and our double walk's time over
 // the upperdir path's, the child process's wall time, peak RSS and the layer's size; then
 // the fast path's breakdown.
-func printCommitTable(w io.Writer, rows []commitRow, bases map[string]commitBase, runs int) {
-	for _, fsName := range []string{"tmpfs", "disk"} {
-		if b, ok := bases[fsName]; ok {
-			fmt.Fprintf(w, "commit base on %s: %d files, %d dirs, %d symlinks, %.0f MB, written in %.1f s (in the page cache since: warm)\n",
-				fsName, b.files, b.dirs, b.symlinks, float64(b.bytes)/1e6, b.genTime.Seconds())
-		}
+func printCommitTable(w io.Writer, rows []commitRow, bases []commitBase, runs int) {
+	for _, b := range bases {
+		fmt.Fprintf(w, "commit base on %s: %d files, %d dirs, %d symlinks, %.0f MB, written in %.1f s (in the page cache since: warm)\n",
+			b.fs, b.files, b.dirs, b.symlinks, float64(b.bytes)/1e6, b.genTime.Seconds())
 	}
 	fmt.Fprintf(w, "medians of %d runs of Differ.Compare (gzip) alone; \"x upperdir\" is the time over the upperdir path's;\n", runs)
 	fmt.Fprintln(w, "\"process\" is the child's whole life (exec, Go start, opening the content store, Compare, exit)")
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "| fs | changes | implementation | median | min – max | x upperdir | process | peak RSS | layer (gz) |")
-	fmt.Fprintln(w, "|---|---:|---|---:|---:|---:|---:|---:|---:|")
+	fmt.Fprintln(w, "| fs | base files | changes | implementation | median | min – max | x upperdir | process | peak RSS | layer (gz) |")
+	fmt.Fprintln(w, "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|")
 	var fastMedian float64
 	for _, r := range rows {
 		if r.failed != "" || len(r.results) == 0 {
-			fmt.Fprintf(w, "| %s | %d | %s | %s | | | | | |\n", r.fs, r.changes, r.impl, r.failed)
+			fmt.Fprintf(w, "| %s | %d | %d | %s | %s | | | | | |\n", r.fs, r.baseFiles, r.changes, r.impl, r.failed)
 			continue
 		}
 		secs, walls := make([]float64, len(r.results)), make([]float64, len(r.results))
@@ -493,26 +542,30 @@ func printCommitTable(w io.Writer, rows []commitRow, bases map[string]commitBase
 		} else if fastMedian > 0 {
 			ratio = fmt.Sprintf("%.0f", med/fastMedian)
 		}
-		fmt.Fprintf(w, "| %s | %d | %s | %s | %s – %s | %s | %s | %.1f MB | %s |\n", r.fs, r.changes, r.impl, secsText(med),
+		fmt.Fprintf(w, "| %s | %d | %d | %s | %s | %s – %s | %s | %s | %.1f MB | %s |\n", r.fs, r.baseFiles, r.changes, r.impl, secsText(med),
 			secsText(slices.Min(secs)), secsText(slices.Max(secs)), ratio, secsText(median(walls)), float64(peak)/1024, sizeText(r.results[0].size))
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "upperdir path's parts (medians, timed in the same child after Compare): lower view's temp mount+unmount, the core's upperdir compare into io.Discard, and the rest of Compare (content store writer, commit, labels)")
+	fmt.Fprintln(w, "the upperdir path's parts, each timed alone in the same child after Compare (medians): the lower view's")
+	fmt.Fprintln(w, "read-only temp mount and unmount; the core's upperdir compare (gzip) into io.Discard; the content store's")
+	fmt.Fprintln(w, "writer, write, commit with labels and Info for a blob of the layer's size; the rest of Compare")
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "| fs | changes | Compare | mount lower | core compare | rest | tar |")
-	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|")
+	fmt.Fprintln(w, "| fs | base files | changes | Compare | mount lower | core compare | store write | rest | tar |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, r := range rows {
 		if r.impl != commitImpls[0].name || len(r.results) == 0 {
 			continue
 		}
-		var total, mnt, core []float64
+		var total, mnt, core, store []float64
 		for _, res := range r.results {
 			total = append(total, res.elapsed.Seconds())
 			mnt = append(mnt, float64(res.mountNS)/1e9)
 			core = append(core, float64(res.coreNS)/1e9)
+			store = append(store, float64(res.storeNS)/1e9)
 		}
-		fmt.Fprintf(w, "| %s | %d | %s | %s | %s | %s | %s |\n", r.fs, r.changes, secsText(median(total)), secsText(median(mnt)),
-			secsText(median(core)), secsText(max(0, median(total)-median(mnt)-median(core))), sizeText(r.results[0].usize))
+		rest := median(total) - median(mnt) - median(core) - median(store)
+		fmt.Fprintf(w, "| %s | %d | %d | %s | %s | %s | %s | %s | %s |\n", r.fs, r.baseFiles, r.changes, secsText(median(total)), secsText(median(mnt)),
+			secsText(median(core)), secsText(median(store)), secsText(max(0, rest)), sizeText(r.results[0].usize))
 	}
 }
 

@@ -81,8 +81,8 @@ type options struct {
 	jobs    []string
 	diskDir string
 	// The commit job's base and change counts (commit.go).
-	commitFiles, commitMB int
-	commitChanges         []int
+	commitBases   []commitSize
+	commitChanges []int
 }
 
 // allJobs are the jobs run by default; commitJob (commit.go) runs only when -jobs names it.
@@ -96,9 +96,8 @@ func parseFlags() (options, error) {
 	flag.StringVar(&trees, "trees", "rootfs,goroot", "trees: rootfs (generated), goroot (this Go's GOROOT)")
 	flag.StringVar(&jobs, "jobs", strings.Join(allJobs, ","), "jobs: "+strings.Join(allJobs, ", ")+", and "+commitJob+" (a container's commit on the overlay snapshotter; not by default)")
 	flag.StringVar(&o.diskDir, "disk", "/var/tmp", "a directory on the disk, for the disk runs")
-	flag.IntVar(&o.commitFiles, "commit-files", 100_000, "the commit job's base: files")
-	flag.IntVar(&o.commitMB, "commit-mb", 400, "the commit job's base: MB of file contents")
-	var commitChanges string
+	var commitBases, commitChanges string
+	flag.StringVar(&commitBases, "commit-bases", "100000:400", "the commit job's bases, FILES:MB (of file contents), each with every -commit-changes")
 	flag.StringVar(&commitChanges, "commit-changes", "10,1000", "the commit job: numbers of changes, each diffed on its own")
 	flag.Parse()
 	for _, c := range strings.Split(commitChanges, ",") {
@@ -108,8 +107,21 @@ func parseFlags() (options, error) {
 		}
 		o.commitChanges = append(o.commitChanges, n)
 	}
-	if o.commitFiles < 2*baseLeafFiles || o.commitMB < 1 {
-		return o, fmt.Errorf("-commit-files %d, -commit-mb %d: at least %d files and 1 MB", o.commitFiles, o.commitMB, 2*baseLeafFiles)
+	for _, b := range strings.Split(commitBases, ",") {
+		files, mb, _ := strings.Cut(b, ":")
+		size := commitSize{}
+		var err1, err2 error
+		size.files, err1 = strconv.Atoi(files)
+		size.mb, err2 = strconv.Atoi(mb)
+		// The changes pick distinct files outside one leaf directory.
+		minFiles := 2 * baseLeafFiles
+		for _, n := range o.commitChanges {
+			minFiles = max(minFiles, 2*n+baseLeafFiles)
+		}
+		if err1 != nil || err2 != nil || size.files < minFiles || size.mb < 1 {
+			return o, fmt.Errorf("-commit-bases: %q is not FILES:MB with at least %d files (twice the changes) and 1 MB", b, minFiles)
+		}
+		o.commitBases = append(o.commitBases, size)
 	}
 	o.fsList, o.trees, o.jobs = strings.Split(fsList, ","), strings.Split(trees, ","), strings.Split(jobs, ",")
 	if o.runs < 1 {
@@ -238,7 +250,7 @@ func run() error {
 	header := machineHeader()
 	var rows []row
 	var commitRows []commitRow
-	commitBases := map[string]commitBase{}
+	var commitBases []commitBase
 	for _, fsName := range opts.fsList {
 		base, cleanup, err := workDir(fsName, opts.diskDir)
 		if err != nil {
@@ -247,9 +259,9 @@ func run() error {
 		fsRows, err := benchFS(treeOpts, fsName, base, strings.TrimSpace(string(goroot)), gnuTime)
 		if err == nil && slices.Contains(opts.jobs, commitJob) {
 			var cRows []commitRow
-			var cBase commitBase
-			cRows, cBase, err = benchCommit(opts, fsName, base)
-			commitRows, commitBases[fsName] = append(commitRows, cRows...), cBase
+			var cBases []commitBase
+			cRows, cBases, err = benchCommit(opts, fsName, base)
+			commitRows, commitBases = append(commitRows, cRows...), append(commitBases, cBases...)
 		}
 		cleanup()
 		if err != nil {
@@ -524,6 +536,8 @@ type childReport struct {
 	DiffID           string `json:",omitempty"`
 	UncompressedSize int64  `json:",omitempty"`
 	MountNS, CoreNS  int64  `json:",omitempty"`
+	StoreNS          int64  `json:",omitempty"`
+	BreakdownNS      int64  `json:",omitempty"`
 }
 
 func runChild(im impl, spec childSpec) (result, error) {
