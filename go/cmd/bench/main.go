@@ -537,6 +537,7 @@ type childReport struct {
 	UncompressedSize int64  `json:",omitempty"`
 	MountNS, CoreNS  int64  `json:",omitempty"`
 	StoreNS          int64  `json:",omitempty"`
+	CPUNS            int64  `json:",omitempty"`
 	BreakdownNS      int64  `json:",omitempty"`
 }
 
