@@ -75,21 +75,28 @@ type commitResult struct {
 }
 
 type commitRow struct {
-	fs, impl  string
-	baseFiles int
-	changes   int
-	results   []commitResult
-	failed    string
+	fs, impl string
+	base     string // commitSize.String()
+	changes  int
+	results  []commitResult
+	failed   string
 }
 
-// commitSize is a base the commit job is run on (-commit-bases FILES:MB).
-type commitSize struct{ files, mb int }
+// commitSize is a base the commit job is run on (-commit-bases FILES:MB[:LAYERS]).
+type commitSize struct{ files, mb, layers int }
+
+func (c commitSize) String() string {
+	if c.layers == 1 {
+		return strconv.Itoa(c.files)
+	}
+	return fmt.Sprintf("%d in %d layers", c.files, c.layers)
+}
 
 type commitBase struct {
-	fs                    string
-	files, dirs, symlinks int
-	bytes                 int64
-	genTime               time.Duration
+	fs                            string
+	layers, files, dirs, symlinks int
+	bytes                         int64
+	genTime                       time.Duration
 }
 
 // benchCommit runs the commit job on one file system, for each base; base is its work
@@ -116,23 +123,29 @@ func benchCommit(opts options, fsName, base string) ([]commitRow, []commitBase, 
 
 func benchCommitBase(ctx context.Context, opts options, sn snapshots.Snapshotter, size commitSize, fsName, base string) ([]commitRow, commitBase, error) {
 	info := commitBase{fs: fsName}
-	progress("%s commit: writing a %d-file, %d MB base into a snapshot of containerd's overlay snapshotter", fsName, size.files, size.mb)
+	progress("%s commit: writing a %d-file, %d MB base in %d committed snapshots of containerd's overlay snapshotter", fsName, size.files, size.mb, size.layers)
 	start := time.Now()
-	baseKey := fmt.Sprintf("base-%d", size.files)
-	baseMounts, err := sn.Prepare(ctx, baseKey+"-active", "")
-	if err != nil {
-		return nil, info, err
+	var files, layerKeys []string
+	baseKey := ""
+	for layer := 0; layer < size.layers; layer++ {
+		key := fmt.Sprintf("base-%d-%d-layer%d", size.files, size.layers, layer)
+		mounts, err := sn.Prepare(ctx, key+"-active", baseKey)
+		if err != nil {
+			return nil, info, err
+		}
+		if err := withMount(base, mounts, func(root string) error {
+			files, err = writeCommitBase(root, size.files, int64(size.mb)<<20, layer, size.layers, &info)
+			return err
+		}); err != nil {
+			return nil, info, fmt.Errorf("writing the base: %v", err)
+		}
+		if err := sn.Commit(ctx, key, key+"-active"); err != nil {
+			return nil, info, err
+		}
+		baseKey = key
+		layerKeys = append(layerKeys, key)
 	}
-	var files []string
-	if err := withMount(base, baseMounts, func(root string) error {
-		files, err = writeCommitBase(rand.New(rand.NewPCG(11, 12)), root, size.files, int64(size.mb)<<20, &info)
-		return err
-	}); err != nil {
-		return nil, info, fmt.Errorf("writing the base: %v", err)
-	}
-	if err := sn.Commit(ctx, baseKey, baseKey+"-active"); err != nil {
-		return nil, info, err
-	}
+	info.layers = size.layers
 	info.genTime = time.Since(start)
 	lower, err := sn.View(ctx, baseKey+"-view", baseKey)
 	if err != nil {
@@ -159,7 +172,7 @@ func benchCommitBase(ctx context.Context, opts options, sn snapshots.Snapshotter
 
 		jobRows := make([]commitRow, len(commitImpls))
 		for k, im := range commitImpls {
-			jobRows[k] = commitRow{fs: fsName, impl: im.name, baseFiles: size.files, changes: n}
+			jobRows[k] = commitRow{fs: fsName, impl: im.name, base: size.String(), changes: n}
 		}
 		wantDiffID, failed := "", false
 		for r := 0; r < opts.runs; r++ {
@@ -174,18 +187,18 @@ func benchCommitBase(ctx context.Context, opts options, sn snapshots.Snapshotter
 				}
 				if err != nil {
 					jobRows[k].failed = "FAILED: " + firstLine(err.Error())
-					fmt.Fprintf(os.Stderr, "bench: FAILED %s commit %d files %d changes (%s): %v\n", fsName, size.files, n, commitImpls[k].name, err)
+					fmt.Fprintf(os.Stderr, "bench: FAILED %s commit %s files %d changes (%s): %v\n", fsName, size, n, commitImpls[k].name, err)
 					failures++
 					failed = true
 					continue
 				}
 				wantDiffID = res.diffID
-				progress("%s commit %d files %4d changes %-26s run %d: %.4f s (process %.3f s)", fsName, size.files, n, commitImpls[k].name, r+1, res.elapsed.Seconds(), res.wall.Seconds())
+				progress("%s commit %s files %4d changes %-26s run %d: %.4f s (process %.3f s)", fsName, size, n, commitImpls[k].name, r+1, res.elapsed.Seconds(), res.wall.Seconds())
 				jobRows[k].results = append(jobRows[k].results, res)
 			}
 		}
 		if !failed {
-			progress("%s commit %d files %d changes: every run's diffID is %s", fsName, size.files, n, wantDiffID)
+			progress("%s commit %s files %d changes: every run's diffID is %s", fsName, size, n, wantDiffID)
 		}
 		rows = append(rows, jobRows...)
 		if err := sn.Remove(ctx, key); err != nil {
@@ -193,7 +206,8 @@ func benchCommitBase(ctx context.Context, opts options, sn snapshots.Snapshotter
 		}
 	}
 	// The next base needs the room (a tmpfs).
-	for _, key := range []string{baseKey + "-view", baseKey} {
+	slices.Reverse(layerKeys)
+	for _, key := range append([]string{baseKey + "-view"}, layerKeys...) {
 		if err := sn.Remove(ctx, key); err != nil {
 			return nil, info, err
 		}
@@ -243,17 +257,22 @@ func mountsText(ms []mount.Mount) string {
 // baseLeafFiles is how many files a leaf directory of the base holds.
 const baseLeafFiles = 20
 
-// writeCommitBase writes a rootfs-like tree under root: files regular files of about total
-// bytes together, baseLeafFiles to a leaf directory, three levels deep (dNN/sNN/pNN), one
-// symlink per leaf, a tenth of the files executable. Sizes are log-normal (median 1.5 KB,
-// sigma 1.4, at most 8 MB: mostly small files and a long tail, as in a distribution's /usr)
-// scaled so that they add up to total; contents compress like real files
-// (randtree.Compressible). It returns the files' paths relative to root.
-func writeCommitBase(rng *rand.Rand, root string, files int, total int64, info *commitBase) ([]string, error) {
+// writeCommitBase writes layer (of layers) of a rootfs-like tree under root: of files
+// regular files of about total bytes together, the i-th when i%layers == layer, so that every
+// directory is in every layer (the lower view then merges them all). A leaf directory holds
+// baseLeafFiles files and one symlink, three levels deep (dNN/sNN/pNN); a tenth of the files
+// are executable. Sizes are log-normal (median 1.5 KB, sigma 1.4, at most 8 MB: mostly small
+// files and a long tail, as in a distribution's /usr) scaled so that they add up to total;
+// contents compress like real files (randtree.Compressible). Each file is drawn from its own
+// seeded generator, so the tree is the same however it is split. It returns every file's
+// path relative to the top, the layers' merged view.
+func writeCommitBase(root string, files int, total int64, layer, layers int, info *commitBase) ([]string, error) {
+	const seed = 11
+	sizeRNG := rand.New(rand.NewPCG(seed, math.MaxUint64))
 	sizes := make([]float64, files)
 	var sum float64
 	for i := range sizes {
-		sizes[i] = math.Min(1536*math.Exp(1.4*rng.NormFloat64()), 8<<20)
+		sizes[i] = math.Min(1536*math.Exp(1.4*sizeRNG.NormFloat64()), 8<<20)
 		sum += sizes[i]
 	}
 	scale := float64(total) / sum
@@ -261,13 +280,19 @@ func writeCommitBase(rng *rand.Rand, root string, files int, total int64, info *
 	for i := range paths {
 		leaf := i / baseLeafFiles
 		dir := fmt.Sprintf("d%02d/s%02d/p%02d", leaf/256, leaf/16%16, leaf%16)
+		paths[i] = fmt.Sprintf("%s/f%06d", dir, i)
 		if i%baseLeafFiles == 0 {
 			if err := os.MkdirAll(filepath.Join(root, dir), 0o755); err != nil {
 				return nil, err
 			}
-			info.dirs++
+			if layer == 0 {
+				info.dirs++
+			}
 		}
-		paths[i] = fmt.Sprintf("%s/f%06d", dir, i)
+		if i%layers != layer {
+			continue
+		}
+		rng := rand.New(rand.NewPCG(seed, uint64(i)))
 		mode := os.FileMode(0o644)
 		if rng.IntN(10) == 0 {
 			mode = 0o755
@@ -288,8 +313,10 @@ func writeCommitBase(rng *rand.Rand, root string, files int, total int64, info *
 			info.symlinks++
 		}
 	}
-	// MkdirAll counts only the leaves above; the dNN and dNN/sNN directories too.
-	info.dirs += (files/baseLeafFiles+255)/256 + (files/baseLeafFiles+15)/16
+	if layer == 0 {
+		// MkdirAll counts only the leaves above; the dNN and dNN/sNN directories too.
+		info.dirs += (files/baseLeafFiles+255)/256 + (files/baseLeafFiles+15)/16
+	}
 	return paths, nil
 }
 
@@ -543,8 +570,8 @@ func upperdirBreakdown(ctx context.Context, spec childSpec, cs content.Store, re
 // the fast path's breakdown.
 func printCommitTable(w io.Writer, rows []commitRow, bases []commitBase, runs int) {
 	for _, b := range bases {
-		fmt.Fprintf(w, "commit base on %s: %d files, %d dirs, %d symlinks, %.0f MB, written in %.1f s (in the page cache since: warm)\n",
-			b.fs, b.files, b.dirs, b.symlinks, float64(b.bytes)/1e6, b.genTime.Seconds())
+		fmt.Fprintf(w, "commit base on %s: %d files, %d dirs, %d symlinks, %.0f MB, %d layer(s), written in %.1f s (in the page cache since: warm)\n",
+			b.fs, b.files, b.dirs, b.symlinks, float64(b.bytes)/1e6, b.layers, b.genTime.Seconds())
 	}
 	fmt.Fprintf(w, "medians of %d runs of Differ.Compare (gzip) alone; \"x upperdir\" is the time over the upperdir path's;\n", runs)
 	fmt.Fprintln(w, "\"CPU\" is the child's CPU time (user+system, all threads) in Compare, which waiting for a core on a loaded")
@@ -556,7 +583,7 @@ func printCommitTable(w io.Writer, rows []commitRow, bases []commitBase, runs in
 	var fastMedian, fastCPU float64
 	for _, r := range rows {
 		if r.failed != "" || len(r.results) == 0 {
-			fmt.Fprintf(w, "| %s | %d | %d | %s | %s | | | | | | | |\n", r.fs, r.baseFiles, r.changes, r.impl, r.failed)
+			fmt.Fprintf(w, "| %s | %s | %d | %s | %s | | | | | | | |\n", r.fs, r.base, r.changes, r.impl, r.failed)
 			continue
 		}
 		secs, cpus, walls := make([]float64, len(r.results)), make([]float64, len(r.results)), make([]float64, len(r.results))
@@ -572,7 +599,7 @@ func printCommitTable(w io.Writer, rows []commitRow, bases []commitBase, runs in
 		} else if fastMedian > 0 && fastCPU > 0 {
 			ratio, cpuRatio = fmt.Sprintf("%.0f", med/fastMedian), fmt.Sprintf("%.0f", cpu/fastCPU)
 		}
-		fmt.Fprintf(w, "| %s | %d | %d | %s | %s | %s – %s | %s | %s | %s | %s | %.1f MB | %s |\n", r.fs, r.baseFiles, r.changes, r.impl, secsText(med),
+		fmt.Fprintf(w, "| %s | %s | %d | %s | %s | %s – %s | %s | %s | %s | %s | %.1f MB | %s |\n", r.fs, r.base, r.changes, r.impl, secsText(med),
 			secsText(slices.Min(secs)), secsText(slices.Max(secs)), ratio, secsText(cpu), cpuRatio, secsText(median(walls)), float64(peak)/1024, sizeText(r.results[0].size))
 	}
 	fmt.Fprintln(w)
@@ -594,7 +621,7 @@ func printCommitTable(w io.Writer, rows []commitRow, bases []commitBase, runs in
 			store = append(store, float64(res.storeNS)/1e9)
 		}
 		rest := median(total) - median(mnt) - median(core) - median(store)
-		fmt.Fprintf(w, "| %s | %d | %d | %s | %s | %s | %s | %s | %s |\n", r.fs, r.baseFiles, r.changes, secsText(median(total)), secsText(median(mnt)),
+		fmt.Fprintf(w, "| %s | %s | %d | %s | %s | %s | %s | %s | %s |\n", r.fs, r.base, r.changes, secsText(median(total)), secsText(median(mnt)),
 			secsText(median(core)), secsText(median(store)), secsText(max(0, rest)), sizeText(r.results[0].usize))
 	}
 }

@@ -97,7 +97,7 @@ func parseFlags() (options, error) {
 	flag.StringVar(&jobs, "jobs", strings.Join(allJobs, ","), "jobs: "+strings.Join(allJobs, ", ")+", and "+commitJob+" (a container's commit on the overlay snapshotter; not by default)")
 	flag.StringVar(&o.diskDir, "disk", "/var/tmp", "a directory on the disk, for the disk runs")
 	var commitBases, commitChanges string
-	flag.StringVar(&commitBases, "commit-bases", "100000:400", "the commit job's bases, FILES:MB (of file contents), each with every -commit-changes")
+	flag.StringVar(&commitBases, "commit-bases", "100000:400", "the commit job's bases, FILES:MB[:LAYERS] (MB of file contents, in LAYERS snapshots, default 1), each with every -commit-changes")
 	flag.StringVar(&commitChanges, "commit-changes", "10,1000", "the commit job: numbers of changes, each diffed on its own")
 	flag.Parse()
 	for _, c := range strings.Split(commitChanges, ",") {
@@ -109,17 +109,21 @@ func parseFlags() (options, error) {
 	}
 	for _, b := range strings.Split(commitBases, ",") {
 		files, mb, _ := strings.Cut(b, ":")
-		size := commitSize{}
-		var err1, err2 error
+		mb, layers, hasLayers := strings.Cut(mb, ":")
+		size := commitSize{layers: 1}
+		var err1, err2, err3 error
 		size.files, err1 = strconv.Atoi(files)
 		size.mb, err2 = strconv.Atoi(mb)
+		if hasLayers {
+			size.layers, err3 = strconv.Atoi(layers)
+		}
 		// The changes pick distinct files outside one leaf directory.
 		minFiles := 2 * baseLeafFiles
 		for _, n := range o.commitChanges {
 			minFiles = max(minFiles, 2*n+baseLeafFiles)
 		}
-		if err1 != nil || err2 != nil || size.files < minFiles || size.mb < 1 {
-			return o, fmt.Errorf("-commit-bases: %q is not FILES:MB with at least %d files (twice the changes) and 1 MB", b, minFiles)
+		if err1 != nil || err2 != nil || err3 != nil || size.files < minFiles || size.mb < 1 || size.layers < 1 || size.layers > baseLeafFiles {
+			return o, fmt.Errorf("-commit-bases: %q is not FILES:MB[:LAYERS] with at least %d files (twice the changes), 1 MB and 1 to %d layers", b, minFiles, baseLeafFiles)
 		}
 		o.commitBases = append(o.commitBases, size)
 	}
