@@ -9,6 +9,11 @@
 // and `tar | pigz -6`, `tar | gzip -6`, `tar | zstd -3 -T0`, `gzip -dc | tar -x`,
 // `igzip -dc | tar -x`, `tar -xf`. A peer whose program is missing is skipped, loudly.
 //
+// The commit job (-jobs commit, not run by default; `make bench-commit`; commit.go) times a
+// container's commit on containerd's overlayfs snapshotter: our Differ's upperdir fast path,
+// our double walk and containerd's walking differ, on a 100,000-file base with 10 and 1,000
+// changes, and fails when their diffIDs differ.
+//
 // Each run is a fresh process: layerdiff and containerd run in a child of this program, which
 // times the operation alone (not the content store's ingest of the layer) and reports its own
 // VmHWM; a pipeline's peak RSS is the sum of its processes' maxrss as GNU time reports them
@@ -75,8 +80,12 @@ type options struct {
 	trees   []string
 	jobs    []string
 	diskDir string
+	// The commit job's base and change counts (commit.go).
+	commitBases   []commitSize
+	commitChanges []int
 }
 
+// allJobs are the jobs run by default; commitJob (commit.go) runs only when -jobs names it.
 var allJobs = []string{"diff-gzip", "diff-zstd", "apply-gzip", "apply-tar"}
 
 func parseFlags() (options, error) {
@@ -85,9 +94,39 @@ func parseFlags() (options, error) {
 	flag.IntVar(&o.runs, "runs", 3, "runs of each implementation per job (the table shows medians)")
 	flag.StringVar(&fsList, "fs", "tmpfs,disk", "where trees, layers and targets live: tmpfs, disk")
 	flag.StringVar(&trees, "trees", "rootfs,goroot", "trees: rootfs (generated), goroot (this Go's GOROOT)")
-	flag.StringVar(&jobs, "jobs", strings.Join(allJobs, ","), "jobs: "+strings.Join(allJobs, ", "))
+	flag.StringVar(&jobs, "jobs", strings.Join(allJobs, ","), "jobs: "+strings.Join(allJobs, ", ")+", and "+commitJob+" (a container's commit on the overlay snapshotter; not by default)")
 	flag.StringVar(&o.diskDir, "disk", "/var/tmp", "a directory on the disk, for the disk runs")
+	var commitBases, commitChanges string
+	flag.StringVar(&commitBases, "commit-bases", "100000:400", "the commit job's bases, FILES:MB[:LAYERS] (MB of file contents, in LAYERS snapshots, default 1), each with every -commit-changes")
+	flag.StringVar(&commitChanges, "commit-changes", "10,1000", "the commit job: numbers of changes, each diffed on its own")
 	flag.Parse()
+	for _, c := range strings.Split(commitChanges, ",") {
+		n, err := strconv.Atoi(c)
+		if err != nil || n < 3 {
+			return o, fmt.Errorf("-commit-changes: %q is not a number of changes of at least 3", c)
+		}
+		o.commitChanges = append(o.commitChanges, n)
+	}
+	for _, b := range strings.Split(commitBases, ",") {
+		files, mb, _ := strings.Cut(b, ":")
+		mb, layers, hasLayers := strings.Cut(mb, ":")
+		size := commitSize{layers: 1}
+		var err1, err2, err3 error
+		size.files, err1 = strconv.Atoi(files)
+		size.mb, err2 = strconv.Atoi(mb)
+		if hasLayers {
+			size.layers, err3 = strconv.Atoi(layers)
+		}
+		// The changes pick distinct files outside one leaf directory.
+		minFiles := 2 * baseLeafFiles
+		for _, n := range o.commitChanges {
+			minFiles = max(minFiles, 2*n+baseLeafFiles)
+		}
+		if err1 != nil || err2 != nil || err3 != nil || size.files < minFiles || size.mb < 1 || size.layers < 1 || size.layers > baseLeafFiles {
+			return o, fmt.Errorf("-commit-bases: %q is not FILES:MB[:LAYERS] with at least %d files (twice the changes), 1 MB and 1 to %d layers", b, minFiles, baseLeafFiles)
+		}
+		o.commitBases = append(o.commitBases, size)
+	}
 	o.fsList, o.trees, o.jobs = strings.Split(fsList, ","), strings.Split(trees, ","), strings.Split(jobs, ",")
 	if o.runs < 1 {
 		return o, fmt.Errorf("-runs %d: must be at least 1", o.runs)
@@ -103,8 +142,8 @@ func parseFlags() (options, error) {
 		}
 	}
 	for _, j := range o.jobs {
-		if !slices.Contains(allJobs, j) {
-			return o, fmt.Errorf("-jobs: unknown job %q (%s)", j, strings.Join(allJobs, ", "))
+		if !slices.Contains(allJobs, j) && j != commitJob {
+			return o, fmt.Errorf("-jobs: unknown job %q (%s, %s)", j, strings.Join(allJobs, ", "), commitJob)
 		}
 	}
 	return o, nil
@@ -201,19 +240,33 @@ func run() error {
 	if gnuTime == "" {
 		fmt.Fprintln(os.Stderr, "bench: WARNING: GNU time not found (Debian package time): no peak RSS for the pipelines")
 	}
+	// The tree jobs run on each of opts.trees; the commit job has its own base.
+	treeOpts := opts
+	treeOpts.jobs = slices.DeleteFunc(slices.Clone(opts.jobs), func(j string) bool { return j == commitJob })
+	if len(treeOpts.jobs) == 0 {
+		treeOpts.trees = nil
+	}
 	goroot, err := exec.Command("go", "env", "GOROOT").Output()
-	if err != nil && slices.Contains(opts.trees, "goroot") {
+	if err != nil && slices.Contains(treeOpts.trees, "goroot") {
 		return fmt.Errorf("go env GOROOT: %v (the goroot tree needs the go command on PATH)", err)
 	}
 
 	header := machineHeader()
 	var rows []row
+	var commitRows []commitRow
+	var commitBases []commitBase
 	for _, fsName := range opts.fsList {
 		base, cleanup, err := workDir(fsName, opts.diskDir)
 		if err != nil {
 			return err
 		}
-		fsRows, err := benchFS(opts, fsName, base, strings.TrimSpace(string(goroot)), gnuTime)
+		fsRows, err := benchFS(treeOpts, fsName, base, strings.TrimSpace(string(goroot)), gnuTime)
+		if err == nil && slices.Contains(opts.jobs, commitJob) {
+			var cRows []commitRow
+			var cBases []commitBase
+			cRows, cBases, err = benchCommit(opts, fsName, base)
+			commitRows, commitBases = append(commitRows, cRows...), append(commitBases, cBases...)
+		}
 		cleanup()
 		if err != nil {
 			return err
@@ -222,7 +275,15 @@ func run() error {
 	}
 	fmt.Println(header)
 	fmt.Printf("load average at the end: %s\n\n", loadAvg())
-	printTable(os.Stdout, rows, opts.runs)
+	if len(rows) > 0 {
+		printTable(os.Stdout, rows, opts.runs)
+	}
+	if len(commitRows) > 0 {
+		if len(rows) > 0 {
+			fmt.Println()
+		}
+		printCommitTable(os.Stdout, commitRows, commitBases, opts.runs)
+	}
 	if failures > 0 {
 		return fmt.Errorf("%d runs failed (see the FAILED lines)", failures)
 	}
@@ -467,12 +528,21 @@ func runPipeline(stages []string, scratch, out, gnuTime string, diffJob bool) (r
 // layer file In onto an empty directory; Work is its scratch directory.
 type childSpec struct {
 	Impl, Job, Empty, In, Work string
+	// The commit job's mounts (commit.go): Impl is a commit mode there.
+	Lower, Upper []mount.Mount `json:",omitempty"`
 }
 
 type childReport struct {
 	ElapsedNS int64
 	PeakKB    int64
 	OutSize   int64
+	// The commit job's (commit.go).
+	DiffID           string `json:",omitempty"`
+	UncompressedSize int64  `json:",omitempty"`
+	MountNS, CoreNS  int64  `json:",omitempty"`
+	StoreNS          int64  `json:",omitempty"`
+	CPUNS            int64  `json:",omitempty"`
+	BreakdownNS      int64  `json:",omitempty"`
 }
 
 func runChild(im impl, spec childSpec) (result, error) {
@@ -519,6 +589,9 @@ func childRun(specJSON string) (childReport, error) {
 	}
 	defer closeDB()
 	ctx, cs := namespaces.WithNamespace(context.Background(), "layerdiff-bench"), db.ContentStore()
+	if spec.Job == commitJob {
+		return commitChild(ctx, spec, cs)
+	}
 	var comparer diff.Comparer
 	var applier diff.Applier
 	if spec.Impl == "layerdiff" {
