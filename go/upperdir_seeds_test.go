@@ -73,8 +73,10 @@ func pinnedTraces(t *testing.T) map[string]string {
 // Rust test allows the configuration, and says so.
 //
 // Configurations: the snapshotter's default mounts (index=off, the kernel's default
-// redirect_dir and metacopy: the Rust "plain" configuration when those are off) and with
-// userxattr (the Rust "userxattr"). The Rust test's redirect_dir=on, metacopy=on and
+// redirect_dir and metacopy: the Rust "plain" configuration when those are off), the same
+// with the lower tree built across two committed layers (a read-only overlay lower; the same
+// seeds, traces and changes, as the build sees the same tree), and with userxattr (the Rust
+// "userxattr"). The Rust test's redirect_dir=on, metacopy=on and
 // index=on configurations have no counterpart here: the snapshotter can pass such options
 // only as extra mount options, which the Differ does not recognise and always walks for.
 // OVERLAY_SEEDS=N runs N seeds per configuration; OVERLAY_ONLY=config:seed runs one;

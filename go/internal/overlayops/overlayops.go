@@ -6,8 +6,8 @@
 // (go/upperdir_seeds_test.go) runs those seeds on containerd's overlay snapshotter mounts.
 //
 // Both generators write a canonical trace (one line per lower entry, per operation and per
-// drawn parameter; see the Trace* functions), and both tests assert the SHA-256 of the trace
-// of the first seeds against testdata/traces.txt, which is how the port is kept faithful.
+// drawn parameter; see [Gen.Trace] and [TraceSHA256]), and both tests assert the SHA-256 of
+// the trace of the first seeds against testdata/traces.txt: that keeps the port faithful.
 // Filesystem outcomes feed later draws (the path lists), so a trace also pins what the kernel
 // did; the two sides must therefore run with the same overlay semantics.
 //
