@@ -105,7 +105,7 @@ func TestDifferUpperdirSeeds(t *testing.T) {
 		{"default-2layers", "plain", 2, nil, []string{"hardlinked copy-up"}},
 		{"userxattr", "userxattr", 1, []overlay.Opt{overlay.WithMountOptions([]string{"userxattr"})}, []string{"hardlinked copy-up"}},
 	} {
-		var fast, fellBack int
+		var ran, fast, fellBack int
 		var example string
 		traced := 0
 		for seed := uint64(0); seed < seeds; seed++ {
@@ -113,6 +113,7 @@ func TestDifferUpperdirSeeds(t *testing.T) {
 				continue
 			}
 			t.Run(fmt.Sprintf("%s/%d", cfg.name, seed), func(t *testing.T) {
+				ran++
 				g := overlayops.New(cfg.rust, seed)
 				lower, upper := seedSnapshots(t, g, cfg.layers, cfg.opts)
 				sde := g.SourceDateEpoch()
@@ -144,9 +145,10 @@ func TestDifferUpperdirSeeds(t *testing.T) {
 				t.Fatalf("fell back for a reason the Rust %q configuration does not allow: %s", cfg.rust, reason)
 			})
 		}
-		t.Logf("%s: %d by the upperdir, %d fell back (e.g. %s); %d traces matched the Rust generator's",
-			cfg.name, fast, fellBack, example, traced)
-		if only == "" && seeds >= 20 && fast == 0 {
+		t.Logf("%s: %d seeds, %d by the upperdir, %d fell back (e.g. %s); %d traces matched the Rust generator's",
+			cfg.name, ran, fast, fellBack, example, traced)
+		// With a handful of seeds all may fall back; the default number never does.
+		if ran >= 20 && fast == 0 {
 			t.Errorf("%s: no seed took the upperdir path", cfg.name)
 		}
 	}
