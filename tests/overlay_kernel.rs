@@ -99,12 +99,11 @@ fn rel(root: &Path, p: &Path) -> String {
 }
 
 /// The pinned trace hashes: configuration, seed, hex SHA-256 of the trace lines (each ended
-/// by a newline). Only the configurations the Go side mounts too.
+/// by a newline).
 const TRACES: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/go/internal/overlayops/testdata/traces.txt"
 );
-const TRACED_CONFIGS: &[&str] = &["plain", "userxattr"];
 const TRACED_SEEDS: u64 = 16;
 
 fn pinned_traces() -> std::collections::BTreeMap<(String, u64), String> {
@@ -532,7 +531,7 @@ fn upperdir_compare_writes_the_double_walk_bytes() {
             }
             let sde = rng.chance(50);
             trace(format!("sde {sde}"));
-            if TRACED_CONFIGS.contains(&cfg.name) && seed < TRACED_SEEDS {
+            if seed < TRACED_SEEDS {
                 let lines = take_trace();
                 if let Some(dir) = std::env::var_os("OVERLAY_TRACE_DIR") {
                     let f = Path::new(&dir).join(format!("rust-{}-{seed}.trace", cfg.name));
