@@ -2,9 +2,16 @@
 //! operations through the merged view, then the upperdir compare must write exactly the bytes of
 //! the double walk of (lower, merged), or refuse as "not representable" for a reason the mount's
 //! options allow. `OVERLAY_SEEDS=N` runs N seeds per mount configuration (default 60).
+//!
+//! The generator (build_lower, random_op) writes a trace, one line per lower entry, operation
+//! and drawn parameter; the SHA-256s of the first seeds' traces are pinned in
+//! go/internal/overlayops/testdata/traces.txt, which the Go port of this generator (the Differ's
+//! seeded test against containerd) asserts too. `OVERLAY_TRACE_UPDATE=1` rewrites that file
+//! from this test; `OVERLAY_TRACE_DIR=DIR` writes each traced seed's trace there.
 
 mod common;
 
+use std::cell::RefCell;
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -55,6 +62,75 @@ const CONFIGS: &[Config] = &[
         may_refuse: &["index=on"],
     },
 ];
+
+thread_local! {
+    /// The generator's trace of the current seed (see the file comment).
+    static TRACE: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+}
+
+fn trace(line: String) {
+    TRACE.with(|t| t.borrow_mut().push(line));
+}
+
+fn take_trace() -> Vec<String> {
+    TRACE.with(|t| std::mem::take(&mut *t.borrow_mut()))
+}
+
+/// Drawn bytes in the trace: their count and FNV-1a 64.
+fn trace_data(b: &[u8]) {
+    let h = b.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &c| {
+        (h ^ c as u64).wrapping_mul(0x100_0000_01b3)
+    });
+    trace(format!("D {} {h:016x}", b.len()));
+}
+
+fn trace_hex(b: &[u8]) {
+    trace(format!(
+        "X {}",
+        b.iter().map(|c| format!("{c:02x}")).collect::<String>()
+    ));
+}
+
+fn rel(root: &Path, p: &Path) -> String {
+    p.strip_prefix(root)
+        .unwrap_or(p)
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// The pinned trace hashes: configuration, seed, hex SHA-256 of the trace lines (each ended
+/// by a newline).
+const TRACES: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/go/internal/overlayops/testdata/traces.txt"
+);
+const TRACED_SEEDS: u64 = 16;
+
+fn pinned_traces() -> std::collections::BTreeMap<(String, u64), String> {
+    let text = fs::read_to_string(TRACES).unwrap_or_default();
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            match f[..] {
+                ["trace", c, seed, sha] => {
+                    Some(((c.to_string(), seed.parse().ok()?), sha.to_string()))
+                }
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+fn sha256_hex(lines: &[String]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for l in lines {
+        h.update(l.as_bytes());
+        h.update(b"\n");
+    }
+    h.finalize().iter().map(|c| format!("{c:02x}")).collect()
+}
 
 fn seeds() -> u64 {
     std::env::var("OVERLAY_SEEDS")
@@ -134,26 +210,36 @@ fn dirs_of(root: &Path) -> Vec<PathBuf> {
 /// A random lower tree: directories, files (some with whole-second mtimes, which make the
 /// double walk compare contents), hardlinks, symlinks, FIFOs, devices, capabilities.
 fn build_lower(root: &Path, rng: &mut Rng) {
-    for _ in 0..(8 + rng.below(20)) {
+    let n = 8 + rng.below(20);
+    trace(format!("lower {n}"));
+    for _ in 0..n {
         let dirs = dirs_of(root);
         let parent = rng.pick(&dirs).clone();
         let p = parent.join(random_name(rng));
         if fs::symlink_metadata(&p).is_ok() {
+            trace(format!("L skip {}", rel(root, &p)));
             continue;
         }
         match rng.below(10) {
             0..=2 => {
+                trace(format!("L dir {}", rel(root, &p)));
                 let _ = fs::create_dir(&p);
             }
             3..=6 => {
+                trace(format!("L file {}", rel(root, &p)));
                 let len = rng.below(3000) as usize;
-                fs::write(&p, rng.bytes(len)).unwrap();
+                let data = rng.bytes(len);
+                trace_data(&data);
+                fs::write(&p, data).unwrap();
                 if rng.chance(30) {
                     let c = capability(rng);
+                    trace_hex(&c);
                     xattr::set(&p, "security.capability", &c).unwrap();
                 }
                 if rng.chance(40) {
-                    set_mtime(&p, 1_600_000_000 + rng.below(1000) as i64, 0);
+                    let secs = 1_600_000_000 + rng.below(1000) as i64;
+                    trace(format!("N {secs}"));
+                    set_mtime(&p, secs, 0);
                 }
             }
             7 => {
@@ -161,14 +247,21 @@ fn build_lower(root: &Path, rng: &mut Rng) {
                     .into_iter()
                     .filter(|f| f.is_file())
                     .collect();
-                if !files.is_empty() {
-                    let _ = fs::hard_link(rng.pick(&files), &p);
+                if files.is_empty() {
+                    trace(format!("L link {} -", rel(root, &p)));
+                } else {
+                    let target = rng.pick(&files);
+                    trace(format!("L link {} {}", rel(root, &p), rel(root, target)));
+                    let _ = fs::hard_link(target, &p);
                 }
             }
             8 => {
-                let _ = symlink(random_name(rng), &p);
+                let target = random_name(rng);
+                trace(format!("L symlink {} {target}", rel(root, &p)));
+                let _ = symlink(target, &p);
             }
             _ => {
+                trace(format!("L fifo {}", rel(root, &p)));
                 let _ = rustix::fs::mkfifoat(
                     rustix::fs::CWD,
                     &p,
@@ -201,47 +294,65 @@ fn random_op(m: &Path, rng: &mut Rng) {
             _ => p,
         }
     };
+    let op = |k: u64, p: &Path| trace(format!("O {k} {}", rel(m, p)));
     match rng.below(20) {
         0 => {
             let p = fresh(rng);
-            let _ = fs::write(&p, {
-                let n = rng.below(2000) as usize;
-                rng.bytes(n)
-            });
+            op(0, &p);
+            let n = rng.below(2000) as usize;
+            let data = rng.bytes(n);
+            trace_data(&data);
+            // fresh's ".new" name can be a FIFO too (seed plain:878): opening it would block.
+            use std::os::unix::fs::FileTypeExt;
+            if !fs::metadata(&p).is_ok_and(|m| m.file_type().is_fifo()) {
+                let _ = fs::write(&p, data);
+            }
         }
         1 => {
             let p = any(rng);
+            op(1, &p);
             if p.is_file() {
                 let _ = fs::write(&p, {
                     let n = rng.below(2000) as usize;
-                    rng.bytes(n)
+                    let data = rng.bytes(n);
+                    trace_data(&data);
+                    data
                 });
             }
         }
         2 => {
             use std::io::Write;
             let p = any(rng);
+            op(2, &p);
             if p.is_file() {
                 if let Ok(mut f) = fs::OpenOptions::new().append(true).open(&p) {
-                    let _ = f.write_all(&rng.bytes(10));
+                    let data = rng.bytes(10);
+                    trace_data(&data);
+                    let _ = f.write_all(&data);
                 }
             }
         }
         3 => {
             let p = any(rng);
+            op(3, &p);
             if p.is_file() {
                 if let Ok(f) = fs::OpenOptions::new().write(true).open(&p) {
-                    let _ = f.set_len(rng.below(100));
+                    let len = rng.below(100);
+                    trace(format!("N {len}"));
+                    let _ = f.set_len(len);
                 }
             }
         }
         4 => {
             let p = any(rng);
+            op(4, &p);
             if let Ok(meta) = fs::symlink_metadata(&p) {
                 if !meta.file_type().is_symlink() {
                     let old = meta.permissions().mode() & 0o7777;
                     let _ = fs::set_permissions(&p, fs::Permissions::from_mode(0o640));
-                    if rng.chance(50) {
+                    let back = rng.chance(50);
+                    trace(format!("C {back}"));
+                    if back {
                         // chmod back: copied up, unchanged.
                         let _ = fs::set_permissions(&p, fs::Permissions::from_mode(old));
                     }
@@ -250,82 +361,111 @@ fn random_op(m: &Path, rng: &mut Rng) {
         }
         5 => {
             let p = any(rng);
-            let _ = std::os::unix::fs::lchown(&p, Some(rng.below(3) as u32 + 1000), None);
+            let uid = rng.below(3) as u32 + 1000;
+            trace(format!("O 5 {} {uid}", rel(m, &p)));
+            let _ = std::os::unix::fs::lchown(&p, Some(uid), None);
         }
         6 => {
             // touch; sometimes back to a whole second (then contents decide).
             let p = any(rng);
+            op(6, &p);
             if let Ok(meta) = fs::symlink_metadata(&p) {
                 use std::os::unix::fs::MetadataExt;
-                if rng.chance(50) {
+                let same = rng.chance(50);
+                trace(format!("C {same}"));
+                if same {
                     set_mtime(&p, meta.mtime(), meta.mtime_nsec());
                 } else {
-                    set_mtime(&p, 1_700_000_000 + rng.below(10) as i64, 0);
+                    let secs = 1_700_000_000 + rng.below(10) as i64;
+                    trace(format!("N {secs}"));
+                    set_mtime(&p, secs, 0);
                 }
             }
         }
         7 => {
             let p = any(rng);
+            op(7, &p);
             if !p.is_dir() {
                 let _ = fs::remove_file(&p);
             }
         }
         8 => {
-            let _ = fs::remove_dir(any(rng));
+            let p = any(rng);
+            op(8, &p);
+            let _ = fs::remove_dir(p);
         }
         9 => {
             let p = any(rng);
+            op(9, &p);
             if p.is_dir() && !fs::symlink_metadata(&p).unwrap().file_type().is_symlink() {
                 let _ = fs::remove_dir_all(&p);
-                if rng.chance(50) {
+                let again = rng.chance(50);
+                trace(format!("C {again}"));
+                if again {
                     // mkdir over a deleted directory: opaque.
                     let _ = fs::create_dir(&p);
-                    let _ = fs::write(p.join(random_name(rng)), b"again");
+                    let name = random_name(rng);
+                    trace(format!("N {name}"));
+                    let _ = fs::write(p.join(name), b"again");
                 }
             }
         }
         10 => {
-            let _ = fs::create_dir(fresh(rng));
+            let p = fresh(rng);
+            op(10, &p);
+            let _ = fs::create_dir(p);
         }
-        11 | 12 => {
-            let _ = fs::rename(any(rng), fresh(rng));
+        k @ (11 | 12) => {
+            let (from, to) = (any(rng), fresh(rng));
+            trace(format!("O {k} {} {}", rel(m, &from), rel(m, &to)));
+            let _ = fs::rename(from, to);
         }
         13 => {
             let p = any(rng);
+            op(13, &p);
             if p.is_file() {
-                let _ = fs::hard_link(&p, fresh(rng));
+                let to = fresh(rng);
+                trace(format!("P {}", rel(m, &to)));
+                let _ = fs::hard_link(&p, to);
             }
         }
         14 => {
-            let _ = symlink(random_name(rng), fresh(rng));
+            let (target, p) = (random_name(rng), fresh(rng));
+            trace(format!("O 14 {target} {}", rel(m, &p)));
+            let _ = symlink(target, p);
         }
         15 => {
-            let dev = rustix::fs::makedev(1 + rng.below(5) as u32, rng.below(5) as u32);
+            let (major, minor) = (1 + rng.below(5) as u32, rng.below(5) as u32);
+            let dev = rustix::fs::makedev(major, minor);
+            let p = fresh(rng);
+            trace(format!("O 15 {major} {minor} {}", rel(m, &p)));
             let _ = rustix::fs::mknodat(
                 rustix::fs::CWD,
-                fresh(rng),
+                p,
                 rustix::fs::FileType::CharacterDevice,
                 rustix::fs::Mode::from_raw_mode(0o600),
                 dev,
             );
         }
         16 => {
-            let _ = rustix::fs::mkfifoat(
-                rustix::fs::CWD,
-                fresh(rng),
-                rustix::fs::Mode::from_raw_mode(0o600),
-            );
+            let p = fresh(rng);
+            op(16, &p);
+            let _ =
+                rustix::fs::mkfifoat(rustix::fs::CWD, p, rustix::fs::Mode::from_raw_mode(0o600));
         }
         17 => {
             let p = any(rng);
+            op(17, &p);
             if p.is_file() {
                 let c = capability(rng);
+                trace_hex(&c);
                 let _ = xattr::set(&p, "security.capability", &c);
             }
         }
         18 => {
             // The same value written back: contents, capability.
             let p = any(rng);
+            op(18, &p);
             if p.is_file() {
                 if let Ok(data) = fs::read(&p) {
                     let _ = fs::write(&p, data);
@@ -337,6 +477,7 @@ fn random_op(m: &Path, rng: &mut Rng) {
         }
         _ => {
             let p = any(rng);
+            op(19, &p);
             if p.is_file() {
                 // Open for writing and close: copy-up without a change.
                 let _ = fs::OpenOptions::new().write(true).open(&p);
@@ -353,6 +494,8 @@ fn layer_of(r: layerdiff::Result<(layerdiff::Diff, Vec<u8>)>) -> layerdiff::Resu
 fn upperdir_compare_writes_the_double_walk_bytes() {
     require_root!();
     let mut failures = Vec::new();
+    let pinned = pinned_traces();
+    let mut traced = Vec::new();
     for cfg in CONFIGS {
         let (mut same, mut refused) = (0, Vec::new());
         for seed in 0..seeds() {
@@ -365,6 +508,7 @@ fn upperdir_compare_writes_the_double_walk_bytes() {
                 continue;
             }
             let mut rng = Rng::new(seed ^ (cfg.name.len() as u64) << 32);
+            take_trace();
             let tmp = tempfile::tempdir().unwrap();
             let (lower, upper, work, merged) = (
                 tmp.path().join("lower"),
@@ -376,13 +520,37 @@ fn upperdir_compare_writes_the_double_walk_bytes() {
                 fs::create_dir(d).unwrap();
             }
             build_lower(&lower, &mut rng);
-            let mount = mount_overlay(&lower, &upper, &work, &merged, cfg.options);
-            for _ in 0..(5 + rng.below(20)) {
+            // nodev: random_op's write may open a character device it made (1:1 is /dev/mem);
+            // it must not reach the device. The nodes, and so the layers, are the same.
+            let options = format!("nodev,{}", cfg.options);
+            let mount = mount_overlay(&lower, &upper, &work, &merged, &options);
+            let ops = 5 + rng.below(20);
+            trace(format!("ops {ops}"));
+            for _ in 0..ops {
                 random_op(&merged, &mut rng);
+            }
+            let sde = rng.chance(50);
+            trace(format!("sde {sde}"));
+            if seed < TRACED_SEEDS {
+                let lines = take_trace();
+                if let Some(dir) = std::env::var_os("OVERLAY_TRACE_DIR") {
+                    let f = Path::new(&dir).join(format!("rust-{}-{seed}.trace", cfg.name));
+                    fs::write(f, lines.join("\n") + "\n").unwrap();
+                }
+                let sha = sha256_hex(&lines);
+                match pinned.get(&(cfg.name.to_string(), seed)) {
+                    _ if std::env::var_os("OVERLAY_TRACE_UPDATE").is_some() => {}
+                    Some(want) if *want == sha => {}
+                    want => failures.push(format!(
+                        "{} seed {seed}: generator trace {sha}, {TRACES} pins {want:?}",
+                        cfg.name
+                    )),
+                }
+                traced.push(format!("trace {} {seed} {sha}", cfg.name));
             }
             let opts = CompareOptions {
                 compression: Compression::None,
-                source_date_epoch: rng.chance(50).then_some(1_650_000_000),
+                source_date_epoch: sde.then_some(1_650_000_000),
                 ..CompareOptions::default()
             };
             let walked = layer_of({
@@ -446,12 +614,50 @@ fn upperdir_compare_writes_the_double_walk_bytes() {
             }
         }
     }
+    if std::env::var_os("OVERLAY_TRACE_UPDATE").is_some() {
+        assert!(
+            std::env::var_os("OVERLAY_ONLY").is_none() && seeds() >= TRACED_SEEDS,
+            "OVERLAY_TRACE_UPDATE needs all of the first {TRACED_SEEDS} seeds"
+        );
+        let mut text = String::from(TRACES_HEADER);
+        text.push_str(&rng_vectors().join("\n"));
+        text.push('\n');
+        text.push_str(&traced.join("\n"));
+        text.push('\n');
+        fs::write(TRACES, text).unwrap();
+    }
     assert!(
         failures.is_empty(),
         "{} failures:\n{}",
         failures.len(),
         failures.join("\n")
     );
+}
+
+const TRACES_HEADER: &str = "\
+# Pinned by tests/overlay_kernel.rs and go/upperdir_seeds_test.go (with go/internal/overlayops):
+# the PRNG's first outputs, and the SHA-256 of the generator's trace per configuration and seed.
+# Regenerate: OVERLAY_TRACE_UPDATE=1 cargo test --release --locked --test overlay_kernel
+";
+
+/// Known answers of the PRNG: the first outputs for a few seeds.
+fn rng_vectors() -> Vec<String> {
+    [0u64, 1, 5 << 32, u64::MAX]
+        .iter()
+        .map(|&seed| {
+            let mut r = Rng::new(seed);
+            let out: Vec<String> = (0..4).map(|_| format!("{:016x}", r.next())).collect();
+            format!("rng {seed} {}", out.join(" "))
+        })
+        .collect()
+}
+
+/// The PRNG the Go port reproduces: the pinned vectors (no root needed).
+#[test]
+fn rng_matches_the_pinned_vectors() {
+    let text = fs::read_to_string(TRACES).unwrap();
+    let pinned: Vec<&str> = text.lines().filter(|l| l.starts_with("rng ")).collect();
+    assert_eq!(pinned, rng_vectors(), "{TRACES}");
 }
 
 /// The entry names of an uncompressed layer, for failure messages.
