@@ -47,7 +47,10 @@ func overlayLayers(m mount.Mount) (lowers []string, upperdir string, userxattr b
 			slices.Reverse(lowers)
 		case key == "upperdir":
 			upperdir = value
-		case key == "workdir", o == "ro", o == "rw", o == "index=off":
+		// redirect_dir=off and metacopy=off spelled out mean the kernel's default here: the
+		// upperdir holds no redirects or metacopy files the walk would have to follow (and
+		// the core refuses either xattr if one is there anyway).
+		case key == "workdir", o == "ro", o == "rw", o == "index=off", o == "redirect_dir=off", o == "metacopy=off":
 		case o == "userxattr":
 			userxattr = true
 		default:

@@ -103,6 +103,9 @@ func TestDifferUpperdirSeeds(t *testing.T) {
 		// The lower tree built across two layers (half of its entries in each, through an
 		// overlay): the lower is then a read-only overlay, the upper's lowerdir a stack.
 		{"default-2layers", "plain", 2, nil, []string{"hardlinked copy-up"}},
+		// The Rust "plain" mount's options spelled out: they mean the default, so the Differ
+		// must still take the fast path.
+		{"explicit-off", "plain", 1, mountOptions("redirect_dir=off,metacopy=off,index=off"), []string{"hardlinked copy-up"}},
 		{"userxattr", "userxattr", 1, []overlay.Opt{overlay.WithMountOptions([]string{"userxattr"})}, []string{"hardlinked copy-up"}},
 		// The Rust test's other mounts, as extra mount options: the Differ does not know
 		// them, so it must always walk, and still write the walking differ's layer.
