@@ -226,7 +226,9 @@ fn run_pipeline<W: Write + Send>(
     produce: impl FnOnce(&mut ChunkSink) -> Result<()>,
 ) -> Result<(String, u64, String, u64)> {
     let workers = encode::workers(compression, workers);
-    let in_flight = 2 * workers + 4;
+    // Chunks in flight: one per worker, and a few more so that the producer and the workers
+    // do not wait on each other (each is GZIP_CHUNK, so memory grows with this).
+    let in_flight = workers + 4;
     let (chunk_tx, chunk_rx) = sync_channel::<Chunk>(in_flight);
     let (free_tx, free_rx) = sync_channel::<Vec<u8>>(in_flight + 1);
     for _ in 0..in_flight {

@@ -40,10 +40,13 @@ extern "C" {
 /// its slow optimal-parsing levels).
 pub const LEVELS: std::ops::RangeInclusive<u32> = 0..=9;
 
-/// A compressor at one level, owned by one thread.
+/// A compressor at one level, owned by one thread, and the buffer it writes into.
 struct Owned {
     level: u32,
     ptr: *mut Compressor,
+    /// As large as the worst case of a chunk; the output is copied out at its own size, so
+    /// that the chunks waiting to be written hold no more than their bytes.
+    scratch: Vec<u8>,
 }
 
 impl Drop for Owned {
@@ -83,31 +86,39 @@ pub fn deflate_chunk(level: u32, data: &[u8], last: bool, out: &mut Vec<u8>) -> 
                     "cannot allocate a deflate compressor",
                 ));
             }
-            *cell = Some(Owned { level, ptr });
+            *cell = Some(Owned {
+                level,
+                ptr,
+                scratch: Vec::new(),
+            });
         }
-        let c = cell.as_ref().map(|c| c.ptr).unwrap_or(std::ptr::null_mut());
-        // SAFETY: `c` is a live compressor owned by this thread.
+        let Some(owned) = cell.as_mut() else {
+            return Err(io::Error::other("no deflate compressor"));
+        };
+        // SAFETY: `owned.ptr` is a live compressor owned by this thread.
         // The sync flush adds at most 6 bytes to libdeflate's bound.
-        let bound = unsafe { compress_bound(c, data.len()) } + 8;
-        out.clear();
-        out.resize(bound, 0);
-        // SAFETY: `data` is read and `out` written, each within the lengths given, during the
-        // call only; `c` is exclusively ours (thread-local, not re-entered).
+        let bound = unsafe { compress_bound(owned.ptr, data.len()) } + 8;
+        if owned.scratch.len() < bound {
+            owned.scratch.resize(bound, 0);
+        }
+        // SAFETY: `data` is read and `scratch` written, each within the lengths given, during
+        // the call only; the compressor is exclusively ours (thread-local, not re-entered).
         let n = unsafe {
             layerdiff_deflate_compress_chunk(
-                c,
+                owned.ptr,
                 data.as_ptr().cast(),
                 data.len(),
-                out.as_mut_ptr().cast(),
-                out.len(),
+                owned.scratch.as_mut_ptr().cast(),
+                owned.scratch.len(),
                 c_int::from(last),
             )
         };
-        if n == 0 {
+        if n == 0 || n > owned.scratch.len() {
             // Cannot happen within the bound; reported rather than trusted.
             return Err(io::Error::other("deflate output exceeded its bound"));
         }
-        out.truncate(n);
+        out.clear();
+        out.extend_from_slice(&owned.scratch[..n]);
         Ok(())
     })
 }
