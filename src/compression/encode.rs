@@ -236,8 +236,8 @@ fn write_gzip<W: Write>(
 
 /// Size of the chunks compare hands to the encoders. gzip's are deflated independently
 /// (libdeflate takes no dictionary), so a chunk pays for its first 32 KiB finding no earlier
-/// matches: at 1 MiB that costs some 0.2% of size on a GOROOT layer (against 1% at pigz's
-/// 128 KiB), with 2 to 8 workers 6 to 12 chunks in flight (`compare::run_pipeline`).
+/// matches: at 1 MiB that costs 0.2% of size on a GOROOT layer (65.96 MB against 65.84 MB as
+/// one buffer), with 2 to 8 workers 6 to 12 chunks in flight (`compare::run_pipeline`).
 pub(crate) const GZIP_CHUNK: usize = 1024 * 1024;
 /// Deflate's window: ISA-L's chunks are compressed with the previous chunk's tail as
 /// dictionary.
