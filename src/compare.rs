@@ -191,18 +191,30 @@ impl TarSink for &mut ChunkSink<'_> {
         Ok(())
     }
 
+    /// Up to the next [`PROGRESS_STEP`] boundary of the chunk, so that a big file's copy
+    /// reports progress several times per chunk.
     fn spare(&mut self) -> &mut [u8] {
-        &mut self.buf[self.filled..]
+        let end = (self.filled / PROGRESS_STEP + 1) * PROGRESS_STEP;
+        let end = end.min(self.buf.len());
+        &mut self.buf[self.filled..end]
     }
 
     fn commit_spare(&mut self, n: usize) -> Result<()> {
         self.filled += n;
         if self.filled == self.buf.len() {
             self.send(false)?;
+        } else if n > 0 && self.filled % PROGRESS_STEP == 0 {
+            if let Some(p) = self.progress {
+                p.report(self.count + self.filled as u64);
+            }
         }
         Ok(())
     }
 }
+
+/// How often, in tar bytes within a chunk, a file's copy reports progress (chunks are
+/// [`GZIP_CHUNK`], larger than this).
+const PROGRESS_STEP: usize = 256 * 1024;
 
 /// Run `produce` (the tar producer) on this thread and the encoder/writer on others; return
 /// (tar digest, tar size, output digest, output size).
@@ -214,7 +226,9 @@ fn run_pipeline<W: Write + Send>(
     produce: impl FnOnce(&mut ChunkSink) -> Result<()>,
 ) -> Result<(String, u64, String, u64)> {
     let workers = encode::workers(compression, workers);
-    let in_flight = 2 * workers + 4;
+    // Chunks in flight: one per worker, and a few more so that the producer and the workers
+    // do not wait on each other (each is GZIP_CHUNK, so memory grows with this).
+    let in_flight = workers + 4;
     let (chunk_tx, chunk_rx) = sync_channel::<Chunk>(in_flight);
     let (free_tx, free_rx) = sync_channel::<Vec<u8>>(in_flight + 1);
     for _ in 0..in_flight {
@@ -226,7 +240,7 @@ fn run_pipeline<W: Write + Send>(
         buf: vec![0; GZIP_CHUNK],
         filled: 0,
         seq: 0,
-        want_dict: workers > 0,
+        want_dict: encode::wants_dictionary(compression),
         prev_tail: Vec::new(),
         tx: chunk_tx,
         free: free_rx,
@@ -277,10 +291,10 @@ mod tests {
     use super::*;
     use std::io::Read;
 
-    /// A tree of some 4 MiB (a dozen gzip chunks): text-like and random files, small and large.
+    /// A tree of some 11 MiB (a dozen gzip chunks): text-like and random files, small and large.
     fn tree(root: &Path) {
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        for i in 0..40 {
+        for i in 0..120 {
             let len = [0, 100, 5000, 70_000, 400_000][i % 5];
             let data: Vec<u8> = (0..len)
                 .map(|j| {
@@ -314,7 +328,7 @@ mod tests {
     }
 
     /// The gzip bytes are the same whatever the number of workers (and from run to run), for
-    /// zlib-rs and ISA-L alike, and they decode to the uncompressed layer.
+    /// libdeflate and ISA-L alike, and they decode to the uncompressed layer.
     #[test]
     fn gzip_bytes_do_not_depend_on_the_worker_count() {
         let dir = tempfile::tempdir().unwrap();

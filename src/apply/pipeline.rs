@@ -149,7 +149,7 @@ fn read_input<R: Read>(
 /// them where containerd's sequential reader would; when the unpacker has stopped (and
 /// reports why), the decoder just stops.
 fn decode(
-    input: ChannelReader,
+    mut input: ChannelReader,
     tx: SyncSender<io::Result<Vec<u8>>>,
     recycled: Receiver<Vec<u8>>,
     cancel: Option<CancelToken>,
@@ -157,6 +157,12 @@ fn decode(
     let fail = |e: Error| {
         let _ = tx.send(Err(e.into_io()));
     };
+    // Plain tar needs no decoder: the input's buffers go on as they are, not copied.
+    if matches!(input.fill_buf(), Ok(head) if head.len() >= 10
+        && compression::decode::detect_bytes(head) == compression::decode::Detected::Tar)
+    {
+        return pass_through(input, &tx, &recycled, cancel.as_ref());
+    }
     let mut decoded = match compression::decompress_buffered(input) {
         Ok(r) => r,
         Err(e) => return fail(e),
@@ -183,6 +189,36 @@ fn decode(
         buf.truncate(n);
         if tx.send(Ok(buf)).is_err() {
             return;
+        }
+    }
+}
+
+/// The decoder thread for plain tar: forward the input's own buffers, in order, and return
+/// the ones the hasher is done with to the input reader. Errors and cancels travel as
+/// [`decode`]'s would.
+fn pass_through(
+    mut input: ChannelReader,
+    tx: &SyncSender<io::Result<Vec<u8>>>,
+    recycled: &Receiver<Vec<u8>>,
+    cancel: Option<&CancelToken>,
+) {
+    loop {
+        if cancel.is_some_and(CancelToken::is_canceled) {
+            let _ = tx.send(Err(Error::Canceled.into_io()));
+            return;
+        }
+        let chunk = match input.take_chunk() {
+            Ok(Some(chunk)) => Ok(chunk),
+            Ok(None) => return,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => Err(compression::decode_error(e).into_io()),
+        };
+        let failed = chunk.is_err();
+        if tx.send(chunk).is_err() || failed {
+            return;
+        }
+        while let Ok(buf) = recycled.try_recv() {
+            input.recycle(buf);
         }
     }
 }
@@ -250,6 +286,24 @@ pub(super) struct ChannelReader {
 }
 
 impl ChannelReader {
+    /// The rest of the current buffer, or else the next one, taken whole (`None` at the end).
+    fn take_chunk(&mut self) -> io::Result<Option<Vec<u8>>> {
+        if self.fill_buf()?.is_empty() {
+            return Ok(None);
+        }
+        let mut chunk = std::mem::take(&mut self.buf);
+        chunk.drain(..self.pos);
+        self.pos = 0;
+        Ok(Some(chunk))
+    }
+
+    /// Hand a buffer back to the producer (for the decoder's input: the input reader).
+    fn recycle(&self, buf: Vec<u8>) {
+        if let Some(done) = &self.done {
+            done.pass(buf);
+        }
+    }
+
     /// Pass the current buffer to the hasher and close its channel.
     fn finish(&mut self) {
         if let Some(done) = self.done.take() {
