@@ -1105,10 +1105,10 @@ fn nonzero_reserved_option_space_is_rejected_naming_the_field() {
         o.reserved_bytes2[i] = 0xa5;
         later_fields.push((o, format!("reserved_bytes2[{i}] is 0xa5, not 0")));
     }
-    for i in 0..zero_apply_options().reserved_tail.len() {
+    for i in 0..zero_apply_options().reserved_word.len() {
         let mut o = zero_apply_options();
-        o.reserved_tail[i] = 1 << i;
-        later_fields.push((o, format!("reserved_tail[{i}] is {:#x}, not 0", 1 << i)));
+        o.reserved_word[i] = 1 << i;
+        later_fields.push((o, format!("reserved_word[{i}] is {:#x}, not 0", 1 << i)));
     }
     let apply_cases: Vec<_> = apply_cases.into_iter().chain(later_fields).collect();
     for (options, needle) in &apply_cases {

@@ -1,0 +1,557 @@
+//! Unpacking on more than one core (docs/parallel-unpack.md): regular files whose name and
+//! parents nothing in flight touches are handed, with their data, to worker threads that
+//! create them in place (`O_EXCL`), write them and set their owner, xattrs, mode and times in
+//! containerd's order; the unpacker thread keeps everything else, and takes the workers'
+//! results back in stream order, so errors are reported where a one-thread apply reports
+//! them and nothing after the first failure stays in the tree.
+//!
+//! The ordering rules (docs/containerd.md §3) hold because an entry is only ever processed
+//! while files are in flight if it is a regular file whose parent resolved from the
+//! symlink-free cache to an open directory, and neither its path nor any of its parents is
+//! the path of a file in flight. Every other entry (directories, symlinks, hardlinks,
+//! whiteouts, devices, a file in a directory not seen yet, a name in flight again) first
+//! waits for every file in flight to be committed, then runs today's code.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::io::{self, BufRead};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::Scope;
+
+use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
+
+use super::metadata::entry_times;
+use super::unpacker::{cache_key, display_at, key_join, Node, ParentDir, Unpacker};
+use super::xattrs::is_refused_xattr;
+use super::WhiteoutMode;
+use crate::error::{Error, Result};
+use crate::overlay_forms::OverlayXattrs;
+use crate::resolve::{clean, split};
+use crate::sys::errno;
+use crate::tar::pax::key::XATTR_PREFIX;
+use crate::tar::{EntryHeader, TarReader, TYPE_REG, TYPE_REGA};
+use crate::WHITEOUT_PREFIX;
+
+/// Data a file may have to go to a worker; a larger one is written by the unpacker itself
+/// (it gains nothing from a worker, and memory stays bounded).
+const JOB_DATA_MAX: usize = 1 << 20;
+/// Files in flight per worker: enough to keep each busy while the unpacker parses ahead.
+const JOBS_PER_WORKER: usize = 32;
+/// Bytes in flight (data and headers), whatever the number of workers.
+const BYTES_MAX: usize = 16 << 20;
+
+/// The step of a file's creation that failed, for the message today's code gives.
+enum Step {
+    Create,
+    Write,
+    Lchown,
+    Xattr(Vec<u8>),
+    Chmod,
+    Times,
+}
+
+enum Outcome {
+    /// Created, written and complete.
+    Done,
+    /// The name is taken: nothing was made; the unpacker replaces it in stream order.
+    Exists,
+    /// A step failed; `created`: the file exists under its name (partly made, as containerd
+    /// leaves it).
+    Failed {
+        created: bool,
+        step: Step,
+        err: io::Error,
+    },
+    /// Not attempted: an earlier file failed and the apply is stopping.
+    Skipped,
+}
+
+/// One file for a worker.
+struct Job {
+    seq: u64,
+    parent: Arc<OwnedFd>,
+    base: Vec<u8>,
+    mode: Mode,
+    data: Vec<u8>,
+    /// The lchown's IDs (`None` inside: unchanged), or no lchown at all.
+    owner: Option<(Option<rfs::Uid>, Option<rfs::Gid>)>,
+    ignore_chown_errors: bool,
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    times: rfs::Timestamps,
+}
+
+struct Finished {
+    seq: u64,
+    outcome: Outcome,
+    /// The job's data, for a file the unpacker then makes itself.
+    data: Vec<u8>,
+}
+
+/// A file in flight, as the unpacker knows it.
+struct Pending {
+    seq: u64,
+    parent: ParentDir,
+    base: Vec<u8>,
+    key: Vec<u8>,
+    hdr: EntryHeader,
+    cost: usize,
+}
+
+/// The workers and what is in flight.
+pub(super) struct Pool {
+    jobs: Option<Sender<Job>>,
+    done: Receiver<Finished>,
+    abort: Arc<AtomicBool>,
+    pending: VecDeque<Pending>,
+    finished: HashMap<u64, Finished>,
+    /// Paths (in-root keys) of the files in flight.
+    in_flight: HashSet<Vec<u8>>,
+    bytes: usize,
+    next_seq: u64,
+    max_jobs: usize,
+}
+
+impl Pool {
+    /// `workers` threads in `scope`; they stop once the pool is dropped.
+    pub(super) fn start<'scope>(scope: &'scope Scope<'scope, '_>, workers: usize) -> Pool {
+        let (jobs_tx, jobs_rx) = mpsc::channel::<Job>();
+        let (done_tx, done_rx) = mpsc::channel::<Finished>();
+        let jobs_rx = Arc::new(Mutex::new(jobs_rx));
+        let abort = Arc::new(AtomicBool::new(false));
+        for _ in 0..workers {
+            let (rx, tx, abort) = (jobs_rx.clone(), done_tx.clone(), abort.clone());
+            scope.spawn(move || work(&rx, &tx, &abort));
+        }
+        Pool {
+            jobs: Some(jobs_tx),
+            done: done_rx,
+            abort,
+            pending: VecDeque::new(),
+            finished: HashMap::new(),
+            in_flight: HashSet::new(),
+            bytes: 0,
+            next_seq: 0,
+            max_jobs: workers * JOBS_PER_WORKER,
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// Wait for the result of `seq` (or any result, stored until its turn).
+    fn wait_for(&mut self, seq: u64) -> Result<Finished> {
+        loop {
+            if let Some(f) = self.finished.remove(&seq) {
+                return Ok(f);
+            }
+            let f = self
+                .done
+                .recv()
+                .map_err(|_| Error::Internal("unpack workers stopped".into()))?;
+            self.finished.insert(f.seq, f);
+        }
+    }
+
+    /// Move the results that are in into `finished`, without waiting.
+    fn collect(&mut self) {
+        while let Ok(f) = self.done.try_recv() {
+            self.finished.insert(f.seq, f);
+        }
+    }
+}
+
+/// A worker: files, one after another, until the pool is dropped.
+fn work(jobs: &Mutex<Receiver<Job>>, done: &Sender<Finished>, abort: &AtomicBool) {
+    loop {
+        let job = {
+            let rx = jobs.lock().unwrap_or_else(|e| e.into_inner());
+            rx.recv()
+        };
+        let Ok(job) = job else { return };
+        let outcome = if abort.load(Ordering::Acquire) {
+            Outcome::Skipped
+        } else {
+            make_file(&job)
+        };
+        let finished = Finished {
+            seq: job.seq,
+            outcome,
+            data: job.data,
+        };
+        if done.send(finished).is_err() {
+            return;
+        }
+    }
+}
+
+/// Today's steps for a regular file (create, data, lchown, xattrs, chmod, times), stopping at
+/// the first that fails, as containerd's `createTarFile` does.
+fn make_file(job: &Job) -> Outcome {
+    let fd = match rfs::openat(
+        &*job.parent,
+        job.base.as_slice(),
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        job.mode,
+    ) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::EXIST) => return Outcome::Exists,
+        Err(e) => {
+            return Outcome::Failed {
+                created: false,
+                step: Step::Create,
+                err: errno(e),
+            }
+        }
+    };
+    let fail = |step, err| Outcome::Failed {
+        created: true,
+        step,
+        err,
+    };
+    let mut data = job.data.as_slice();
+    while !data.is_empty() {
+        match rustix::io::write(&fd, data) {
+            Ok(0) => return fail(Step::Write, io::Error::from(io::ErrorKind::WriteZero)),
+            Ok(k) => data = &data[k..],
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return fail(Step::Write, errno(e)),
+        }
+    }
+    if let Some((uid, gid)) = job.owner {
+        match rfs::fchown(&fd, uid, gid) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::INVAL | rustix::io::Errno::PERM) if job.ignore_chown_errors => {}
+            Err(e) => return fail(Step::Lchown, errno(e)),
+        }
+    }
+    for (key, value) in &job.xattrs {
+        // A regular file: the EPERM exception of `set_entry_xattrs` (user.* on special files)
+        // never applies.
+        match rfs::fsetxattr(&fd, key.as_slice(), value, rfs::XattrFlags::empty()) {
+            Ok(()) | Err(rustix::io::Errno::NOTSUP) => {}
+            Err(e) => return fail(Step::Xattr(key.clone()), errno(e)),
+        }
+    }
+    if let Err(e) = rfs::fchmod(&fd, job.mode) {
+        return fail(Step::Chmod, errno(e));
+    }
+    if let Err(e) = rfs::futimens(&fd, &job.times) {
+        return fail(Step::Times, errno(e));
+    }
+    Outcome::Done
+}
+
+impl Unpacker<'_> {
+    /// Hand `hdr` (a regular file) to the workers if it may go there; `Ok(false)`: it is to
+    /// be unpacked here, with `prefix` (data already read from it) if any.
+    pub(super) fn offload<R: BufRead>(
+        &mut self,
+        tr: &mut TarReader<R>,
+        hdr: EntryHeader,
+    ) -> Result<Option<(EntryHeader, Option<Prefix>)>> {
+        if self.pool.is_none() {
+            return Ok(Some((hdr, None)));
+        }
+        if !matches!(hdr.typeflag, TYPE_REG | TYPE_REGA) || hdr.size > JOB_DATA_MAX as i64 {
+            self.settle()?;
+            return Ok(Some((hdr, None)));
+        }
+        let name = clean(&hdr.name);
+        let (dir, base) = split(&name);
+        if matches!(base, b"" | b"." | b"..") || base.starts_with(WHITEOUT_PREFIX) {
+            self.settle()?;
+            return Ok(Some((hdr, None)));
+        }
+        let (dir, base) = (dir.to_vec(), base.to_vec());
+        if !self.parent_ready(&dir, &base) {
+            self.settle()?;
+        }
+        // With files in flight this only reads the caches (parent_ready); otherwise it may
+        // resolve and make parents, as today.
+        let parent = self.parent_dir(&dir)?;
+        self.check_path_len(&parent.comps, &base)?;
+        let rp = self.root_path;
+        let show = || display_at(rp, &parent.comps, &base);
+        // Where today's code would fail after the file exists, or refuse it: here.
+        let owner = match self.host_owner(&hdr, &show) {
+            Ok(o) => o,
+            Err(_) => {
+                self.settle()?;
+                return Ok(Some((hdr, None)));
+            }
+        };
+        let rootless =
+            self.opts.whiteouts == WhiteoutMode::Overlay && self.overlay_ns == OverlayXattrs::User;
+        let mut xattrs = Vec::new();
+        for (k, v) in &hdr.pax {
+            let Some(key) = k.strip_prefix(XATTR_PREFIX) else {
+                continue;
+            };
+            if is_refused_xattr(key) {
+                if rootless {
+                    self.settle()?;
+                    return Ok(Some((hdr, None)));
+                }
+                continue;
+            }
+            xattrs.push((key.to_vec(), v.clone()));
+        }
+
+        let mut data = Vec::with_capacity(hdr.size.max(0) as usize);
+        loop {
+            let read = tr.read_chunk(|chunk| {
+                data.extend_from_slice(chunk);
+                Ok(())
+            });
+            match read {
+                Ok(0) => break,
+                Ok(_) if data.len() <= JOB_DATA_MAX => {}
+                // More than its size said (a sparse file's holes): made here, from what was
+                // read on.
+                Ok(_) => {
+                    self.settle()?;
+                    return Ok(Some((hdr, Some(Prefix { data, error: None }))));
+                }
+                Err(e) => {
+                    self.settle()?;
+                    return Ok(Some((
+                        hdr,
+                        Some(Prefix {
+                            data,
+                            error: Some(e),
+                        }),
+                    )));
+                }
+            }
+        }
+
+        let key = key_join(&crate::resolve::join_comps(&parent.comps), &base);
+        self.unpacked.insert(&key);
+        let cost = data.len()
+            + hdr.name.len()
+            + hdr
+                .pax
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
+            + 256;
+        let (uid, gid) = owner;
+        let job = Job {
+            seq: 0,
+            parent: parent.fd.clone(),
+            base: base.clone(),
+            mode: Mode::from_raw_mode((hdr.mode & 0o7777) as u32),
+            data,
+            owner: self
+                .opts
+                .same_owner
+                .then(|| (uid.map(rfs::Uid::from_raw), gid.map(rfs::Gid::from_raw))),
+            ignore_chown_errors: self.opts.ignore_chown_errors,
+            xattrs,
+            times: entry_times(&hdr),
+        };
+        let pool = self.pool.as_mut().expect("checked above");
+        let seq = pool.next_seq;
+        pool.next_seq += 1;
+        pool.in_flight.insert(key.clone());
+        pool.bytes += cost;
+        pool.pending.push_back(Pending {
+            seq,
+            parent,
+            base,
+            key,
+            hdr,
+            cost,
+        });
+        let sent = pool
+            .jobs
+            .as_ref()
+            .is_some_and(|tx| tx.send(Job { seq, ..job }).is_ok());
+        if !sent {
+            return Err(Error::Internal("unpack workers stopped".into()));
+        }
+        // Commit what is done; wait while too much is in flight.
+        self.commit_ready(false)?;
+        Ok(None)
+    }
+
+    /// Whether a file `dir`/`base` may be handed out while files are in flight: its parent
+    /// resolves from the symlink-free cache to a directory open in the cache, and neither its
+    /// path nor a parent of it is in flight.
+    fn parent_ready(&self, dir: &[u8], base: &[u8]) -> bool {
+        let Some(pool) = &self.pool else { return false };
+        let Some(joined) = self.resolved.get(cache_key(dir)) else {
+            return false;
+        };
+        if pool.is_idle() {
+            return true;
+        }
+        if !joined.is_empty() && !self.dir_fds.contains_key(joined) {
+            return false;
+        }
+        let parents_free = joined
+            .iter()
+            .enumerate()
+            .filter(|&(_, &b)| b == b'/')
+            .all(|(i, _)| !pool.in_flight.contains(&joined[..i]));
+        parents_free
+            && (joined.is_empty() || !pool.in_flight.contains(joined.as_slice()))
+            && !pool.in_flight.contains(&key_join(joined, base))
+    }
+
+    /// Commit every file in flight, in stream order: afterwards the tree is what a
+    /// one-thread apply leaves after the entries read so far (or the first error is
+    /// returned, and nothing after it is in the tree).
+    pub(super) fn settle(&mut self) -> Result<()> {
+        self.commit_ready(true)
+    }
+
+    /// On a failure of the entry being read: the files in flight before it are committed
+    /// first, and an error among them is the one to report.
+    pub(super) fn settle_error(&mut self, e: Error) -> Error {
+        match self.settle() {
+            Ok(()) => e,
+            Err(first) => first,
+        }
+    }
+
+    /// Commit results in order: all of them (`all`), else those that are in, waiting only
+    /// while more than the limits are in flight.
+    fn commit_ready(&mut self, all: bool) -> Result<()> {
+        loop {
+            let Some(pool) = self.pool.as_mut() else {
+                return Ok(());
+            };
+            let Some(front) = pool.pending.front() else {
+                return Ok(());
+            };
+            let seq = front.seq;
+            pool.collect();
+            let must_wait = all || pool.pending.len() > pool.max_jobs || pool.bytes > BYTES_MAX;
+            if !must_wait && !pool.finished.contains_key(&seq) {
+                return Ok(());
+            }
+            let finished = pool.wait_for(seq)?;
+            let p = pool.pending.pop_front().expect("front exists");
+            pool.in_flight.remove(&p.key);
+            pool.bytes -= p.cost;
+            if let Err(e) = self.commit(p, finished) {
+                self.abort_in_flight();
+                return Err(e);
+            }
+        }
+    }
+
+    /// The result of one file, in its turn.
+    fn commit(&mut self, p: Pending, f: Finished) -> Result<()> {
+        let rp = self.root_path;
+        let show = || display_at(rp, &p.parent.comps, &p.base);
+        match f.outcome {
+            Outcome::Done => Ok(()),
+            Outcome::Exists => {
+                // Today's path: replace what is there, then make the file here.
+                let pfd = p.parent.fd.as_fd();
+                let mode = Mode::from_raw_mode((p.hdr.mode & 0o7777) as u32);
+                let fd = self.create_file(pfd, &p.base, mode, &show)?;
+                write_all(&fd, &f.data, &show)?;
+                self.set_metadata(pfd, &p.base, &Node::Fd(fd), &p.hdr, &show)
+            }
+            Outcome::Failed { step, err, .. } => Err(step_error(step, &p.hdr, show(), err)),
+            Outcome::Skipped => Err(Error::Internal(
+                "an unpack worker skipped a file before any failure".into(),
+            )),
+        }
+    }
+
+    /// After a failure: wait for every file still in flight and remove those the workers
+    /// made, so nothing after the failing entry stays in the tree.
+    fn abort_in_flight(&mut self) {
+        let Some(pool) = self.pool.as_mut() else {
+            return;
+        };
+        pool.abort.store(true, Ordering::Release);
+        while let Some(p) = pool.pending.pop_front() {
+            let Ok(f) = pool.wait_for(p.seq) else {
+                // The workers are gone: nothing more of theirs will appear.
+                break;
+            };
+            if matches!(
+                f.outcome,
+                Outcome::Done | Outcome::Failed { created: true, .. }
+            ) {
+                // Best effort: the name was fresh (O_EXCL), so it is this file.
+                let _ = rfs::unlinkat(p.parent.fd.as_fd(), p.base.as_slice(), AtFlags::empty());
+            }
+        }
+        pool.in_flight.clear();
+        pool.finished.clear();
+        pool.bytes = 0;
+    }
+}
+
+/// Data of a file read before it was decided to make it on the unpacker's thread, and the
+/// read error that ended it, if any.
+pub(super) struct Prefix {
+    pub(super) data: Vec<u8>,
+    pub(super) error: Option<Error>,
+}
+
+pub(super) fn write_all(fd: &OwnedFd, mut data: &[u8], show: &dyn Fn() -> PathBuf) -> Result<()> {
+    while !data.is_empty() {
+        match rustix::io::write(fd, data) {
+            Ok(0) => {
+                return Err(Error::path(
+                    "write",
+                    show(),
+                    io::Error::from(io::ErrorKind::WriteZero),
+                ))
+            }
+            Ok(k) => data = &data[k..],
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(Error::path("write", show(), errno(e))),
+        }
+    }
+    Ok(())
+}
+
+/// The error today's code gives for `step` (see `create_file`, `copy_data`, `set_metadata`).
+fn step_error(step: Step, hdr: &EntryHeader, path: PathBuf, err: io::Error) -> Error {
+    match step {
+        Step::Create => Error::path("create", path, err),
+        Step::Write => Error::path("write", path, err),
+        Step::Lchown => Error::path_detail(
+            "lchown",
+            path,
+            format!("(uid {}, gid {})", hdr.uid, hdr.gid),
+            err,
+        ),
+        Step::Xattr(key) => Error::path_detail(
+            "set xattr on",
+            path,
+            format!("(key {})", String::from_utf8_lossy(&key)),
+            err,
+        ),
+        Step::Chmod => Error::path("chmod", path, err),
+        Step::Times => Error::path("set times of", path, err),
+    }
+}
+
+/// The number of unpack workers `requested` means (0: the default, from
+/// `LAYERDIFF_UNPACK_THREADS` if set, else chosen for this machine).
+pub(super) fn threads(requested: usize) -> usize {
+    if requested != 0 {
+        return requested.min(64);
+    }
+    if let Some(n) = std::env::var("LAYERDIFF_UNPACK_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+    {
+        return n.min(64);
+    }
+    1
+}
