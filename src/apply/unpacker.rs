@@ -15,7 +15,7 @@ use super::metadata::entry_times;
 use super::names::{NameList, PathSet};
 use super::pipeline::ChannelReader;
 use super::remove::remove_all;
-use super::workers::{self, Pool, Prefix};
+use super::workers::{self, Next, Pool, Prefix};
 use super::{ApplyOptions, DeviceNodes, OverlayWhiteoutForm, OverlayXattrsChoice};
 use crate::control;
 use crate::error::{Error, Result};
@@ -233,8 +233,16 @@ impl<'a> Unpacker<'a> {
             }
             // Regular files may go to the workers; everything else runs here once the files in
             // flight are committed.
-            if let Some((hdr, prefix)) = self.offload(&mut tr, hdr)? {
-                self.entry(&mut tr, hdr, prefix)?;
+            match self.offload(&mut tr, hdr)? {
+                Next::Taken => {}
+                Next::Here(hdr, prefix) => self.entry(&mut tr, hdr, prefix)?,
+                Next::Fresh(hdr, parent, base) => {
+                    let dir = hdr.typeflag == TYPE_DIR;
+                    match self.entry(&mut tr, hdr, None) {
+                        Ok(()) => self.made_fresh(parent, base, dir),
+                        Err(e) => return Err(self.fresh_failed(e, parent, base, dir)),
+                    }
+                }
             }
         }
         self.settle()?;

@@ -32,7 +32,7 @@ use crate::overlay_forms::OverlayXattrs;
 use crate::resolve::{clean, split};
 use crate::sys::errno;
 use crate::tar::pax::key::XATTR_PREFIX;
-use crate::tar::{EntryHeader, TarReader, TYPE_REG, TYPE_REGA};
+use crate::tar::{EntryHeader, TarReader, TYPE_DIR, TYPE_FIFO, TYPE_REG, TYPE_REGA, TYPE_SYMLINK};
 use crate::WHITEOUT_PREFIX;
 
 /// Data a file may have to go to a worker; a larger one is written by the unpacker itself
@@ -90,14 +90,35 @@ struct Finished {
     data: Vec<u8>,
 }
 
-/// A file in flight, as the unpacker knows it.
+/// An entry made while files before it are in flight: a file on a worker, or an entry at a
+/// fresh name made here (undone if a file before it fails).
 struct Pending {
     seq: u64,
     parent: ParentDir,
     base: Vec<u8>,
-    key: Vec<u8>,
-    hdr: EntryHeader,
-    cost: usize,
+    kind: Kind,
+}
+
+enum Kind {
+    File {
+        key: Vec<u8>,
+        hdr: Box<EntryHeader>,
+        cost: usize,
+    },
+    Made {
+        dir: bool,
+    },
+}
+
+/// What the unpacker does with an entry once [`Unpacker::offload`] has seen it.
+pub(super) enum Next {
+    /// Handed to a worker.
+    Taken,
+    /// Unpack it here (everything before it is committed), with data already read from it.
+    Here(EntryHeader, Option<Prefix>),
+    /// Unpack it here although files before it are in flight: its name is fresh and its
+    /// parent ready. Then [`Unpacker::made_fresh`] or, on failure, [`Unpacker::fresh_failed`].
+    Fresh(EntryHeader, ParentDir, Vec<u8>),
 }
 
 /// The workers and what is in flight.
@@ -246,25 +267,29 @@ fn make_file(job: &Job) -> Outcome {
 }
 
 impl Unpacker<'_> {
-    /// Hand `hdr` (a regular file) to the workers if it may go there; `Ok(false)`: it is to
-    /// be unpacked here, with `prefix` (data already read from it) if any.
+    /// Hand `hdr` to the workers if it is a file that may go there, or say how it is to be
+    /// unpacked here.
     pub(super) fn offload<R: BufRead>(
         &mut self,
         tr: &mut TarReader<R>,
         hdr: EntryHeader,
-    ) -> Result<Option<(EntryHeader, Option<Prefix>)>> {
-        if self.pool.is_none() {
-            return Ok(Some((hdr, None)));
+    ) -> Result<Next> {
+        let Some(pool) = &self.pool else {
+            return Ok(Next::Here(hdr, None));
+        };
+        let fresh_kind = matches!(hdr.typeflag, TYPE_DIR | TYPE_SYMLINK | TYPE_FIFO);
+        if fresh_kind && !pool.is_idle() {
+            return self.fresh(hdr);
         }
         if !matches!(hdr.typeflag, TYPE_REG | TYPE_REGA) || hdr.size > JOB_DATA_MAX as i64 {
             self.settle()?;
-            return Ok(Some((hdr, None)));
+            return Ok(Next::Here(hdr, None));
         }
         let name = clean(&hdr.name);
         let (dir, base) = split(&name);
         if matches!(base, b"" | b"." | b"..") || base.starts_with(WHITEOUT_PREFIX) {
             self.settle()?;
-            return Ok(Some((hdr, None)));
+            return Ok(Next::Here(hdr, None));
         }
         let (dir, base) = (dir.to_vec(), base.to_vec());
         if !self.parent_ready(&dir, &base) {
@@ -281,7 +306,7 @@ impl Unpacker<'_> {
             Ok(o) => o,
             Err(_) => {
                 self.settle()?;
-                return Ok(Some((hdr, None)));
+                return Ok(Next::Here(hdr, None));
             }
         };
         let rootless =
@@ -294,7 +319,7 @@ impl Unpacker<'_> {
             if is_refused_xattr(key) {
                 if rootless {
                     self.settle()?;
-                    return Ok(Some((hdr, None)));
+                    return Ok(Next::Here(hdr, None));
                 }
                 continue;
             }
@@ -314,17 +339,17 @@ impl Unpacker<'_> {
                 // read on.
                 Ok(_) => {
                     self.settle()?;
-                    return Ok(Some((hdr, Some(Prefix { data, error: None }))));
+                    return Ok(Next::Here(hdr, Some(Prefix { data, error: None })));
                 }
                 Err(e) => {
                     self.settle()?;
-                    return Ok(Some((
+                    return Ok(Next::Here(
                         hdr,
                         Some(Prefix {
                             data,
                             error: Some(e),
                         }),
-                    )));
+                    ));
                 }
             }
         }
@@ -363,9 +388,11 @@ impl Unpacker<'_> {
             seq,
             parent,
             base,
-            key,
-            hdr,
-            cost,
+            kind: Kind::File {
+                key,
+                hdr: Box::new(hdr),
+                cost,
+            },
         });
         let sent = pool
             .jobs
@@ -376,7 +403,67 @@ impl Unpacker<'_> {
         }
         // Commit what is done; wait while too much is in flight.
         self.commit_ready(false)?;
-        Ok(None)
+        Ok(Next::Taken)
+    }
+
+    /// A directory, symlink or FIFO while files are in flight: made here at once if its
+    /// parent is ready and its name is free (nothing to replace, nothing in flight there),
+    /// else once everything before it is committed.
+    fn fresh(&mut self, hdr: EntryHeader) -> Result<Next> {
+        let name = clean(&hdr.name);
+        let (dir, base) = split(&name);
+        if matches!(base, b"" | b"." | b"..")
+            || base.starts_with(WHITEOUT_PREFIX)
+            || !self.parent_ready(dir, base)
+        {
+            self.settle()?;
+            return Ok(Next::Here(hdr, None));
+        }
+        let (dir, base) = (dir.to_vec(), base.to_vec());
+        let parent = self.parent_dir(&dir)?;
+        match rfs::statat(
+            parent.fd.as_fd(),
+            base.as_slice(),
+            AtFlags::SYMLINK_NOFOLLOW,
+        ) {
+            Err(rustix::io::Errno::NOENT) => Ok(Next::Fresh(hdr, parent, base)),
+            _ => {
+                self.settle()?;
+                Ok(Next::Here(hdr, None))
+            }
+        }
+    }
+
+    /// A [`Next::Fresh`] entry was made: it is undone if a file before it fails.
+    pub(super) fn made_fresh(&mut self, parent: ParentDir, base: Vec<u8>, dir: bool) {
+        if let Some(pool) = self.pool.as_mut() {
+            let seq = pool.next_seq;
+            pool.next_seq += 1;
+            pool.pending.push_back(Pending {
+                seq,
+                parent,
+                base,
+                kind: Kind::Made { dir },
+            });
+        }
+    }
+
+    /// A [`Next::Fresh`] entry failed with `e`: if a file before it failed too, that error is
+    /// the one, and this entry (made after it) is undone.
+    pub(super) fn fresh_failed(
+        &mut self,
+        e: Error,
+        parent: ParentDir,
+        base: Vec<u8>,
+        dir: bool,
+    ) -> Error {
+        match self.settle() {
+            Ok(()) => e,
+            Err(first) => {
+                undo(&parent, &base, dir);
+                first
+            }
+        }
     }
 
     /// Whether a file `dir`/`base` may be handed out while files are in flight: its parent
@@ -430,16 +517,24 @@ impl Unpacker<'_> {
                 return Ok(());
             };
             let seq = front.seq;
-            pool.collect();
-            let must_wait = all || pool.pending.len() > pool.max_jobs || pool.bytes > BYTES_MAX;
-            if !must_wait && !pool.finished.contains_key(&seq) {
-                return Ok(());
-            }
-            let finished = pool.wait_for(seq)?;
+            let finished = if matches!(front.kind, Kind::File { .. }) {
+                pool.collect();
+                let must_wait = all || pool.pending.len() > pool.max_jobs || pool.bytes > BYTES_MAX;
+                if !must_wait && !pool.finished.contains_key(&seq) {
+                    return Ok(());
+                }
+                Some(pool.wait_for(seq)?)
+            } else {
+                None
+            };
             let p = pool.pending.pop_front().expect("front exists");
-            pool.in_flight.remove(&p.key);
-            pool.bytes -= p.cost;
-            if let Err(e) = self.commit(p, finished) {
+            let (Kind::File { key, hdr, cost }, Some(f)) = (p.kind, finished) else {
+                // Made here already.
+                continue;
+            };
+            pool.in_flight.remove(&key);
+            pool.bytes -= cost;
+            if let Err(e) = self.commit(&p.parent, &p.base, &hdr, f) {
                 self.abort_in_flight();
                 return Err(e);
             }
@@ -447,50 +542,74 @@ impl Unpacker<'_> {
     }
 
     /// The result of one file, in its turn.
-    fn commit(&mut self, p: Pending, f: Finished) -> Result<()> {
+    fn commit(
+        &mut self,
+        parent: &ParentDir,
+        base: &[u8],
+        hdr: &EntryHeader,
+        f: Finished,
+    ) -> Result<()> {
         let rp = self.root_path;
-        let show = || display_at(rp, &p.parent.comps, &p.base);
+        let show = || display_at(rp, &parent.comps, base);
         match f.outcome {
             Outcome::Done => Ok(()),
             Outcome::Exists => {
                 // Today's path: replace what is there, then make the file here.
-                let pfd = p.parent.fd.as_fd();
-                let mode = Mode::from_raw_mode((p.hdr.mode & 0o7777) as u32);
-                let fd = self.create_file(pfd, &p.base, mode, &show)?;
+                let pfd = parent.fd.as_fd();
+                let mode = Mode::from_raw_mode((hdr.mode & 0o7777) as u32);
+                let fd = self.create_file(pfd, base, mode, &show)?;
                 write_all(&fd, &f.data, &show)?;
-                self.set_metadata(pfd, &p.base, &Node::Fd(fd), &p.hdr, &show)
+                self.set_metadata(pfd, base, &Node::Fd(fd), hdr, &show)
             }
-            Outcome::Failed { step, err, .. } => Err(step_error(step, &p.hdr, show(), err)),
+            Outcome::Failed { step, err, .. } => Err(step_error(step, hdr, show(), err)),
             Outcome::Skipped => Err(Error::Internal(
                 "an unpack worker skipped a file before any failure".into(),
             )),
         }
     }
 
-    /// After a failure: wait for every file still in flight and remove those the workers
-    /// made, so nothing after the failing entry stays in the tree.
+    /// After a failure: wait for every file still in flight, then undo, last first, what
+    /// the workers and [`Next::Fresh`] made after it, so nothing after the failing entry
+    /// stays in the tree.
     fn abort_in_flight(&mut self) {
         let Some(pool) = self.pool.as_mut() else {
             return;
         };
         pool.abort.store(true, Ordering::Release);
+        let mut made = Vec::new();
         while let Some(p) = pool.pending.pop_front() {
-            let Ok(f) = pool.wait_for(p.seq) else {
-                // The workers are gone: nothing more of theirs will appear.
-                break;
+            let dir = match p.kind {
+                Kind::Made { dir } => dir,
+                Kind::File { .. } => match pool.wait_for(p.seq) {
+                    Ok(Finished {
+                        outcome: Outcome::Done | Outcome::Failed { created: true, .. },
+                        ..
+                    }) => false,
+                    Ok(_) => continue,
+                    // The workers are gone: nothing more of theirs will appear.
+                    Err(_) => break,
+                },
             };
-            if matches!(
-                f.outcome,
-                Outcome::Done | Outcome::Failed { created: true, .. }
-            ) {
-                // Best effort: the name was fresh (O_EXCL), so it is this file.
-                let _ = rfs::unlinkat(p.parent.fd.as_fd(), p.base.as_slice(), AtFlags::empty());
-            }
+            made.push((p.parent, p.base, dir));
+        }
+        for (parent, base, dir) in made.iter().rev() {
+            undo(parent, base, *dir);
         }
         pool.in_flight.clear();
         pool.finished.clear();
         pool.bytes = 0;
     }
+}
+
+/// Remove an entry made at a fresh name (so it is the one made), best effort: the apply is
+/// failing with an earlier error already.
+fn undo(parent: &ParentDir, base: &[u8], dir: bool) {
+    let flags = if dir {
+        AtFlags::REMOVEDIR
+    } else {
+        AtFlags::empty()
+    };
+    let _ = rfs::unlinkat(parent.fd.as_fd(), base, flags);
 }
 
 /// Data of a file read before it was decided to make it on the unpacker's thread, and the
