@@ -78,6 +78,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
+/// A new empty `p` (an old one removed), written back and out of the page cache.
 fn settle(p: &Path) {
     if p.exists() {
         fs::remove_dir_all(p).unwrap();
@@ -133,11 +134,16 @@ fn main() {
             .trim()
             .to_string();
         println!("{label} ({fstype}, {}):", base.display());
-        let dest = base.join("root");
         let mut times: Vec<Vec<Duration>> = vec![Vec::new(); threads.len()];
         for i in 0..iters {
             let mut line = format!("  run {i}:");
             for (k, &t) in threads.iter().enumerate() {
+                // A new directory on the disk (see above); the tmpfs reuses one.
+                let dest = if label == "disk" {
+                    base.join(format!("root-{i}-{t}"))
+                } else {
+                    base.join("root")
+                };
                 settle(&dest);
                 let opts = ApplyOptions {
                     unpack_threads: t,
@@ -158,7 +164,6 @@ fn main() {
             line += &format!("  {t} thr {m:.3}s ({:.2}x)", base_median / m);
         }
         println!("{line}");
-        settle(&dest);
     }
     let _ = Command::new("umount").arg(tmpfs.path()).status();
 }

@@ -18,7 +18,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::Scope;
 
 use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
@@ -39,7 +39,7 @@ use crate::WHITEOUT_PREFIX;
 /// (it gains nothing from a worker, and memory stays bounded).
 const JOB_DATA_MAX: usize = 1 << 20;
 /// Files in flight per worker: enough to keep each busy while the unpacker parses ahead.
-const JOBS_PER_WORKER: usize = 32;
+const JOBS_PER_WORKER: usize = 256;
 /// Bytes in flight (data and headers), whatever the number of workers.
 const BYTES_MAX: usize = 16 << 20;
 
@@ -123,7 +123,11 @@ pub(super) enum Next {
 
 /// The workers and what is in flight.
 pub(super) struct Pool {
-    jobs: Option<Sender<Job>>,
+    /// One queue per worker: a directory's files go to one worker in a row, so workers
+    /// create in different directories rather than queueing on one directory's lock.
+    jobs: Vec<Sender<Job>>,
+    /// The worker of the last file, and its parent directory.
+    last: Option<(usize, Arc<OwnedFd>)>,
     done: Receiver<Finished>,
     abort: Arc<AtomicBool>,
     pending: VecDeque<Pending>,
@@ -138,16 +142,18 @@ pub(super) struct Pool {
 impl Pool {
     /// `workers` threads in `scope`; they stop once the pool is dropped.
     pub(super) fn start<'scope>(scope: &'scope Scope<'scope, '_>, workers: usize) -> Pool {
-        let (jobs_tx, jobs_rx) = mpsc::channel::<Job>();
         let (done_tx, done_rx) = mpsc::channel::<Finished>();
-        let jobs_rx = Arc::new(Mutex::new(jobs_rx));
         let abort = Arc::new(AtomicBool::new(false));
+        let mut jobs = Vec::with_capacity(workers);
         for _ in 0..workers {
-            let (rx, tx, abort) = (jobs_rx.clone(), done_tx.clone(), abort.clone());
-            scope.spawn(move || work(&rx, &tx, &abort));
+            let (jobs_tx, jobs_rx) = mpsc::channel::<Job>();
+            let (tx, abort) = (done_tx.clone(), abort.clone());
+            scope.spawn(move || work(&jobs_rx, &tx, &abort));
+            jobs.push(jobs_tx);
         }
         Pool {
-            jobs: Some(jobs_tx),
+            jobs,
+            last: None,
             done: done_rx,
             abort,
             pending: VecDeque::new(),
@@ -186,13 +192,9 @@ impl Pool {
 }
 
 /// A worker: files, one after another, until the pool is dropped.
-fn work(jobs: &Mutex<Receiver<Job>>, done: &Sender<Finished>, abort: &AtomicBool) {
+fn work(jobs: &Receiver<Job>, done: &Sender<Finished>, abort: &AtomicBool) {
     loop {
-        let job = {
-            let rx = jobs.lock().unwrap_or_else(|e| e.into_inner());
-            rx.recv()
-        };
-        let Ok(job) = job else { return };
+        let Ok(job) = jobs.recv() else { return };
         let outcome = if abort.load(Ordering::Acquire) {
             Outcome::Skipped
         } else {
@@ -394,10 +396,13 @@ impl Unpacker<'_> {
                 cost,
             },
         });
-        let sent = pool
-            .jobs
-            .as_ref()
-            .is_some_and(|tx| tx.send(Job { seq, ..job }).is_ok());
+        let worker = match &pool.last {
+            Some((w, fd)) if Arc::ptr_eq(fd, &job.parent) => *w,
+            Some((w, _)) => (w + 1) % pool.jobs.len(),
+            None => 0,
+        };
+        pool.last = Some((worker, job.parent.clone()));
+        let sent = pool.jobs[worker].send(Job { seq, ..job }).is_ok();
         if !sent {
             return Err(Error::Internal("unpack workers stopped".into()));
         }
