@@ -137,6 +137,8 @@ pub(super) struct Pool {
     bytes: usize,
     next_seq: u64,
     max_jobs: usize,
+    /// Over the limits: committing until half of them is in flight.
+    draining: bool,
 }
 
 impl Pool {
@@ -162,6 +164,7 @@ impl Pool {
             bytes: 0,
             next_seq: 0,
             max_jobs: workers * JOBS_PER_WORKER,
+            draining: false,
         }
     }
 
@@ -524,7 +527,14 @@ impl Unpacker<'_> {
             let seq = front.seq;
             let finished = if matches!(front.kind, Kind::File { .. }) {
                 pool.collect();
-                let must_wait = all || pool.pending.len() > pool.max_jobs || pool.bytes > BYTES_MAX;
+                // Past the limits, wait until half is done: one wake-up per many files, not
+                // one per file.
+                if pool.pending.len() > pool.max_jobs || pool.bytes > BYTES_MAX {
+                    pool.draining = true;
+                } else if pool.pending.len() <= pool.max_jobs / 2 && pool.bytes <= BYTES_MAX / 2 {
+                    pool.draining = false;
+                }
+                let must_wait = all || pool.draining;
                 if !must_wait && !pool.finished.contains_key(&seq) {
                     return Ok(());
                 }
