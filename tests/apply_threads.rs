@@ -341,3 +341,50 @@ fn random_layers_give_the_same_tree_and_error() {
             });
     }
 }
+
+/// Files in many directories (each run of one directory may hold its descriptor while in
+/// flight) apply with 4 threads under a limit of 128 open files, in a child process.
+#[test]
+fn many_directories_under_a_low_fd_limit() {
+    const TEST: &str = "many_directories_under_a_low_fd_limit";
+    const CHILD: &str = "LAYERDIFF_THREADS_TEST_CHILD";
+    let mut t = Tar::new();
+    for d in 0..1500 {
+        t = t
+            .dir(&format!("d{d}/"))
+            .file(&format!("d{d}/a"), b"a")
+            .file(&format!("d{d}/b"), b"b");
+    }
+    let layer = t.finish();
+    if let Some(root) = std::env::var_os(CHILD) {
+        use rustix::process::{setrlimit, Resource, Rlimit};
+        setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(128),
+                maximum: Some(128),
+            },
+        )
+        .unwrap();
+        let opts = ApplyOptions {
+            unpack_threads: 4,
+            ..ApplyOptions::default()
+        };
+        match apply(Path::new(&root), layer.as_slice(), &opts) {
+            Ok(_) => println!("CHILD-OK"),
+            Err(e) => println!("CHILD-ERR {}", e.chain_message()),
+        }
+        return;
+    }
+    require_root!();
+    let sb = Sandbox::new();
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", TEST, "--nocapture", "--test-threads=1"])
+        .env(CHILD, sb.root())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("CHILD-OK"), "child: {text}");
+    assert_eq!(fs::read_dir(sb.root()).unwrap().count(), 1500);
+    assert_eq!(fs::read(sb.p("d1499/b")).unwrap(), b"b");
+}

@@ -239,7 +239,7 @@ impl<'a> Unpacker<'a> {
                 Next::Fresh(hdr, parent, base) => {
                     let dir = hdr.typeflag == TYPE_DIR;
                     match self.entry(&mut tr, hdr, None) {
-                        Ok(()) => self.made_fresh(parent, base, dir),
+                        Ok(()) => self.made_fresh(parent, base, dir)?,
                         Err(e) => return Err(self.fresh_failed(e, parent, base, dir)),
                     }
                 }

@@ -42,6 +42,9 @@ const JOB_DATA_MAX: usize = 1 << 20;
 const JOBS_PER_WORKER: usize = 256;
 /// Bytes in flight (data and headers), whatever the number of workers.
 const BYTES_MAX: usize = 16 << 20;
+/// Runs of entries of one parent directory in flight: each may keep a directory descriptor
+/// open, and the apply keeps within a small `RLIMIT_NOFILE`.
+const PARENT_RUNS_MAX: usize = 64;
 
 /// The step of a file's creation that failed, for the message today's code gives.
 enum Step {
@@ -139,6 +142,8 @@ pub(super) struct Pool {
     max_jobs: usize,
     /// Over the limits: committing until half of them is in flight.
     draining: bool,
+    /// Runs of one parent directory in `pending`.
+    parent_runs: usize,
 }
 
 impl Pool {
@@ -165,11 +170,50 @@ impl Pool {
             next_seq: 0,
             max_jobs: workers * JOBS_PER_WORKER,
             draining: false,
+            parent_runs: 0,
         }
     }
 
     fn is_idle(&self) -> bool {
         self.pending.is_empty()
+    }
+
+    /// Queue an entry in stream order, counting the runs of one parent directory: each run
+    /// may hold a directory descriptor the caches have let go.
+    fn push(&mut self, p: Pending) {
+        if self
+            .pending
+            .back()
+            .map_or(true, |b| !Arc::ptr_eq(&b.parent.fd, &p.parent.fd))
+        {
+            self.parent_runs += 1;
+        }
+        self.pending.push_back(p);
+    }
+
+    fn pop(&mut self) -> Option<Pending> {
+        let p = self.pending.pop_front()?;
+        if self
+            .pending
+            .front()
+            .map_or(true, |f| !Arc::ptr_eq(&f.parent.fd, &p.parent.fd))
+        {
+            self.parent_runs -= 1;
+        }
+        Some(p)
+    }
+
+    /// Past a limit: files (and so memory) or directory descriptors in flight.
+    fn over_limits(&self) -> bool {
+        self.pending.len() > self.max_jobs
+            || self.bytes > BYTES_MAX
+            || self.parent_runs > PARENT_RUNS_MAX
+    }
+
+    fn under_half(&self) -> bool {
+        self.pending.len() <= self.max_jobs / 2
+            && self.bytes <= BYTES_MAX / 2
+            && self.parent_runs <= PARENT_RUNS_MAX / 2
     }
 
     /// Wait for the result of `seq` (or any result, stored until its turn).
@@ -389,7 +433,7 @@ impl Unpacker<'_> {
         pool.next_seq += 1;
         pool.in_flight.insert(key.clone());
         pool.bytes += cost;
-        pool.pending.push_back(Pending {
+        pool.push(Pending {
             seq,
             parent,
             base,
@@ -443,17 +487,19 @@ impl Unpacker<'_> {
     }
 
     /// A [`Next::Fresh`] entry was made: it is undone if a file before it fails.
-    pub(super) fn made_fresh(&mut self, parent: ParentDir, base: Vec<u8>, dir: bool) {
+    pub(super) fn made_fresh(&mut self, parent: ParentDir, base: Vec<u8>, dir: bool) -> Result<()> {
         if let Some(pool) = self.pool.as_mut() {
             let seq = pool.next_seq;
             pool.next_seq += 1;
-            pool.pending.push_back(Pending {
+            pool.push(Pending {
                 seq,
                 parent,
                 base,
                 kind: Kind::Made { dir },
             });
         }
+        // Bounded like the files: wait while too much is in flight.
+        self.commit_ready(false)
     }
 
     /// A [`Next::Fresh`] entry failed with `e`: if a file before it failed too, that error is
@@ -529,9 +575,9 @@ impl Unpacker<'_> {
                 pool.collect();
                 // Past the limits, wait until half is done: one wake-up per many files, not
                 // one per file.
-                if pool.pending.len() > pool.max_jobs || pool.bytes > BYTES_MAX {
+                if pool.over_limits() {
                     pool.draining = true;
-                } else if pool.pending.len() <= pool.max_jobs / 2 && pool.bytes <= BYTES_MAX / 2 {
+                } else if pool.under_half() {
                     pool.draining = false;
                 }
                 let must_wait = all || pool.draining;
@@ -542,7 +588,7 @@ impl Unpacker<'_> {
             } else {
                 None
             };
-            let p = pool.pending.pop_front().expect("front exists");
+            let p = pool.pop().expect("front exists");
             let (Kind::File { key, hdr, cost }, Some(f)) = (p.kind, finished) else {
                 // Made here already.
                 continue;
@@ -592,7 +638,7 @@ impl Unpacker<'_> {
         };
         pool.abort.store(true, Ordering::Release);
         let mut made = Vec::new();
-        while let Some(p) = pool.pending.pop_front() {
+        while let Some(p) = pool.pop() {
             let dir = match p.kind {
                 Kind::Made { dir } => dir,
                 Kind::File { .. } => match pool.wait_for(p.seq) {
