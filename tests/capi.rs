@@ -1454,3 +1454,50 @@ fn compare_upperdir_refusals_have_their_kinds() {
     expect_failure(err, LAYERDIFF_ERROR_INVALID_ARGUMENT, None, "lower");
     assert!(untouched_compare(&out));
 }
+
+/// `unpack_threads` (which took reserved_tail[0]) is accepted, and N threads leave the tree of
+/// one.
+#[test]
+fn unpack_threads_give_the_tree_of_one_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let (layer, diff_id) = sample_layer(dir.path());
+    let mut trees = Vec::new();
+    for threads in [1u32, 3] {
+        let root = dir.path().join(format!("root{threads}"));
+        fs::create_dir(&root).unwrap();
+        let options = layerdiff_apply_options {
+            unpack_threads: threads,
+            ..zero_apply_options()
+        };
+        let input = File::open(&layer).unwrap();
+        let (err, applied) = apply_call(&c_path(&root), input.as_raw_fd(), Some(&options));
+        expect_success(err);
+        assert_eq!(c_string(&applied.digest), diff_id);
+        let mut tree = Vec::new();
+        let mut stack = vec![root.clone()];
+        while let Some(d) = stack.pop() {
+            for e in fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                let m = fs::symlink_metadata(&p).unwrap();
+                let data = if m.is_file() {
+                    fs::read(&p).unwrap()
+                } else {
+                    Vec::new()
+                };
+                if m.is_dir() {
+                    stack.push(p.clone());
+                }
+                let rel = p.strip_prefix(&root).unwrap().to_path_buf();
+                tree.push((
+                    rel,
+                    std::os::unix::fs::PermissionsExt::mode(&m.permissions()),
+                    data,
+                ));
+            }
+        }
+        tree.sort();
+        trees.push(tree);
+    }
+    assert!(!trees[0].is_empty());
+    assert_eq!(trees[0], trees[1]);
+}
