@@ -169,7 +169,7 @@ type ApplyOptions struct {
 	// IDMaps maps the layer's owners (container IDs) to those set on disk (host IDs).
 	IDMaps IDMaps
 	// UnpackThreads is the number of threads that make files: 0 = the default
-	// ($LAYERDIFF_UNPACK_THREADS if set, else chosen for the machine); 1 = one entry at a
+	// ($LAYERDIFF_UNPACK_THREADS if set, else 1); 1 = one entry at a
 	// time, as containerd; N > 1 = regular files made by N workers and committed in stream
 	// order (the same tree and the same first error as 1).
 	UnpackThreads uint32

@@ -117,10 +117,10 @@ pub struct ApplyOptions {
     /// syncfs the root's filesystem when done.
     pub sync_fs: bool,
     /// Threads that unpack: 1 = the unpacker alone (containerd's order, one entry at a time);
-    /// N > 1 = N workers make regular files in parallel, each committed in stream order, so
-    /// the tree and the first error are those of 1 (docs/parallel-unpack.md); 0 = the
-    /// default: `LAYERDIFF_UNPACK_THREADS` from the environment if set, else chosen for the
-    /// machine.
+    /// N > 1 = N workers (at most 64) make regular files in parallel, each committed in stream
+    /// order, so the tree and the first error are those of 1 (docs/parallel-unpack.md); 0 =
+    /// the default: `LAYERDIFF_UNPACK_THREADS` from the environment if set, else 1 (more
+    /// threads gained too little on the 2-core machine it was measured on).
     pub unpack_threads: usize,
     pub cancel: Option<CancelToken>,
     /// Called with the number of input (possibly compressed) bytes consumed so far.

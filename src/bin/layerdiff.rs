@@ -227,8 +227,7 @@ enum Command {
         diff_id: Option<String>,
         /// Threads that make files: 1 = one entry at a time (containerd's order); N > 1 =
         /// regular files made by N workers, committed in stream order (same tree, same
-        /// first error); 0 = the default ($LAYERDIFF_UNPACK_THREADS, else chosen for the
-        /// machine).
+        /// first error); 0 = the default ($LAYERDIFF_UNPACK_THREADS if set, else 1).
         #[arg(long, value_name = "N", default_value_t = 0)]
         unpack_threads: usize,
         /// The layer file, or `-` for stdin.

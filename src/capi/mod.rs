@@ -277,7 +277,7 @@ pub struct layerdiff_apply_options {
     /// Must be zero (room for future options).
     pub reserved_bytes2: [u8; 3],
     /// Threads that make files: 0 = the default (`LAYERDIFF_UNPACK_THREADS` from the
-    /// environment if set, else chosen for the machine); 1 = one entry at a time, as
+    /// environment if set, else 1); 1 = one entry at a time, as
     /// containerd; N > 1 = regular files made by N workers and committed in stream order (the
     /// same tree and the same first error as 1). Takes what was reserved_tail[0].
     pub unpack_threads: u32,
