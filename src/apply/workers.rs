@@ -6,10 +6,11 @@
 //! them and nothing after the first failure stays in the tree.
 //!
 //! The ordering rules (docs/containerd.md §3) hold because an entry is only ever processed
-//! while files are in flight if it is a regular file whose parent resolved from the
-//! symlink-free cache to an open directory, and neither its path nor any of its parents is
-//! the path of a file in flight. Every other entry (directories, symlinks, hardlinks,
-//! whiteouts, devices, a file in a directory not seen yet, a name in flight again) first
+//! while files are in flight if its parent resolved from the symlink-free cache to an open
+//! directory and neither its path nor any of its parents is the path of a file in flight, and
+//! it is a regular file (to a worker) or a directory, symlink or FIFO at a fresh name (made
+//! here at once, undone if an earlier file fails). Every other entry (hardlinks, whiteouts,
+//! devices, replacements, a file in a directory not seen yet, a name in flight again) first
 //! waits for every file in flight to be committed, then runs today's code.
 
 use std::collections::{HashMap, HashSet, VecDeque};
