@@ -113,7 +113,7 @@ func (d *Differ) Apply(ctx context.Context, desc ocispec.Descriptor, mounts []mo
 		}
 	}
 
-	res, err := applyMounts(ctx, mounts, input, config.SyncFs)
+	res, err := applyMounts(ctx, mounts, input, config.SyncFs, d.unpackThreads)
 	if err != nil {
 		return emptyDesc, err
 	}
@@ -137,7 +137,13 @@ func (d *Differ) Apply(ctx context.Context, desc ocispec.Descriptor, mounts []mo
 // mount (overlay whiteouts, lowerdirs as parents) or the rw branch of a single aufs mount
 // (whiteouts kept as files, ro branches as parents; containerd 1.x's path), else onto a
 // temporary mount.
-func applyMounts(ctx context.Context, mounts []mount.Mount, r io.Reader, sync bool) (res ApplyResult, retErr error) {
+// WithUnpackThreads sets the number of threads that make files in Apply
+// (ApplyOptions.UnpackThreads; 0, the default, lets the core choose).
+func WithUnpackThreads(n uint32) DifferOpt {
+	return func(d *Differ) { d.unpackThreads = n }
+}
+
+func applyMounts(ctx context.Context, mounts []mount.Mount, r io.Reader, sync bool, threads uint32) (res ApplyResult, retErr error) {
 	switch {
 	case len(mounts) == 1 && mounts[0].Type == "overlay":
 		// Rootless too (containerd mounts instead, as mknod of whiteouts was refused in a
@@ -156,6 +162,7 @@ func applyMounts(ctx context.Context, mounts []mount.Mount, r io.Reader, sync bo
 		}
 		return Apply(ctx, upper, r, ApplyOptions{
 			Whiteouts: WhiteoutsOverlay, Parents: lowers, SyncFs: sync, OverlayXattrs: xattrs,
+			UnpackThreads: threads,
 		})
 	case len(mounts) == 1 && mounts[0].Type == "aufs":
 		rw, ro, err := aufsDirs(mounts[0].Options)
@@ -166,7 +173,9 @@ func applyMounts(ctx context.Context, mounts []mount.Mount, r io.Reader, sync bo
 			return res, err
 		}
 		// containerd 1.x ignored sync here; a requested sync is done (docs/deviations.md).
-		return Apply(ctx, rw, r, ApplyOptions{Whiteouts: WhiteoutsAufs, Parents: ro, SyncFs: sync})
+		return Apply(ctx, rw, r, ApplyOptions{
+			Whiteouts: WhiteoutsAufs, Parents: ro, SyncFs: sync, UnpackThreads: threads,
+		})
 	case sync && len(mounts) == 1 && mounts[0].Type == "bind":
 		defer func() {
 			if retErr == nil {
@@ -176,7 +185,7 @@ func applyMounts(ctx context.Context, mounts []mount.Mount, r io.Reader, sync bo
 	}
 	retErr = mount.WithTempMount(ctx, mounts, func(root string) error {
 		var err error
-		res, err = Apply(ctx, root, r, ApplyOptions{})
+		res, err = Apply(ctx, root, r, ApplyOptions{UnpackThreads: threads})
 		return err
 	})
 	return res, retErr

@@ -26,6 +26,8 @@ type Differ struct {
 	store        content.Store
 	mountManager mount.Manager
 	noUpperdir   bool // WithUpperdirCompare(false)
+	// unpackThreads is ApplyOptions.UnpackThreads of every Apply (WithUnpackThreads).
+	unpackThreads uint32
 }
 
 var (

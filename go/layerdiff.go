@@ -168,6 +168,11 @@ type ApplyOptions struct {
 	Progress func(bytes uint64)
 	// IDMaps maps the layer's owners (container IDs) to those set on disk (host IDs).
 	IDMaps IDMaps
+	// UnpackThreads is the number of threads that make files: 0 = the default
+	// ($LAYERDIFF_UNPACK_THREADS if set, else 1); 1 = one entry at a
+	// time, as containerd; N > 1 = regular files made by N workers and committed in stream
+	// order (the same tree and the same first error as 1).
+	UnpackThreads uint32
 }
 
 // ApplyResult describes the uncompressed stream [Apply] read.
@@ -342,6 +347,7 @@ func Apply(ctx context.Context, root string, r io.Reader, opts ApplyOptions) (Ap
 	aopts.no_same_owner = C.bool(opts.NoSameOwner)
 	aopts.sync_fs = C.bool(opts.SyncFs)
 	aopts.ignore_chown_errors = C.bool(opts.IgnoreChownErrors)
+	aopts.unpack_threads = C.uint32_t(opts.UnpackThreads)
 	aopts.devices = C.uint32_t(opts.Devices)
 	aopts.overlay_xattrs = C.uint32_t(opts.OverlayXattrs)
 	aopts.overlay_whiteout = C.uint32_t(opts.OverlayWhiteout)

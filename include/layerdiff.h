@@ -440,9 +440,16 @@ typedef struct layerdiff_apply_options {
    */
   uint8_t reserved_bytes2[3];
   /**
+   * Threads that make files: 0 = the default (`LAYERDIFF_UNPACK_THREADS` from the
+   * environment if set, else 1); 1 = one entry at a time, as
+   * containerd; N > 1 = regular files made by N workers and committed in stream order (the
+   * same tree and the same first error as 1). Takes what was reserved_tail[0].
+   */
+  uint32_t unpack_threads;
+  /**
    * Must be zero (room for future options).
    */
-  uint64_t reserved_tail[1];
+  uint32_t reserved_word[1];
   /**
    * UID/GID maps between container IDs in the layer and host IDs on disk; all zero = IDs
    * unchanged.

@@ -1105,10 +1105,10 @@ fn nonzero_reserved_option_space_is_rejected_naming_the_field() {
         o.reserved_bytes2[i] = 0xa5;
         later_fields.push((o, format!("reserved_bytes2[{i}] is 0xa5, not 0")));
     }
-    for i in 0..zero_apply_options().reserved_tail.len() {
+    for i in 0..zero_apply_options().reserved_word.len() {
         let mut o = zero_apply_options();
-        o.reserved_tail[i] = 1 << i;
-        later_fields.push((o, format!("reserved_tail[{i}] is {:#x}, not 0", 1 << i)));
+        o.reserved_word[i] = 1 << i;
+        later_fields.push((o, format!("reserved_word[{i}] is {:#x}, not 0", 1 << i)));
     }
     let apply_cases: Vec<_> = apply_cases.into_iter().chain(later_fields).collect();
     for (options, needle) in &apply_cases {
@@ -1453,4 +1453,51 @@ fn compare_upperdir_refusals_have_their_kinds() {
     };
     expect_failure(err, LAYERDIFF_ERROR_INVALID_ARGUMENT, None, "lower");
     assert!(untouched_compare(&out));
+}
+
+/// `unpack_threads` (which took reserved_tail[0]) is accepted, and N threads leave the tree of
+/// one.
+#[test]
+fn unpack_threads_give_the_tree_of_one_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let (layer, diff_id) = sample_layer(dir.path());
+    let mut trees = Vec::new();
+    for threads in [1u32, 3] {
+        let root = dir.path().join(format!("root{threads}"));
+        fs::create_dir(&root).unwrap();
+        let options = layerdiff_apply_options {
+            unpack_threads: threads,
+            ..zero_apply_options()
+        };
+        let input = File::open(&layer).unwrap();
+        let (err, applied) = apply_call(&c_path(&root), input.as_raw_fd(), Some(&options));
+        expect_success(err);
+        assert_eq!(c_string(&applied.digest), diff_id);
+        let mut tree = Vec::new();
+        let mut stack = vec![root.clone()];
+        while let Some(d) = stack.pop() {
+            for e in fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                let m = fs::symlink_metadata(&p).unwrap();
+                let data = if m.is_file() {
+                    fs::read(&p).unwrap()
+                } else {
+                    Vec::new()
+                };
+                if m.is_dir() {
+                    stack.push(p.clone());
+                }
+                let rel = p.strip_prefix(&root).unwrap().to_path_buf();
+                tree.push((
+                    rel,
+                    std::os::unix::fs::PermissionsExt::mode(&m.permissions()),
+                    data,
+                ));
+            }
+        }
+        tree.sort();
+        trees.push(tree);
+    }
+    assert!(!trees[0].is_empty());
+    assert_eq!(trees[0], trees[1]);
 }

@@ -7,7 +7,7 @@ use std::io::{self, BufRead};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
+use std::sync::Arc;
 
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 
@@ -15,6 +15,7 @@ use super::metadata::entry_times;
 use super::names::{NameList, PathSet};
 use super::pipeline::ChannelReader;
 use super::remove::remove_all;
+use super::workers::{self, Next, Pool, Prefix};
 use super::{ApplyOptions, DeviceNodes, OverlayWhiteoutForm, OverlayXattrsChoice};
 use crate::control;
 use crate::error::{Error, Result};
@@ -35,7 +36,7 @@ const CANCEL_EVERY: u64 = 8 << 20;
 #[derive(Clone)]
 pub(super) struct ParentDir {
     pub(super) comps: Comps,
-    pub(super) fd: Rc<OwnedFd>,
+    pub(super) fd: Arc<OwnedFd>,
     /// The resolution followed no symlink.
     pub(super) zero_links: bool,
 }
@@ -53,7 +54,7 @@ const PATH_MAX: usize = libc::PATH_MAX as usize;
 pub(super) struct Unpacker<'a> {
     pub(super) root_path: &'a Path,
     pub(super) root: &'a Root,
-    pub(super) root_dir: Rc<OwnedFd>,
+    pub(super) root_dir: Arc<OwnedFd>,
     pub(super) lowers: Vec<Root>,
     pub(super) opts: &'a ApplyOptions,
     pub(super) in_userns: bool,
@@ -71,13 +72,15 @@ pub(super) struct Unpacker<'a> {
     /// Values are the components joined, one allocation each rather than one per component.
     pub(super) resolved: HashMap<Vec<u8>, Vec<u8>>,
     /// Open descriptors of recently used existing directories, keyed by their components.
-    pub(super) dir_fds: HashMap<Vec<u8>, Rc<OwnedFd>>,
+    pub(super) dir_fds: HashMap<Vec<u8>, Arc<OwnedFd>>,
     /// What `resolved` and `dir_fds` hold, in [`cache_cost`] bytes.
     pub(super) cache_bytes: usize,
     pub(super) unpacked: PathSet,
     pub(super) opaque_done: HashSet<Vec<u8>>,
     /// Directory entries (cleaned name, times) whose times are set again at the end.
     pub(super) dirs: NameList<rfs::Timestamps>,
+    /// The unpack workers, when there are more threads than this one (`unpack_threads`).
+    pub(super) pool: Option<Pool>,
 }
 
 /// How the metadata of a new entry is reached.
@@ -95,7 +98,7 @@ impl<'a> Unpacker<'a> {
         lowers: Vec<Root>,
         opts: &'a ApplyOptions,
     ) -> Result<Self> {
-        let root_dir = Rc::new(
+        let root_dir = Arc::new(
             root.open_dir(&[])
                 .map_err(|e| Error::path("open root", root_path, e))?,
         );
@@ -122,6 +125,7 @@ impl<'a> Unpacker<'a> {
             unpacked: PathSet::default(),
             opaque_done: HashSet::new(),
             dirs: NameList::default(),
+            pool: None,
         })
     }
 
@@ -152,7 +156,7 @@ impl<'a> Unpacker<'a> {
 
     /// containerd reaches `comps`/`name` by its host path: refuse, as the kernel refuses it
     /// there, a path of PATH_MAX bytes or more.
-    fn check_path_len(&self, comps: &[Vec<u8>], name: &[u8]) -> Result<()> {
+    pub(super) fn check_path_len(&self, comps: &[Vec<u8>], name: &[u8]) -> Result<()> {
         let len = self.root_path.as_os_str().len()
             + comps.iter().map(|c| c.len() + 1).sum::<usize>()
             + if name.is_empty() { 0 } else { name.len() + 1 };
@@ -188,7 +192,7 @@ impl<'a> Unpacker<'a> {
         .map_err(|e| Error::path(what, show(), errno(e)))
     }
 
-    pub(super) fn remember_fd(&mut self, comps: Comps, fd: Rc<OwnedFd>) {
+    pub(super) fn remember_fd(&mut self, comps: Comps, fd: Arc<OwnedFd>) {
         if self.dir_fds.len() >= FD_CACHE_MAX {
             let freed: usize = self.dir_fds.keys().map(|k| cache_cost(k)).sum();
             self.cache_bytes = self.cache_bytes.saturating_sub(freed);
@@ -204,6 +208,22 @@ impl<'a> Unpacker<'a> {
     }
 
     pub(super) fn run(&mut self, reader: &mut ChannelReader) -> Result<()> {
+        let threads = workers::threads(self.opts.unpack_threads);
+        if threads <= 1 {
+            return self.run_entries(reader);
+        }
+        std::thread::scope(|scope| {
+            self.pool = Some(Pool::start(scope, threads));
+            let res = self.run_entries(reader);
+            // Before any error of the entry being read: those of the files in flight.
+            let res = res.map_err(|e| self.settle_error(e));
+            // Closes the job queue: the workers stop, and the scope joins them.
+            self.pool = None;
+            res
+        })
+    }
+
+    fn run_entries(&mut self, reader: &mut ChannelReader) -> Result<()> {
         let mut tr = TarReader::new(reader);
         loop {
             self.cancel_check()?;
@@ -211,8 +231,21 @@ impl<'a> Unpacker<'a> {
             if let Some(p) = &self.opts.progress {
                 p.count_entry();
             }
-            self.entry(&mut tr, hdr)?;
+            // Regular files may go to the workers; everything else runs here once the files in
+            // flight are committed.
+            match self.offload(&mut tr, hdr)? {
+                Next::Taken => {}
+                Next::Here(hdr, prefix) => self.entry(&mut tr, hdr, prefix)?,
+                Next::Fresh(hdr, parent, base) => {
+                    let dir = hdr.typeflag == TYPE_DIR;
+                    match self.entry(&mut tr, hdr, None) {
+                        Ok(()) => self.made_fresh(parent, base, dir)?,
+                        Err(e) => return Err(self.fresh_failed(e, parent, base, dir)),
+                    }
+                }
+            }
         }
+        self.settle()?;
         let mut dirs = std::mem::take(&mut self.dirs);
         dirs.drain(|name, times| {
             self.cancel_check()?;
@@ -229,7 +262,7 @@ impl<'a> Unpacker<'a> {
                     Some((last, parent)) => {
                         let pfd = match self.dir_fds.get(&join_comps(parent)) {
                             Some(fd) => Ok(fd.clone()),
-                            None => self.root.open_dir(parent).map(Rc::new),
+                            None => self.root.open_dir(parent).map(Arc::new),
                         };
                         match pfd {
                             Ok(pfd) => {
@@ -281,7 +314,7 @@ impl<'a> Unpacker<'a> {
 
     /// Resolve the directory part of an entry, creating missing directories (containerd's
     /// `mkparent`), and open it.
-    fn parent_dir(&mut self, dir: &[u8]) -> Result<ParentDir> {
+    pub(super) fn parent_dir(&mut self, dir: &[u8]) -> Result<ParentDir> {
         let (comps, zero_links) = self.resolve(dir)?;
         self.check_path_len(&comps, b"")?;
         if comps.is_empty() {
@@ -303,7 +336,7 @@ impl<'a> Unpacker<'a> {
             Ok(fd) => fd,
             Err(_) => self.mkparent(&comps)?,
         };
-        let fd = Rc::new(fd);
+        let fd = Arc::new(fd);
         self.remember_fd(comps.clone(), fd.clone());
         Ok(ParentDir {
             comps,
@@ -312,7 +345,14 @@ impl<'a> Unpacker<'a> {
         })
     }
 
-    fn entry<R: BufRead>(&mut self, tr: &mut TarReader<R>, hdr: EntryHeader) -> Result<()> {
+    /// One entry, as containerd's `createTarFile`; `prefix`: data of a regular file already
+    /// read from the stream (and how that read ended).
+    fn entry<R: BufRead>(
+        &mut self,
+        tr: &mut TarReader<R>,
+        hdr: EntryHeader,
+        prefix: Option<Prefix>,
+    ) -> Result<()> {
         let name = clean(&hdr.name);
         let is_device = matches!(hdr.typeflag, TYPE_BLOCK | TYPE_CHAR);
         if is_device && self.in_userns && self.opts.devices == DeviceNodes::Auto {
@@ -367,6 +407,12 @@ impl<'a> Unpacker<'a> {
                 let fd = self.create_file(pfd, &base, mode, &show)?;
                 // containerd chmods right after creating too; the final chmod sets the same
                 // bits, so that first one has no visible effect and is skipped.
+                if let Some(prefix) = prefix {
+                    workers::write_all(&fd, &prefix.data, &show)?;
+                    if let Some(e) = prefix.error {
+                        return Err(e);
+                    }
+                }
                 self.copy_data(tr, &fd, &show)?;
                 Node::Fd(fd)
             }
@@ -432,7 +478,7 @@ impl<'a> Unpacker<'a> {
             if parent.zero_links {
                 self.remember_resolved(cache_key(&name).to_vec(), &comps);
                 if let Node::Fd(fd) = node {
-                    self.remember_fd(comps, Rc::new(fd));
+                    self.remember_fd(comps, Arc::new(fd));
                 }
             }
         }
@@ -478,7 +524,7 @@ impl<'a> Unpacker<'a> {
     }
 
     /// A new regular file, open for writing its data.
-    fn create_file(
+    pub(super) fn create_file(
         &mut self,
         pfd: BorrowedFd<'_>,
         base: &[u8],
@@ -624,7 +670,7 @@ fn cache_cost(joined: &[u8]) -> usize {
 }
 
 /// Cache key of a directory string: `a/b/` and `a/b` resolve alike.
-fn cache_key(dir: &[u8]) -> &[u8] {
+pub(super) fn cache_key(dir: &[u8]) -> &[u8] {
     if dir.len() > 1 && dir.ends_with(b"/") {
         &dir[..dir.len() - 1]
     } else {

@@ -225,6 +225,11 @@ enum Command {
         /// (as with containerd's unpacker, which checks after applying).
         #[arg(long, value_name = "DIGEST", value_parser = parse_diff_id)]
         diff_id: Option<String>,
+        /// Threads that make files: 1 = one entry at a time (containerd's order); N > 1 =
+        /// regular files made by N workers, committed in stream order (same tree, same
+        /// first error); 0 = the default ($LAYERDIFF_UNPACK_THREADS if set, else 1).
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        unpack_threads: usize,
         /// The layer file, or `-` for stdin.
         layer: PathBuf,
         /// The directory to unpack into.
@@ -365,6 +370,7 @@ fn run(command: Command) -> Result<(), Failure> {
             overlay_xattrs,
             overlay_whiteout,
             diff_id,
+            unpack_threads,
             layer,
             root,
             display,
@@ -402,6 +408,7 @@ fn run(command: Command) -> Result<(), Failure> {
                     OverlayWhiteoutArg::Xattr => OverlayWhiteoutForm::Xattr,
                 },
                 sync_fs: false,
+                unpack_threads,
                 cancel: None,
                 progress: display.as_ref().map(Display::hook),
                 expected_diff_id: diff_id,

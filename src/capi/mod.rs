@@ -276,8 +276,13 @@ pub struct layerdiff_apply_options {
     pub ignore_chown_errors: bool,
     /// Must be zero (room for future options).
     pub reserved_bytes2: [u8; 3],
+    /// Threads that make files: 0 = the default (`LAYERDIFF_UNPACK_THREADS` from the
+    /// environment if set, else 1); 1 = one entry at a time, as
+    /// containerd; N > 1 = regular files made by N workers and committed in stream order (the
+    /// same tree and the same first error as 1). Takes what was reserved_tail[0].
+    pub unpack_threads: u32,
     /// Must be zero (room for future options).
-    pub reserved_tail: [u64; 1],
+    pub reserved_word: [u32; 1],
     /// UID/GID maps between container IDs in the layer and host IDs on disk; all zero = IDs
     /// unchanged.
     pub id_maps: layerdiff_id_maps,
@@ -336,7 +341,8 @@ impl Default for layerdiff_apply_options {
             devices: 0,
             ignore_chown_errors: false,
             reserved_bytes2: [0; 3],
-            reserved_tail: [0; 1],
+            unpack_threads: 0,
+            reserved_word: [0; 1],
             id_maps: layerdiff_id_maps::default(),
         }
     }
@@ -372,7 +378,8 @@ const _: () = {
     assert!(offset_of!(Ao, reserved) == 56 && offset_of!(Ao, overlay_xattrs) == 112);
     assert!(offset_of!(Ao, overlay_whiteout) == 116 && offset_of!(Ao, devices) == 120);
     assert!(offset_of!(Ao, ignore_chown_errors) == 124 && offset_of!(Ao, reserved_bytes2) == 125);
-    assert!(offset_of!(Ao, reserved_tail) == 128 && offset_of!(Ao, id_maps) == 136);
+    assert!(offset_of!(Ao, unpack_threads) == 128 && offset_of!(Ao, reserved_word) == 132);
+    assert!(offset_of!(Ao, id_maps) == 136);
     assert!(size_of::<Ao>() == 176);
 
     type Cr = layerdiff_compare_result;
@@ -679,7 +686,7 @@ unsafe fn apply_options(
         "layerdiff_apply_options.reserved_bytes2",
         &o.reserved_bytes2,
     )?;
-    check_reserved("layerdiff_apply_options.reserved_tail", &o.reserved_tail)?;
+    check_reserved("layerdiff_apply_options.reserved_word", &o.reserved_word)?;
     let overlay_xattrs = enum_arg(
         "overlay_xattrs",
         o.overlay_xattrs,
@@ -756,6 +763,7 @@ unsafe fn apply_options(
         overlay_xattrs,
         overlay_whiteout,
         sync_fs: o.sync_fs,
+        unpack_threads: o.unpack_threads as usize,
         // SAFETY: by the function's contract.
         cancel: unsafe { cancel_token(o.cancel) },
         progress,

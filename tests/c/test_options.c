@@ -26,7 +26,8 @@ _Static_assert(offsetof(layerdiff_apply_options, overlay_whiteout) == 116, "appl
 _Static_assert(offsetof(layerdiff_apply_options, devices) == 120, "apply options");
 _Static_assert(offsetof(layerdiff_apply_options, ignore_chown_errors) == 124, "apply options");
 _Static_assert(offsetof(layerdiff_apply_options, reserved_bytes2) == 125, "apply options");
-_Static_assert(offsetof(layerdiff_apply_options, reserved_tail) == 128, "apply options");
+_Static_assert(offsetof(layerdiff_apply_options, unpack_threads) == 128, "apply options");
+_Static_assert(offsetof(layerdiff_apply_options, reserved_word) == 132, "apply options");
 _Static_assert(offsetof(layerdiff_apply_options, id_maps) == 136, "apply options");
 _Static_assert(sizeof(layerdiff_compare_result) == 288, "compare result size");
 _Static_assert(offsetof(layerdiff_compare_result, reserved) == 224, "compare result");
@@ -281,7 +282,7 @@ static void test_reserved_rejected(const char *dir, int out_fd, int in_fd)
                 "0x8000000000000000");
     REJECT_EACH(reject_apply, in_fd, layerdiff_apply_options, apply, reserved_bytes2, 0x80,
                 "0x80");
-    REJECT_EACH(reject_apply, in_fd, layerdiff_apply_options, apply, reserved_tail, 1, "0x1");
+    REJECT_EACH(reject_apply, in_fd, layerdiff_apply_options, apply, reserved_word, 1, "0x1");
     CHECK(lseek(in_fd, 0, SEEK_CUR) == 0, "a rejected apply read in_fd");
 }
 
