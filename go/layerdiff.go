@@ -53,7 +53,7 @@ const (
 	CompressionNone Compression = C.LAYERDIFF_COMPRESSION_NONE
 	CompressionZstd Compression = C.LAYERDIFF_COMPRESSION_ZSTD
 	// CompressionGzipISAL is gzip written by ISA-L's deflate (Level 1-3, 0 = 1): several times
-	// faster, some 10% larger than gzip level 6; the media type is still tar+gzip.
+	// faster, some 16% larger than gzip level 6; the media type is still tar+gzip.
 	CompressionGzipISAL Compression = C.LAYERDIFF_COMPRESSION_GZIP_ISAL
 )
 

@@ -49,7 +49,7 @@ struct Cli {
 #[derive(Clone, Copy, ValueEnum)]
 enum CompressionArg {
     Gzip,
-    /// gzip written by ISA-L's deflate: much faster, some 10% larger (levels 1-3, default 1).
+    /// gzip written by ISA-L's deflate: much faster, some 16% larger (levels 1-3, default 1).
     GzipIsal,
     Zstd,
     None,

@@ -55,7 +55,7 @@ pub const LAYERDIFF_COMPRESSION_NONE: u32 = 1;
 /// Compress the layer with zstd.
 pub const LAYERDIFF_COMPRESSION_ZSTD: u32 = 2;
 /// Compress the layer with gzip written by ISA-L's deflate (levels 1..=3, 0 = 1): several
-/// times faster, some 10% larger than gzip level 6; the media type is still tar+gzip. Fails
+/// times faster, some 16% larger than gzip level 6; the media type is still tar+gzip. Fails
 /// with LAYERDIFF_ERROR_INVALID_ARGUMENT when the library was built without ISA-L.
 pub const LAYERDIFF_COMPRESSION_GZIP_ISAL: u32 = 3;
 
