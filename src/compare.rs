@@ -203,7 +203,7 @@ impl TarSink for &mut ChunkSink<'_> {
         self.filled += n;
         if self.filled == self.buf.len() {
             self.send(false)?;
-        } else if n > 0 && self.filled % PROGRESS_STEP == 0 {
+        } else if n > 0 && self.filled.is_multiple_of(PROGRESS_STEP) {
             if let Some(p) = self.progress {
                 p.report(self.count + self.filled as u64);
             }

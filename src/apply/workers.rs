@@ -185,7 +185,7 @@ impl Pool {
         if self
             .pending
             .back()
-            .map_or(true, |b| !Arc::ptr_eq(&b.parent.fd, &p.parent.fd))
+            .is_none_or(|b| !Arc::ptr_eq(&b.parent.fd, &p.parent.fd))
         {
             self.parent_runs += 1;
         }
@@ -197,7 +197,7 @@ impl Pool {
         if self
             .pending
             .front()
-            .map_or(true, |f| !Arc::ptr_eq(&f.parent.fd, &p.parent.fd))
+            .is_none_or(|f| !Arc::ptr_eq(&f.parent.fd, &p.parent.fd))
         {
             self.parent_runs -= 1;
         }

@@ -499,12 +499,12 @@ mod tests {
         reserved[3] |= 0x20;
         let mut long_name = gz(b"n", flate2::GzBuilder::new());
         long_name[3] |= 1 << 3;
-        long_name.splice(10..10, std::iter::repeat(b'n').take(70_000).chain([0]));
+        long_name.splice(10..10, std::iter::repeat_n(b'n', 70_000).chain([0]));
         // Go's 511-byte limit on FNAME and FCOMMENT: 511 passes, 512 does not.
         let string_field = |flag: u8, len: usize| {
             let mut m = gz(b"s", flate2::GzBuilder::new());
             m[3] |= flag;
-            m.splice(10..10, std::iter::repeat(b's').take(len).chain([0]));
+            m.splice(10..10, std::iter::repeat_n(b's', len).chain([0]));
             m
         };
         let mut bad_crc = one.clone();
@@ -628,7 +628,7 @@ mod tests {
         impl BufRead for Flaky<'_> {
             fn fill_buf(&mut self) -> io::Result<&[u8]> {
                 self.calls += 1;
-                if self.calls % 3 == 0 {
+                if self.calls.is_multiple_of(3) {
                     return Err(io::ErrorKind::Interrupted.into());
                 }
                 self.inner.fill_buf()

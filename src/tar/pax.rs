@@ -92,7 +92,7 @@ pub(crate) fn parse_pax(buf: &[u8]) -> Result<PaxRecords> {
         }
         match k {
             key::GNU_SPARSE_OFFSET | key::GNU_SPARSE_NUMBYTES => {
-                let want_offset = sparse_map.len() % 2 == 0;
+                let want_offset = sparse_map.len().is_multiple_of(2);
                 if (want_offset && k != key::GNU_SPARSE_OFFSET)
                     || (!want_offset && k != key::GNU_SPARSE_NUMBYTES)
                     || v.contains(&b',')
