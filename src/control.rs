@@ -4,7 +4,7 @@ use std::fmt;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use rustix::event::{EventfdFlags, PollFd, PollFlags};
 
@@ -22,6 +22,11 @@ struct TokenState {
     // An eventfd made on the first wait on a descriptor; `cancel` makes it readable, which
     // wakes every poll(2) waiting on it.
     waker: OnceLock<io::Result<OwnedFd>>,
+    // The live tokens made by `child`, cancelled with this one. Weak, so a child (and its
+    // eventfd) goes when its last holder drops it; dead entries are pruned as children come.
+    children: Mutex<Vec<Weak<TokenState>>>,
+    // Made by `for_call`: the operation given it cancels it itself when it fails.
+    stops_on_failure: bool,
 }
 
 impl CancelToken {
@@ -29,13 +34,57 @@ impl CancelToken {
         Self::default()
     }
 
-    /// Ask every operation holding this token to stop; they return [`Error::Canceled`].
+    /// A token cancelled when this one is (at once if it already is), or on its own, which
+    /// leaves this one alone. Any number of children may live at once, from any threads.
+    pub fn child(&self) -> Self {
+        Self::child_of(Some(self), false)
+    }
+
+    /// A token for one compare or apply: cancelled when `parent` is (if any), and by the
+    /// operation itself when it fails, so that a read or write through a [`CancellableFd`]
+    /// holding it, stalled on a peer that neither writes nor closes, returns at once and the
+    /// operation reports its own error instead of waiting for the peer (containerd closes its
+    /// reader). `parent` is never cancelled by this. Give it to one operation only.
+    pub fn for_call(parent: Option<&CancelToken>) -> Self {
+        Self::child_of(parent, true)
+    }
+
+    fn child_of(parent: Option<&CancelToken>, stops_on_failure: bool) -> Self {
+        let child = CancelToken(Arc::new(TokenState {
+            stops_on_failure,
+            ..TokenState::default()
+        }));
+        let Some(parent) = parent else { return child };
+        let parent_canceled = {
+            let mut children = lock(&parent.0.children);
+            children.retain(|c| c.strong_count() > 0);
+            children.push(Arc::downgrade(&child.0));
+            // Read under the lock: a `cancel` either finds the child in the list or set its
+            // flag before we took the lock.
+            parent.is_canceled()
+        };
+        if parent_canceled {
+            child.cancel();
+        }
+        child
+    }
+
+    /// Ask every operation holding this token (or a child of it) to stop; they return
+    /// [`Error::Canceled`].
     pub fn cancel(&self) {
         // SeqCst pairs with `waker`: a waiter either sees the flag or is woken by the write.
         self.0.canceled.store(true, Ordering::SeqCst);
         if let Some(Ok(fd)) = self.0.waker.get() {
             // An eventfd write only fails when the counter would overflow: it is readable then.
             let _ = rustix::io::write(fd, &1u64.to_ne_bytes());
+        }
+        // Cancelled outside the lock, so a child's own `cancel` never waits on ours.
+        let children: Vec<_> = lock(&self.0.children)
+            .drain(..)
+            .filter_map(|c| c.upgrade())
+            .collect();
+        for c in children {
+            CancelToken(c).cancel();
         }
     }
 
@@ -84,6 +133,21 @@ impl CancelToken {
                 return Ok(());
             }
         }
+    }
+}
+
+/// A poisoned lock only means a thread panicked while pushing or draining the list, which
+/// leaves it whole.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Called by compare and apply when they fail, before they wait for their threads: cancels a
+/// token made by [`CancelToken::for_call`], so that a thread blocked on a stalled descriptor
+/// through a [`CancellableFd`] returns now. The caller's own tokens are left alone.
+pub(crate) fn stop_call(cancel: Option<&CancelToken>) {
+    if let Some(t) = cancel.filter(|t| t.0.stops_on_failure) {
+        t.cancel();
     }
 }
 
