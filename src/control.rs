@@ -167,6 +167,9 @@ pub struct CancellableFd {
     cancel: CancelToken,
     // Regular files and block devices are always ready (poll says so): no wait, no cap.
     may_block: bool,
+    // Writes try pwritev2(RWF_NOWAIT) first (pipes since Linux 6.4, sockets): whole buffers,
+    // no poll, and EAGAIN only when full. Off once the kernel refuses it for this descriptor.
+    nowait: bool,
 }
 
 /// A write to a pipe of at most this many bytes, once poll(2) reports it writable, cannot
@@ -187,6 +190,7 @@ impl CancellableFd {
             fd,
             cancel,
             may_block,
+            nowait: may_block,
         }
     }
 }
@@ -208,6 +212,21 @@ impl Read for CancellableFd {
 
 impl Write for CancellableFd {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        while self.nowait {
+            // Offset -1: at the file position, as write(2).
+            let bufs = [io::IoSlice::new(buf)];
+            let flags = rustix::io::ReadWriteFlags::NOWAIT;
+            match rustix::io::pwritev2(&self.fd, &bufs, u64::MAX, flags) {
+                Err(rustix::io::Errno::AGAIN) => {
+                    self.cancel.wait_for(self.fd.as_fd(), PollFlags::OUT)?
+                }
+                // Not supported here (an older kernel, a terminal, a seccomp filter): poll
+                // and capped writes below.
+                Err(rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::NOSYS) => self.nowait = false,
+                Err(rustix::io::Errno::INVAL) => self.nowait = false,
+                r => return r.map_err(crate::sys::errno),
+            }
+        }
         loop {
             let mut n = buf.len();
             if self.may_block {
@@ -269,4 +288,58 @@ impl fmt::Debug for Progress {
 /// Check an optional token.
 pub(crate) fn check(cancel: Option<&CancelToken>) -> Result<()> {
     cancel.map_or(Ok(()), CancelToken::check)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A write to a pipe or socket no one reads returns Canceled on cancel, with RWF_NOWAIT
+    /// writes and without (the path of kernels before 6.4 for pipes, and of terminals).
+    #[test]
+    fn stalled_writes_wake_on_cancel_with_and_without_nowait() {
+        for nowait in [true, false] {
+            for socket in [false, true] {
+                let (rd, wr): (OwnedFd, OwnedFd) = if socket {
+                    let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+                    (a.into(), b.into())
+                } else {
+                    rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap()
+                };
+                let token = CancelToken::for_call(None);
+                let mut out = CancellableFd::new(wr, token.clone());
+                out.nowait &= nowait;
+                let t = token.clone();
+                let canceller = std::thread::spawn(move || {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                    t.cancel();
+                });
+                let err = out.write_all(&vec![0u8; 8 << 20]).unwrap_err();
+                canceller.join().unwrap();
+                let what = format!("nowait {nowait}, socket {socket}: {err}");
+                assert!(err.to_string().contains("cancel"), "{what}");
+                assert_eq!(out.nowait, nowait, "{what}: RWF_NOWAIT support changed");
+                drop(rd);
+            }
+        }
+    }
+
+    /// A stop_call cancels a per-call token, never a plain one or its parent.
+    #[test]
+    fn stop_call_cancels_only_per_call_tokens() {
+        let caller = CancelToken::new();
+        let child = caller.child();
+        stop_call(Some(&caller));
+        stop_call(Some(&child));
+        assert!(!caller.is_canceled() && !child.is_canceled());
+        let call = CancelToken::for_call(Some(&caller));
+        stop_call(Some(&call));
+        assert!(call.is_canceled() && !caller.is_canceled());
+        // The parent's list keeps no dead entries once children come and go: `child`,
+        // `call`, and the last one dropped (pruned when the next one comes).
+        for _ in 0..100 {
+            drop(caller.child());
+        }
+        assert_eq!(lock(&caller.0.children).len(), 3);
+    }
 }
