@@ -1,6 +1,8 @@
 //! Cancellation while the input or output blocks (issue 10 finding 6): an apply reading a pipe
 //! no one writes, and a compare writing a pipe no one reads, return Canceled promptly when the
-//! descriptor is wrapped in a `CancellableFd`, as the C ABI (and so Go) does.
+//! descriptor is wrapped in a `CancellableFd`, as the C ABI (and so Go) does. And a call that
+//! fails on its own (a corrupt layer, a walk error) returns its error at once while its pipe
+//! stalls, through the C ABI and the CLI, with or without a caller's handle.
 
 mod common;
 
@@ -223,12 +225,16 @@ fn assert_handle_still_usable(cancel: *const layerdiff_cancel) {
 #[test]
 fn c_apply_fails_at_once_while_its_input_pipe_stalls() {
     require_root!();
-    let layer = corrupt_layer();
+    // A bad tar header (the unpacker's error) and a corrupt gzip stream (the decoder's).
+    let mut gzip = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+    gzip.extend(Rng::new(3).bytes(1 << 20));
     // SAFETY: a new handle, freed at the end.
     let handle = layerdiff_cancel_new();
-    for (label, cancel) in [
-        ("no handle", std::ptr::null()),
-        ("with a handle", handle as *const _),
+    for (label, cancel, layer) in [
+        ("tar, no handle", std::ptr::null(), corrupt_layer()),
+        ("tar, with a handle", handle as *const _, corrupt_layer()),
+        ("gzip, no handle", std::ptr::null(), gzip.clone()),
+        ("gzip, with a handle", handle as *const _, gzip.clone()),
     ] {
         let mut latencies = Vec::new();
         for _ in 0..RUNS {
