@@ -196,7 +196,9 @@ const copyBufferSize = 256 << 10
 
 // Compare writes to w the layer that turns directory lower into directory upper
 // (byte-identical, uncompressed, to containerd's archive.WriteDiff). Cancelling ctx stops
-// the core promptly with an error matching context.Canceled.
+// the core promptly with an error matching context.Canceled. Compare returns only once no
+// w.Write is under way (none is made after it returns): a w that blocks delays its return,
+// also after a cancel or an error, as nothing can interrupt a Write.
 func Compare(ctx context.Context, lower, upper string, w io.Writer, opts CompareOptions) (CompareResult, error) {
 	cLower, cUpper := C.CString(lower), C.CString(upper)
 	defer C.free(unsafe.Pointer(cLower))
@@ -297,8 +299,10 @@ func compareWith(ctx context.Context, op string, w io.Writer, opts CompareOption
 
 // Apply unpacks the layer read from r (tar, gzip or zstd: detected) onto directory root
 // with containerd's archive.Apply semantics. Cancelling ctx stops the core promptly with an
-// error matching context.Canceled, even while r blocks; a Read of r already under way then
-// finishes in the background (its data is dropped), as nothing can interrupt it.
+// error matching context.Canceled, even while r blocks, and an error in the layer is
+// returned as soon as the core meets it, also while r blocks (as containerd's applier); a
+// Read of r already under way then finishes in the background (its data is dropped), as
+// nothing can interrupt it.
 func Apply(ctx context.Context, root string, r io.Reader, opts ApplyOptions) (ApplyResult, error) {
 	if err := ctx.Err(); err != nil {
 		return ApplyResult{}, err
@@ -334,10 +338,12 @@ func Apply(ctx context.Context, root string, r io.Reader, opts ApplyOptions) (Ap
 	var feedErr error
 	fed := make(chan struct{})
 	go func() {
-		defer close(fed)
 		// Closing the write end is the core's end of input.
 		defer pw.Close()
 		feedErr = feedFrom(pw, r)
+		// Closed before pw: when the core fails on the end of input, fed is already closed
+		// (see below).
+		close(fed)
 	}()
 
 	var aopts C.layerdiff_apply_options
@@ -370,6 +376,20 @@ func Apply(ctx context.Context, root string, r io.Reader, opts ApplyOptions) (Ap
 			return ApplyResult{}, err
 		}
 		return ApplyResult{}, call.wrapError("apply", cerr)
+	}
+	if cerr != nil {
+		select {
+		case <-fed:
+		default:
+			// The core failed on its own (a corrupt layer) before the end of input, and
+			// returned at once (containerd does too); the feeder may be blocked in r.Read,
+			// which nothing can interrupt: it finishes in the background, as after a cancel.
+			if err := call.err(); err != nil {
+				freeError(cerr)
+				return ApplyResult{}, err
+			}
+			return ApplyResult{}, call.wrapError("apply", cerr)
+		}
 	}
 	<-fed
 

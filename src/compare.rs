@@ -111,6 +111,7 @@ fn write_layer_with_workers<W: Write + Send>(
         opts.compression,
         workers,
         opts.progress.as_ref(),
+        opts.cancel.as_ref(),
         produce,
     )?;
     Ok(Diff {
@@ -223,6 +224,7 @@ fn run_pipeline<W: Write + Send>(
     compression: Compression,
     workers: Option<usize>,
     progress: Option<&Progress>,
+    cancel: Option<&CancelToken>,
     produce: impl FnOnce(&mut ChunkSink) -> Result<()>,
 ) -> Result<(String, u64, String, u64)> {
     let workers = encode::workers(compression, workers);
@@ -258,6 +260,9 @@ fn run_pipeline<W: Write + Send>(
         // writer's error is there already.
         if let Err(e) = produce(&mut sink).and_then(|()| sink.send(true)) {
             errors.record(e);
+            // Wakes a write stalled on a pipe (a per-call token only), so the join below does
+            // not wait for the reader; the error recorded first stays the one returned.
+            crate::control::stop_call(cancel);
         }
         let ChunkSink {
             hasher,

@@ -4,6 +4,15 @@
 //! directories into a layer stream written to any `Write`, and [`apply`] turns a layer stream
 //! plus a directory into a changed directory. The C ABI (`capi`) and the Go package are thin
 //! front doors onto these two functions.
+//!
+//! A stalled input or output: [`compare`] and [`apply`] return only once their threads are
+//! done, so one blocked in a `Read` or `Write` of the caller's is waited for, also after a
+//! cancel or an error (an arbitrary `Read` or `Write` cannot be interrupted). A descriptor
+//! wrapped in a [`CancellableFd`] is not: its reads and writes wake when its token is
+//! cancelled, and a token made by [`CancelToken::for_call`] is cancelled by the call itself
+//! when it fails, so the call returns its own error at once. The C ABI, and so Go, and the
+//! CLI wrap their descriptors so, always: a peer that neither writes (reads) nor closes never
+//! delays an error or a cancel.
 
 // Only the C ABI may hold `unsafe` (as in libpathrs); everything else is safe Rust.
 #![deny(unsafe_code)]

@@ -55,6 +55,7 @@ pub(super) fn run<R: Read + Send>(
         let (tx, rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(CHANNEL_DEPTH);
         // Consumed buffers go back to the decoder, so chunks are not allocated and zeroed anew.
         let (recycle_tx, recycle_rx) = mpsc::channel::<Vec<u8>>();
+        let call = cancel.clone();
         let decoder = scope.spawn(move || decode(compressed, tx, recycle_rx, cancel));
         // Buffers the unpacker is done with are hashed on a third thread (sha256 is about a
         // third of the unpacker's work), in stream order, then recycled. The channel is
@@ -71,6 +72,11 @@ pub(super) fn run<R: Read + Send>(
         // Every error of the stages before the unpacker reaches it in the stream, so its
         // result is the pipeline's.
         let unpacked = unpack(&mut reader);
+        if unpacked.is_err() {
+            // Wakes an input read stalled on a pipe (a per-call token only), so the joins
+            // below do not wait for the writer; the error stays the unpacker's.
+            crate::control::stop_call(call.as_ref());
+        }
         // Hands the last buffer to the hasher and closes its channel; dropping the receiver
         // stops the decoder if we are leaving early.
         reader.finish();

@@ -29,8 +29,8 @@ use std::process::ExitCode;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use layerdiff::{
-    ApplyOptions, CompareOptions, Compression, DeviceNodes, IdMap, IdMaps, IdRange,
-    OverlayWhiteoutForm, OverlayXattrsChoice, UnmappedId, WhiteoutMode,
+    ApplyOptions, CancelToken, CancellableFd, CompareOptions, Compression, DeviceNodes, IdMap,
+    IdMaps, IdRange, OverlayWhiteoutForm, OverlayXattrsChoice, UnmappedId, WhiteoutMode,
 };
 
 use progress::{Display, Job, When};
@@ -325,10 +325,14 @@ fn run(command: Command) -> Result<(), Failure> {
                 File::create(&output).map_err(|e| format!("create {}: {e}", output.display()))?
             };
             let display = Display::start(display.progress, display.quiet, Job::Diff);
+            // A failed diff returns at once even while its output pipe stalls (a regular file
+            // cannot): the library cancels this token then, which wakes the blocked write.
+            let call = CancelToken::for_call(None);
+            let out = CancellableFd::new(out, call.clone());
             let opts = CompareOptions {
                 compression,
                 source_date_epoch,
-                cancel: None,
+                cancel: Some(call),
                 progress: display.as_ref().map(Display::hook),
                 id_maps: ids.id_maps()?,
                 all_xattrs: matches!(xattrs, XattrsArg::All),
@@ -376,6 +380,7 @@ fn run(command: Command) -> Result<(), Failure> {
             display,
         } => {
             let input = report::open_input(&layer)?;
+            let call = CancelToken::for_call(None);
             let display = Display::start(
                 display.progress,
                 display.quiet,
@@ -409,12 +414,15 @@ fn run(command: Command) -> Result<(), Failure> {
                 },
                 sync_fs: false,
                 unpack_threads,
-                cancel: None,
+                cancel: Some(call.clone()),
                 progress: display.as_ref().map(Display::hook),
                 expected_diff_id: diff_id,
                 id_maps: ids.id_maps()?,
                 ..ApplyOptions::default()
             };
+            // A failed apply returns at once even while its input pipe (or terminal) stalls: the
+            // library cancels `call` then, which wakes the blocked read.
+            let input = CancellableFd::new(input, call);
             let applied = layerdiff::apply(&root, input, &opts).map_err(|e| e.chain_message())?;
             if let Some(d) = display {
                 d.finish_apply(applied.size);

@@ -452,6 +452,18 @@ impl Drop for ProgressGuard {
 }
 
 /// # Safety
+/// Replace the caller's token (if any) in `cancel` with a token of this call only, returned
+/// for the descriptor's `CancellableFd`: a read from a stalled pipe or a write to one then
+/// wakes on the caller's cancel, and also when the call fails on its own (the core cancels
+/// that token, never the caller's handle, which other calls may share), so the call returns
+/// its error at once instead of waiting for the peer, as containerd closes its reader. No
+/// thread is left using the caller's descriptor once we return.
+fn call_token(cancel: &mut Option<CancelToken>) -> CancelToken {
+    let call = CancelToken::for_call(cancel.as_ref());
+    *cancel = Some(call.clone());
+    call
+}
+
 /// `cancel` is NULL or a live handle from `layerdiff_cancel_new`.
 unsafe fn cancel_token(cancel: *const layerdiff_cancel) -> Option<CancelToken> {
     // SAFETY: by the function's contract.
@@ -853,16 +865,10 @@ pub unsafe extern "C" fn layerdiff_compare(
         // SAFETY: NULL or a valid struct, by contract; NULL is the all-zero struct.
         let options = unsafe { options.as_ref() }.unwrap_or(&zero);
         // SAFETY: its pointers follow its documentation, by contract.
-        let (options, _progress) = unsafe { compare_options(options) }?;
+        let (mut options, _progress) = unsafe { compare_options(options) }?;
         let output = borrow_fd("out_fd", out_fd, FdUse::Write)?;
-        // With a handle, a write to a stalled pipe wakes on cancel (no thread is left writing
-        // to the caller's descriptor once we return).
-        let diff = match options.cancel.clone() {
-            Some(token) => {
-                crate::compare(&lower, &upper, CancellableFd::new(output, token), &options)
-            }
-            None => crate::compare(&lower, &upper, output, &options),
-        }?;
+        let output = CancellableFd::new(output, call_token(&mut options.cancel));
+        let diff = crate::compare(&lower, &upper, output, &options)?;
         // SAFETY: `out` is non-NULL and points to writable storage by contract.
         unsafe { out.write(compare_result(&diff)?) };
         Ok(())
@@ -935,18 +941,10 @@ pub unsafe extern "C" fn layerdiff_compare_upperdir(
         // SAFETY: NULL or a valid struct, by contract; NULL is the all-zero struct.
         let options = unsafe { options.as_ref() }.unwrap_or(&zero);
         // SAFETY: its pointers follow its documentation, by contract.
-        let (options, _progress) = unsafe { compare_options(options) }?;
+        let (mut options, _progress) = unsafe { compare_options(options) }?;
         let output = borrow_fd("out_fd", out_fd, FdUse::Write)?;
-        let diff = match options.cancel.clone() {
-            Some(token) => crate::compare_upperdir(
-                &lower,
-                &upperdir,
-                xattrs,
-                CancellableFd::new(output, token),
-                &options,
-            ),
-            None => crate::compare_upperdir(&lower, &upperdir, xattrs, output, &options),
-        }?;
+        let output = CancellableFd::new(output, call_token(&mut options.cancel));
+        let diff = crate::compare_upperdir(&lower, &upperdir, xattrs, output, &options)?;
         // SAFETY: `out` is non-NULL and points to writable storage by contract.
         unsafe { out.write(compare_result(&diff)?) };
         Ok(())
@@ -988,14 +986,10 @@ pub unsafe extern "C" fn layerdiff_apply(
         // SAFETY: NULL or a valid struct, by contract; NULL is the all-zero struct.
         let options = unsafe { options.as_ref() }.unwrap_or(&zero);
         // SAFETY: its pointers follow its documentation, by contract.
-        let (options, _progress) = unsafe { apply_options(options) }?;
+        let (mut options, _progress) = unsafe { apply_options(options) }?;
         let input = borrow_fd("in_fd", in_fd, FdUse::Read)?;
-        // With a handle, a read from a stalled pipe wakes on cancel (no thread is left reading
-        // the caller's descriptor once we return).
-        let applied = match options.cancel.clone() {
-            Some(token) => crate::apply(&root, CancellableFd::new(input, token), &options),
-            None => crate::apply(&root, input, &options),
-        }?;
+        let input = CancellableFd::new(input, call_token(&mut options.cancel));
+        let applied = crate::apply(&root, input, &options)?;
         let result = layerdiff_apply_result {
             media_type: copy_c_string("media type", crate::Applied::MEDIA_TYPE)?,
             digest: copy_c_string("digest", &applied.digest)?,
