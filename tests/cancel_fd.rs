@@ -130,19 +130,19 @@ fn compare_to_a_stalled_pipe_returns_on_cancel() {
 const STALL: Duration = Duration::from_secs(5);
 const STALL_GUARD: Duration = Duration::from_secs(3);
 
-/// A layer whose second header is garbage (bad checksum), 16 KiB in, followed by enough data
-/// that the writer stalls after the apply's first 256 KiB input chunk is full.
+/// A layer whose second header is garbage (bad checksum), 16 KiB in, followed by more data
+/// than the writer sends before it stalls (random, so its gzip is as long).
 fn corrupt_layer() -> Vec<u8> {
     Tar::new()
         .file("a", &vec![1u8; 16 << 10])
         .raw(&[b'Z'; 512])
-        .file("c", &vec![2u8; 1 << 20])
+        .file("c", &Rng::new(7).bytes(1 << 20))
         .finish()
 }
 
-/// How much the stalling writer sends before it stalls: more than the apply's first input
-/// chunk (256 KiB), which its reader thread fills before handing it on.
-const SENT_BEFORE_STALL: usize = 300 << 10;
+/// How much the stalling writer sends before it stalls: less than a pipe holds and than the
+/// apply's input and decoder chunks (256 KiB), which must go on with what has arrived.
+const SENT_BEFORE_STALL: usize = 48 << 10;
 
 /// A writer thread that sends `data[..SENT_BEFORE_STALL]` into `wr`, then keeps the pipe open
 /// without writing for STALL (or until the returned sender is dropped or sent to).
@@ -230,11 +230,23 @@ fn c_apply_fails_at_once_while_its_input_pipe_stalls() {
     gzip.extend(Rng::new(3).bytes(1 << 20));
     // SAFETY: a new handle, freed at the end.
     let handle = layerdiff_cancel_new();
+    // A good gzip stream of the bad tar: the unpacker's error behind the decoder.
+    let gzipped_tar = common::compress::gzip(&corrupt_layer(), 6);
     for (label, cancel, layer) in [
         ("tar, no handle", std::ptr::null(), corrupt_layer()),
         ("tar, with a handle", handle as *const _, corrupt_layer()),
         ("gzip, no handle", std::ptr::null(), gzip.clone()),
         ("gzip, with a handle", handle as *const _, gzip.clone()),
+        (
+            "gzip of the tar, no handle",
+            std::ptr::null(),
+            gzipped_tar.clone(),
+        ),
+        (
+            "gzip of the tar, with a handle",
+            handle as *const _,
+            gzipped_tar,
+        ),
     ] {
         let mut latencies = Vec::new();
         for _ in 0..RUNS {

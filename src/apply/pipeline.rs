@@ -16,6 +16,9 @@ use crate::error::{Error, Result};
 
 const CHUNK: usize = 256 * 1024;
 const CHANNEL_DEPTH: usize = 8;
+/// The input's first buffer holds at least this much (or all of a shorter input): the decoder
+/// detects the format from its head.
+const HEAD: usize = 512;
 
 /// Run `unpack` on this thread over the decompressed stream of `input`, with the input reader,
 /// decoder and hasher on their own threads. Returns the digest and size of the decompressed
@@ -30,6 +33,9 @@ pub(super) fn run<R: Read + Send>(
 ) -> Result<(String, u64)> {
     let consumed = Arc::new(AtomicU64::new(0));
     let reader_count = consumed.clone();
+    // Input bytes read but not yet taken by the decoder: at zero, its next read would wait.
+    let unread = Arc::new(AtomicU64::new(0));
+    let input_unread = unread.clone();
     let input_progress = progress.clone();
     let result = std::thread::scope(|scope| -> Result<(String, u64)> {
         // Reading the input runs on its own thread too: the decoder is the busiest stage, and
@@ -43,6 +49,7 @@ pub(super) fn run<R: Read + Send>(
                 input_recycle_rx,
                 input_progress,
                 reader_count,
+                input_unread,
             )
         });
         let compressed = ChannelReader {
@@ -50,13 +57,14 @@ pub(super) fn run<R: Read + Send>(
             done: Some(Done::Recycle(input_recycle_tx)),
             buf: Vec::new(),
             pos: 0,
+            unread: Some(unread.clone()),
         };
 
         let (tx, rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(CHANNEL_DEPTH);
         // Consumed buffers go back to the decoder, so chunks are not allocated and zeroed anew.
         let (recycle_tx, recycle_rx) = mpsc::channel::<Vec<u8>>();
         let call = cancel.clone();
-        let decoder = scope.spawn(move || decode(compressed, tx, recycle_rx, cancel));
+        let decoder = scope.spawn(move || decode(compressed, tx, recycle_rx, cancel, unread));
         // Buffers the unpacker is done with are hashed on a third thread (sha256 is about a
         // third of the unpacker's work), in stream order, then recycled. The channel is
         // bounded so a slow hasher holds the unpacker back instead of piling up buffers.
@@ -68,6 +76,7 @@ pub(super) fn run<R: Read + Send>(
             done: Some(Done::Hash(hash_tx)),
             buf: Vec::new(),
             pos: 0,
+            unread: None,
         };
         // Every error of the stages before the unpacker reaches it in the stream, so its
         // result is the pipeline's.
@@ -99,31 +108,42 @@ pub(super) fn run<R: Read + Send>(
 }
 
 /// The input thread: read (reporting progress as containerd does, before each read) and
-/// forward every buffer read, in order, until end of input or the first error.
+/// forward every buffer read, in order, until end of input or the first error. A buffer goes
+/// on when full or when a read came back short (a pipe or socket drained): a writer that
+/// stalls must not hold back bytes already read, which may be the layer's error.
 fn read_input<R: Read>(
     input: R,
     tx: SyncSender<io::Result<Vec<u8>>>,
     recycled: Receiver<Vec<u8>>,
     progress: Option<Progress>,
     counter: Arc<AtomicU64>,
+    unread: Arc<AtomicU64>,
 ) {
     let mut counted = CountingReader {
         inner: input,
         count: counter,
         progress,
     };
+    let mut first = true;
     loop {
         let mut buf = recycled.try_recv().unwrap_or_default();
         buf.resize(CHUNK, 0);
-        // Whole chunks: the decoder peeks its magic bytes in the first one.
         let (mut n, mut end, mut failure) = (0, false, None);
+        let head = if first { HEAD } else { 1 };
         while n < CHUNK {
             match counted.read(&mut buf[n..]) {
                 Ok(0) => {
                     end = true;
                     break;
                 }
-                Ok(k) => n += k,
+                Ok(k) => {
+                    n += k;
+                    // Short of what was asked: nothing more is waiting (a regular file
+                    // fills every read but the last).
+                    if n < CHUNK && n >= head {
+                        break;
+                    }
+                }
                 // Retried here as every reader above would retry it.
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -133,7 +153,10 @@ fn read_input<R: Read>(
             }
         }
         if n > 0 {
+            first = false;
             buf.truncate(n);
+            // Counted before the send, so the decoder never sees more taken than sent.
+            unread.fetch_add(n as u64, AtomicOrdering::Release);
             if tx.send(Ok(buf)).is_err() {
                 // The decoder stopped (it or the unpacker reports why).
                 return;
@@ -159,6 +182,7 @@ fn decode(
     tx: SyncSender<io::Result<Vec<u8>>>,
     recycled: Receiver<Vec<u8>>,
     cancel: Option<CancelToken>,
+    unread: Arc<AtomicU64>,
 ) {
     let fail = |e: Error| {
         let _ = tx.send(Err(e.into_io()));
@@ -180,11 +204,18 @@ fn decode(
         let mut buf = recycled.try_recv().unwrap_or_default();
         buf.resize(CHUNK, 0);
         let mut n = 0;
-        // Fill whole chunks so the unpacker sees few, large buffers.
+        // Fill whole chunks so the unpacker sees few, large buffers, but hand on what is
+        // decoded once every input byte read so far is taken: the next read would wait for
+        // the writer, and what it holds back may be the layer's error.
         while n < CHUNK {
             match decoded.read(&mut buf[n..]) {
                 Ok(0) => break,
-                Ok(k) => n += k,
+                Ok(k) => {
+                    n += k;
+                    if unread.load(AtomicOrdering::Acquire) == 0 {
+                        break;
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return fail(compression::decode_error(e)),
             }
@@ -289,6 +320,8 @@ pub(super) struct ChannelReader {
     done: Option<Done>,
     buf: Vec<u8>,
     pos: usize,
+    /// For the decoder's input: the input reader's count of bytes not yet consumed.
+    unread: Option<Arc<AtomicU64>>,
 }
 
 impl ChannelReader {
@@ -300,6 +333,9 @@ impl ChannelReader {
         let mut chunk = std::mem::take(&mut self.buf);
         chunk.drain(..self.pos);
         self.pos = 0;
+        if let Some(unread) = &self.unread {
+            unread.fetch_sub(chunk.len() as u64, AtomicOrdering::Release);
+        }
         Ok(Some(chunk))
     }
 
@@ -367,5 +403,8 @@ impl BufRead for ChannelReader {
 
     fn consume(&mut self, n: usize) {
         self.pos += n;
+        if let Some(unread) = &self.unread {
+            unread.fetch_sub(n as u64, AtomicOrdering::Release);
+        }
     }
 }
