@@ -88,10 +88,20 @@ fn overlay_marks(at: &At, ns: OverlayXattrs, is_root: bool) -> Result<OverlayMar
     Ok(marks)
 }
 
+/// One directory level of the walk. Only the last [`walk::MAX_OPEN_DIRS`] levels keep their
+/// descriptors open (issue 10: a deep chain made by the container must not exhaust
+/// `RLIMIT_NOFILE`); the walk reopens a closed level through `..` of its child when it returns.
 struct Frame {
     rel: Vec<u8>,
-    upper: OwnedFd,
-    /// The lower view's directory at `rel`, if it has one.
+    /// `None` while closed.
+    upper: Option<OwnedFd>,
+    upper_meta: Meta,
+    /// The lower view's directory at `rel`, if it has one (what `lower` reopens to).
+    lower_meta: Option<Meta>,
+    /// `None` while closed or when there is no lower directory. The deepest level with a lower
+    /// directory keeps it open even while closed: the levels below it have none to reopen it
+    /// through `..`, and levels with a lower directory are a prefix of the stack, so that is
+    /// one descriptor.
     lower: Option<OwnedFd>,
     /// The merged view shows none of the lower directory's children that the upper lacks
     /// (this directory or an ancestor is opaque).
@@ -158,8 +168,8 @@ pub(crate) fn changes(
     cancel: Option<&CancelToken>,
     mut f: impl FnMut(Change) -> Result<()>,
 ) -> Result<()> {
-    let (lower_fd, _) = walk::open_root(lower)?;
-    let (upper_fd, _) = walk::open_root(upperdir)?;
+    let (lower_fd, lower_root_meta) = walk::open_root(lower)?;
+    let (upper_fd, upper_root_meta) = walk::open_root(upperdir)?;
     let mut stack: Vec<Frame> = Vec::new();
     let root_marks = {
         // `.` in the root's own descriptor: the root itself.
@@ -183,8 +193,8 @@ pub(crate) fn changes(
     push_frame(
         &mut stack,
         Vec::new(),
-        upper_fd,
-        Some(lower_fd),
+        (upper_fd, upper_root_meta),
+        Some((lower_fd, lower_root_meta)),
         root_marks.opaque,
         root_marks.xwhiteouts,
         upperdir,
@@ -193,15 +203,16 @@ pub(crate) fn changes(
     while let Some(top) = stack.last_mut() {
         crate::control::check(cancel)?;
         let Some((name, in_upper)) = top.names.next() else {
-            stack.pop();
+            pop_frame(&mut stack, upperdir, lower)?;
             continue;
         };
+        let top_upper = top.upper.as_ref().expect("the top frame is open").as_fd();
         let mut path = Vec::with_capacity(top.rel.len() + 1 + name.len());
         path.extend_from_slice(&top.rel);
         path.push(b'/');
         path.extend_from_slice(&name);
-        let lower_meta = match &top.lower {
-            Some(fd) => lstat_if_exists(fd.as_fd(), &name, lower, &path)?,
+        let lower_meta = match top.lower_fd() {
+            Some(fd) => lstat_if_exists(fd, &name, lower, &path)?,
             None => None,
         };
         if !in_upper {
@@ -210,12 +221,12 @@ pub(crate) fn changes(
             continue;
         }
         let upper_at = At {
-            dir: top.upper.as_fd(),
+            dir: top_upper,
             name: &name,
             root: upperdir,
             rel: &path,
         };
-        let um = walk::lstat_at(top.upper.as_fd(), &name, || upper_at.display())?;
+        let um = walk::lstat_at(top_upper, &name, || upper_at.display())?;
         let is_chr_whiteout = um.file_type() == FileType::CharacterDevice && um.rdev == 0;
         let marks = if is_chr_whiteout {
             OverlayMarks::default()
@@ -267,9 +278,11 @@ pub(crate) fn changes(
             })?;
         }
         if um.is_dir() {
-            let upper_child = upper_at.open_dir(&um)?;
-            let lower_child = match &lower_meta {
-                Some(lm) if lm.is_dir() => Some(lower_at(top, &name, lower, &path).open_dir(lm)?),
+            let upper_child = (upper_at.open_dir(&um)?, um);
+            let lower_child = match lower_meta {
+                Some(lm) if lm.is_dir() => {
+                    Some((lower_at(top, &name, lower, &path).open_dir(&lm)?, lm))
+                }
                 _ => None,
             };
             let hides = top.hides_lower || marks.opaque;
@@ -299,11 +312,7 @@ fn deleted(path: &[u8]) -> Change<'_> {
 /// Where `name` is in the lower view's directory of `frame` (which has one: it was found there).
 fn lower_at<'a>(frame: &'a Frame, name: &'a [u8], root: &'a Path, rel: &'a [u8]) -> At<'a> {
     At {
-        dir: frame
-            .lower
-            .as_ref()
-            .expect("found in the lower view")
-            .as_fd(),
+        dir: frame.lower_fd().expect("found in the lower view"),
         name,
         root,
         rel,
@@ -314,8 +323,8 @@ fn lower_at<'a>(frame: &'a Frame, name: &'a [u8], root: &'a Path, rel: &'a [u8])
 fn push_frame(
     stack: &mut Vec<Frame>,
     rel: Vec<u8>,
-    upper: OwnedFd,
-    lower: Option<OwnedFd>,
+    (upper, upper_meta): (OwnedFd, Meta),
+    lower: Option<(OwnedFd, Meta)>,
     hides_lower: bool,
     xwhiteouts: bool,
     upper_root: &Path,
@@ -323,18 +332,74 @@ fn push_frame(
 ) -> Result<()> {
     let upper_names = walk::list_dir(upper.as_fd(), || walk::display_path(upper_root, &rel))?;
     let lower_names = match (&lower, hides_lower) {
-        (Some(fd), true) => walk::list_dir(fd.as_fd(), || walk::display_path(lower_root, &rel))?,
+        (Some((fd, _)), true) => {
+            walk::list_dir(fd.as_fd(), || walk::display_path(lower_root, &rel))?
+        }
         _ => Vec::new(),
     };
+    let (lower, lower_meta) = lower.map_or((None, None), |(fd, m)| (Some(fd), Some(m)));
     stack.push(Frame {
         names: merged_names(upper_names, lower_names).into_iter(),
         rel,
-        upper,
+        upper: Some(upper),
+        upper_meta,
+        lower_meta,
         lower,
         hides_lower,
         xwhiteouts,
     });
+    if stack.len() > walk::MAX_OPEN_DIRS {
+        // Close the level that just left the open window (as walk::Walker::push_dir does),
+        // keeping its lower directory if its child has none (see Frame::lower).
+        let i = stack.len() - 1 - walk::MAX_OPEN_DIRS;
+        let child_has_lower = stack[i + 1].lower_meta.is_some();
+        let frame = &mut stack[i];
+        frame.upper = None;
+        if child_has_lower {
+            frame.lower = None;
+        }
+    }
     Ok(())
+}
+
+/// Leave the top frame; reopen its parent's descriptors if they were closed, through `..` of
+/// the child's (checked against the parent's stored lstat: a mismatch is "changed during diff").
+fn pop_frame(stack: &mut Vec<Frame>, upper_root: &Path, lower_root: &Path) -> Result<()> {
+    let child = stack.pop().expect("a frame to leave");
+    let Some(parent) = stack.last_mut() else {
+        return Ok(());
+    };
+    if parent.upper.is_none() {
+        let child_upper = child.upper.as_ref().expect("the top frame is open");
+        parent.upper = Some(walk::reopen_parent(
+            child_upper.as_fd(),
+            &parent.upper_meta,
+            upper_root,
+            &parent.rel,
+        )?);
+    }
+    if let (None, Some(meta)) = (&parent.lower, &parent.lower_meta) {
+        // Closed with its lower directory: the child has one (else it was kept open).
+        let child_lower = child
+            .lower
+            .as_ref()
+            .expect("the child has a lower directory");
+        parent.lower = Some(walk::reopen_parent(
+            child_lower.as_fd(),
+            meta,
+            lower_root,
+            &parent.rel,
+        )?);
+    }
+    Ok(())
+}
+
+impl Frame {
+    /// The open frame's lower directory, if it has one.
+    fn lower_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        debug_assert_eq!(self.lower.is_some(), self.lower_meta.is_some());
+        self.lower.as_ref().map(|fd| fd.as_fd())
+    }
 }
 
 fn lstat_if_exists(

@@ -256,7 +256,24 @@ impl WalkEntry {
 /// How many directory descriptors one walk keeps open: deeper levels are closed and opened
 /// again through `..` (checked to be the same directory) when the walk returns to them, so a
 /// deep tree does not exhaust `RLIMIT_NOFILE`.
-const MAX_OPEN_DIRS: usize = 16;
+pub(crate) const MAX_OPEN_DIRS: usize = 16;
+
+/// Reopen the directory at `rel` whose descriptor a walk closed, through `..` of its open child
+/// `child`, checked to be the directory `meta` the walk saw there (else "changed during diff").
+pub(crate) fn reopen_parent(
+    child: BorrowedFd<'_>,
+    meta: &Meta,
+    root: &Path,
+    rel: &[u8],
+) -> Result<OwnedFd> {
+    At {
+        dir: child,
+        name: b"..",
+        root,
+        rel,
+    }
+    .open_dir(meta)
+}
 
 struct DirFrame {
     rel: Vec<u8>,
@@ -337,13 +354,12 @@ impl Walker {
         };
         if parent.fd.is_none() {
             let child_fd = child.fd.as_ref().expect("the top directory is open");
-            let at = At {
-                dir: child_fd.as_fd(),
-                name: b"..",
-                root: &self.root,
-                rel: &parent.rel,
-            };
-            parent.fd = Some(at.open_dir(&parent.meta)?);
+            parent.fd = Some(reopen_parent(
+                child_fd.as_fd(),
+                &parent.meta,
+                &self.root,
+                &parent.rel,
+            )?);
         }
         Ok(())
     }
