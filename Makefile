@@ -52,6 +52,8 @@ deps:
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --release --locked --all-targets -- -D warnings
+	@# fuzz/ is its own workspace that no build or test compiles: check it here so it cannot rot.
+	$(CARGO) check --locked --manifest-path fuzz/Cargo.toml --all-targets
 	@out=$$(cd go && gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
 
 rust-test:
@@ -96,7 +98,19 @@ fuzz-short: test-prefix
 	    -parallel $(FUZZ_PARALLEL) $${t#*:}; \
 	done
 
+# The Rust targets (fuzz/, cargo-fuzz on stable) run only here, each for FUZZ_RUST_SECONDS:
+# their build alone takes minutes. New inputs go to fuzz/corpus/TARGET, crashes to
+# fuzz/artifacts/TARGET.
+FUZZ_RUST_SECONDS ?= 600
+FUZZ_RUST_TARGETS := tar_reader resolver
+
 fuzz: fuzz-short
+	@scripts/install-deps fuzz
+	@set -e; cd fuzz; for t in $(FUZZ_RUST_TARGETS); do \
+	  echo "fuzz: $$t for $(FUZZ_RUST_SECONDS)s"; \
+	  mkdir -p corpus/$$t; seeds=; if [ -d seeds/$$t ]; then seeds=seeds/$$t; fi; \
+	  $(CARGO) fuzz run --sanitizer none $$t corpus/$$t $$seeds -- -max_total_time=$(FUZZ_RUST_SECONDS); \
+	done
 
 # A real containerd daemon, stock (with the layerdiff-diffd proxy plugin) and built with the
 # layerdiff plugin; go/e2e is its own module (containerd's daemon pulls in CRI and more).

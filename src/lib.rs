@@ -53,6 +53,58 @@ pub use overlay_forms::OverlayXattrs;
 #[doc(hidden)]
 pub use resolve::Resolver;
 
+/// What the cargo-fuzz targets in `fuzz/` drive directly (feature `fuzzing`, off by default,
+/// so never part of the API): the decoder and tar reader apply reads layers with, and the
+/// in-root resolver. Thin wrappers, so the crate's internals stay `pub(crate)`.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    use std::io::{self, BufRead, Read};
+    use std::path::Path;
+
+    pub use crate::list::EntryHeader;
+    pub use crate::resolve::Resolver;
+    use crate::Result;
+
+    /// The decoder apply's decoder thread runs: gzip/zstd/plain detected by magic bytes.
+    pub fn decompress<'a, R: BufRead + 'a>(input: R) -> Result<Box<dyn Read + 'a>> {
+        crate::compression::decompress_buffered(input)
+    }
+
+    /// The Go-compatible tar reader apply unpacks with (sparse maps expanded).
+    pub struct TarReader<R>(crate::tar::TarReader<R>);
+
+    impl<R: BufRead> TarReader<R> {
+        pub fn new(r: R) -> Self {
+            TarReader(crate::tar::TarReader::new(r))
+        }
+
+        /// The next entry, or `None` at the end of the archive.
+        pub fn next_entry(&mut self) -> Result<Option<EntryHeader>> {
+            self.0.next_entry()
+        }
+
+        /// Hand the next chunk of the current entry's data to `f`; 0 at its end.
+        pub fn read_chunk(&mut self, f: impl FnOnce(&[u8]) -> Result<()>) -> Result<usize> {
+            self.0.read_chunk(f)
+        }
+    }
+
+    /// continuity's `fs.RootPath` over a root opened with either [`Resolver`].
+    pub struct Root(crate::resolve::Root);
+
+    impl Root {
+        pub fn open(path: &Path, resolver: Resolver) -> io::Result<Root> {
+            crate::resolve::Root::open(path, resolver).map(Root)
+        }
+
+        /// `path` resolved in the root: clean components, and how many symlinks were followed.
+        pub fn root_path(&self, path: &[u8]) -> io::Result<(Vec<Vec<u8>>, usize)> {
+            self.0.root_path(path)
+        }
+    }
+}
+
 /// OCI media type of an uncompressed layer.
 pub const MEDIA_TYPE_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
 /// OCI media type of a gzip-compressed layer.

@@ -9,7 +9,7 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::symlink;
 
-use layerdiff::resolve::{force_walk_fallback, Root};
+use layerdiff::fuzzing::{Resolver, Root};
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 
@@ -66,10 +66,8 @@ fuzz_target!(|input: Input| {
             }
         };
     }
-    let direct = Root::open(&root).and_then(|r| r.root_path(&input.path));
-    force_walk_fallback(true);
-    let walked = Root::open(&root).and_then(|r| r.root_path(&input.path));
-    force_walk_fallback(false);
+    let direct = Root::open(&root, Resolver::Auto).and_then(|r| r.root_path(&input.path));
+    let walked = Root::open(&root, Resolver::Walk).and_then(|r| r.root_path(&input.path));
     match (&direct, &walked) {
         (Ok(a), Ok(b)) => assert_eq!(a, b, "openat2 and the walk resolve differently"),
         (Err(a), Err(b)) => assert_eq!(a.raw_os_error(), b.raw_os_error(), "{a} vs {b}"),
