@@ -82,14 +82,18 @@ impl Inflater {
         // `out`, both borrowed for this call; ISA-L copies whatever it keeps (bit buffer,
         // history, partial input) into the state, and the pointers are nulled below.
         let ret = unsafe { ffi::isal_inflate(s) };
-        let consumed = in_len - s.avail_in as usize;
+        // On some corrupt bodies ISA-L "gives back" more input than this call passed (its bit
+        // buffer returned past the buffer's start: avail_in 0xFFFFFFFF): never more consumed
+        // than given, and such a call is corrupt whatever it returned.
+        let left = s.avail_in as usize;
+        let consumed = in_len.saturating_sub(left);
         let written = out_len - s.avail_out as usize;
         s.next_in = std::ptr::null_mut();
         s.avail_in = 0;
         s.next_out = std::ptr::null_mut();
         s.avail_out = 0;
         let result = match ret {
-            r if r >= 0 => Ok(()),
+            r if r >= 0 && left <= in_len => Ok(()),
             ffi::ISAL_INCORRECT_CHECKSUM => Err(InflateError::BadChecksum),
             _ => Err(InflateError::Corrupt),
         };
@@ -243,4 +247,46 @@ fn deflate_with(
     stream.next_out = std::ptr::null_mut();
     stream.level_buf = std::ptr::null_mut();
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A member body (after its 10-byte header) found by the cargo-fuzz tar_reader target:
+    /// ISA-L fails it and hands back more input than this call gave it (avail_in 0xFFFFFFFF),
+    /// which wrapped the consumed count.
+    #[test]
+    fn consumed_never_exceeds_the_input() {
+        let member = b"\x1f\x8b\x08\x01\x00\x00\x1a\x01\x00\x4e\x82\x88\x01\x1f\x8b\x08\x1f\x8b\x00\x08\x00\x00\x00\x0f\xff\xff";
+        let body = &member[10..];
+        let mut out = vec![0u8; 1 << 16];
+        for step in 1..=body.len() {
+            let mut inflater = Inflater::new();
+            let mut pos = 0;
+            let mut failed = false;
+            while pos < body.len() {
+                let input = &body[pos..(pos + step).min(body.len())];
+                let r = inflater.inflate(input, &mut out);
+                assert!(
+                    r.consumed <= input.len(),
+                    "step {step}: consumed {} of {}",
+                    r.consumed,
+                    input.len()
+                );
+                if r.result.is_err() {
+                    failed = true;
+                    break;
+                }
+                if r.consumed == 0 && r.written == 0 {
+                    break;
+                }
+                pos += r.consumed;
+            }
+            assert!(
+                failed || !inflater.finished(),
+                "step {step}: a corrupt body decoded"
+            );
+        }
+    }
 }
