@@ -21,7 +21,7 @@ SOMAJOR := $(firstword $(subst ., ,$(VERSION)))
 # installed header, libraries and pkg-config files only.
 TEST_PREFIX := $(CURDIR)/build/prefix
 
-.PHONY: all build deps header header-check lint test rust-test test-prefix c-test go-test e2e fuzz-short fuzz demo bench bench-commit bench-micro install install-cli clean
+.PHONY: all build deps header header-check lint test rust-test test-prefix c-test go-test e2e fuzz-short fuzz-rust fuzz demo bench bench-commit bench-micro install install-cli clean
 
 all: build
 
@@ -97,20 +97,26 @@ fuzz-short: test-prefix
 	  $(GO_ENV) $(GO) test -v -run '^$$' -fuzz "^$${t%%:*}$$" -fuzztime $(FUZZ_TIME) -fuzzminimizetime $(FUZZ_MINIMIZE) \
 	    -parallel $(FUZZ_PARALLEL) $${t#*:}; \
 	done
+	@$(MAKE) --no-print-directory fuzz-rust FUZZ_RUST_SECONDS=$(FUZZ_RUST_SHORT_SECONDS)
 
-# The Rust targets (fuzz/, cargo-fuzz on stable) run only here, each for FUZZ_RUST_SECONDS:
-# their build alone takes minutes. New inputs go to fuzz/corpus/TARGET, crashes to
-# fuzz/artifacts/TARGET.
+# The Rust targets (fuzz/, cargo-fuzz on stable), each for FUZZ_RUST_SECONDS: `make fuzz` for
+# 600 s, `make fuzz-short` (in `make test`) for FUZZ_RUST_SHORT_SECONDS after replaying every
+# seed (the instrumented build takes a minute or two). New inputs go to fuzz/corpus/TARGET,
+# crashes to fuzz/artifacts/TARGET.
 FUZZ_RUST_SECONDS ?= 600
+FUZZ_RUST_SHORT_SECONDS ?= 20
 FUZZ_RUST_TARGETS := tar_reader resolver
 
-fuzz: fuzz-short
+fuzz-rust:
 	@scripts/install-deps fuzz
 	@set -e; cd fuzz; for t in $(FUZZ_RUST_TARGETS); do \
 	  echo "fuzz: $$t for $(FUZZ_RUST_SECONDS)s"; \
 	  mkdir -p corpus/$$t; seeds=; if [ -d seeds/$$t ]; then seeds=seeds/$$t; fi; \
 	  $(CARGO) fuzz run --sanitizer none $$t corpus/$$t $$seeds -- -max_total_time=$(FUZZ_RUST_SECONDS); \
 	done
+
+fuzz: fuzz-short
+	@$(MAKE) --no-print-directory fuzz-rust
 
 # A real containerd daemon, stock (with the layerdiff-diffd proxy plugin) and built with the
 # layerdiff plugin; go/e2e is its own module (containerd's daemon pulls in CRI and more).
