@@ -622,23 +622,7 @@ impl<'a> Unpacker<'a> {
     ) -> Result<()> {
         let mut since_check = 0u64;
         loop {
-            let n = tr.read_chunk(|mut data| {
-                while !data.is_empty() {
-                    match rustix::io::write(fd, data) {
-                        Ok(0) => {
-                            return Err(Error::path(
-                                "write",
-                                show(),
-                                io::Error::from(io::ErrorKind::WriteZero),
-                            ))
-                        }
-                        Ok(k) => data = &data[k..],
-                        Err(rustix::io::Errno::INTR) => {}
-                        Err(e) => return Err(Error::path("write", show(), errno(e))),
-                    }
-                }
-                Ok(())
-            })?;
+            let n = tr.read_chunk(|data| super::workers::write_all(fd, data, show))?;
             if n == 0 {
                 return Ok(());
             }

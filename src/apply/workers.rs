@@ -681,6 +681,8 @@ pub(super) struct Prefix {
     pub(super) error: Option<Error>,
 }
 
+/// Write all of `data` to `fd` (retrying EINTR), the step containerd's `createTarFile` does with
+/// `copyBuffered`: the unpacker and the workers write a file's data with it.
 pub(super) fn write_all(fd: &OwnedFd, mut data: &[u8], show: &dyn Fn() -> PathBuf) -> Result<()> {
     while !data.is_empty() {
         match rustix::io::write(fd, data) {
