@@ -378,19 +378,11 @@ func applyCommitChanges(rng *rand.Rand, root string, files []string, n int) (str
 // runCommitOnce runs one mode once in a fresh child, with a fresh content store under a
 // scratch directory that is removed after it (untimed), as runOnce does.
 func runCommitOnce(mode, base string, lower, upper []mount.Mount, onDisk bool) (commitResult, error) {
-	scratch, err := os.MkdirTemp(base, "run-")
+	scratch, cleanup, err := scratchDir(base, onDisk)
 	if err != nil {
 		return commitResult{}, err
 	}
-	defer func() {
-		os.RemoveAll(scratch)
-		if onDisk {
-			unix.Sync()
-		}
-	}()
-	if onDisk {
-		unix.Sync()
-	}
+	defer cleanup()
 	specJSON, _ := json.Marshal(childSpec{Impl: mode, Job: commitJob, Work: scratch, Lower: lower, Upper: upper})
 	self, err := os.Executable()
 	if err != nil {

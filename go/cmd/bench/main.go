@@ -452,23 +452,33 @@ func writeFile(path string, r io.Reader) error {
 	return f.Close()
 }
 
+// scratchDir makes a run's scratch directory under base; cleanup removes it. On the disk, dirty
+// pages are written back before the run and after the removal (both untimed).
+func scratchDir(base string, onDisk bool) (dir string, cleanup func(), err error) {
+	dir, err = os.MkdirTemp(base, "run-")
+	if err != nil {
+		return "", nil, err
+	}
+	if onDisk {
+		unix.Sync()
+	}
+	return dir, func() {
+		os.RemoveAll(dir)
+		if onDisk {
+			unix.Sync()
+		}
+	}, nil
+}
+
 // runOnce runs one implementation once, in a scratch directory under base removed after it
 // (untimed). On the disk, dirty pages are written back before and after (untimed), so one
 // run's writeback does not land on the next.
 func runOnce(im impl, job, base, empty, in, gnuTime string, onDisk bool) (result, error) {
-	scratch, err := os.MkdirTemp(base, "run-")
+	scratch, cleanup, err := scratchDir(base, onDisk)
 	if err != nil {
 		return result{}, err
 	}
-	defer func() {
-		os.RemoveAll(scratch)
-		if onDisk {
-			unix.Sync()
-		}
-	}()
-	if onDisk {
-		unix.Sync()
-	}
+	defer cleanup()
 	if im.child != "" {
 		return runChild(im, childSpec{Impl: im.child, Job: job, Empty: empty, In: in, Work: scratch})
 	}
