@@ -126,6 +126,23 @@ fn usage_error_names_the_problem_and_the_subcommand() {
     assert!(err.contains("layerdiff apply --help"), "{err}");
     let err = assert_one_line_failure(&run(&["ls"]), 2);
     assert!(err.contains("<LAYER>"), "{err}");
+    // Flags that clap accepts one by one but not together are usage errors too.
+    let (lower, upper) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let dirs = [
+        lower.path().to_str().unwrap(),
+        upper.path().to_str().unwrap(),
+    ];
+    for flags in [
+        ["--compression", "none", "--level", "3"],
+        ["--compression", "gzip", "--level", "12"],
+    ] {
+        let mut args = vec!["diff"];
+        args.extend(flags);
+        args.extend(dirs);
+        args.extend(["-o", "-"]);
+        let err = assert_one_line_failure(&run(&args), 2);
+        assert!(err.contains("level"), "{flags:?}: {err}");
+    }
 }
 
 #[test]

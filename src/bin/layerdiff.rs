@@ -308,7 +308,8 @@ fn run(command: Command) -> Result<(), Failure> {
             output,
             display,
         } => {
-            let compression = compression_at(compression, level.unwrap_or(0))?;
+            let compression =
+                compression_at(compression, level.unwrap_or(0)).map_err(Failure::Usage)?;
             let source_date_epoch = match source_date_epoch {
                 Some(s) => Some(s),
                 None => report::source_date_epoch_from_env()?,
