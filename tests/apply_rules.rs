@@ -487,8 +487,10 @@ fn concurrent_symlink_swaps_never_redirect_writes_outside() {
     }
     let layer = t.finish();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let swaps_so_far = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let swapper = {
         let stop = stop.clone();
+        let swaps_so_far = swaps_so_far.clone();
         let root = sb.root();
         std::thread::spawn(move || {
             let dir = rustix::fs::open(
@@ -509,14 +511,23 @@ fn concurrent_symlink_swaps_never_redirect_writes_outside() {
                 )
                 .unwrap();
                 swaps += 1;
+                swaps_so_far.store(swaps, std::sync::atomic::Ordering::Relaxed);
                 std::thread::sleep(std::time::Duration::from_micros(200));
             }
             swaps
         })
     };
     // Whether it fails (a symlink met where a directory was resolved) or succeeds does not
-    // matter; writing outside would.
-    let res = apply_bytes(&sb.root(), &layer, &default_opts());
+    // matter; writing outside would. An apply that fails at once may end before the swapper
+    // has run much (a fast or busy machine), so it is applied again until the swaps have
+    // overlapped the applies at least a few times.
+    let mut res = apply_bytes(&sb.root(), &layer, &default_opts());
+    let started = std::time::Instant::now();
+    while swaps_so_far.load(std::sync::atomic::Ordering::Relaxed) <= 10
+        && started.elapsed() < std::time::Duration::from_secs(10)
+    {
+        res = apply_bytes(&sb.root(), &layer, &default_opts());
+    }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let swaps = swapper.join().unwrap();
     assert!(swaps > 10, "the race did not run ({swaps} swaps)");
