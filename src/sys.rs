@@ -78,16 +78,31 @@ fn no_such_call(e: &io::Error) -> bool {
     is_errno(e, libc::ENOSYS)
 }
 
-/// Set the mode of the node `fd` (an `O_PATH` descriptor of it, not of a symlink).
-pub(crate) fn chmod_path_fd(fd: BorrowedFd<'_>, mode: Mode) -> io::Result<()> {
-    match linux_at::fchmodat2(fd, b"", mode.as_raw_mode(), AtFlags::EMPTY_PATH) {
+/// The result of the fd-relative call `at`; where the kernel (or a seccomp filter) has no
+/// such call, `by_proc` through `/proc/self/fd` if /proc is procfs; else an error naming
+/// `call` and the Linux release that has it.
+fn at_or_proc<T>(
+    at: io::Result<T>,
+    call: &str,
+    since: &str,
+    by_proc: impl FnOnce() -> rustix::io::Result<T>,
+) -> io::Result<T> {
+    match at {
         Err(e) if no_such_call(&e) => {}
         r => return r,
     }
     if !procfs_usable() {
-        return Err(unavailable("fchmodat2", "6.6"));
+        return Err(unavailable(call, since));
     }
-    rfs::chmod(proc_fd_path(fd, b""), mode).map_err(errno)
+    by_proc().map_err(errno)
+}
+
+/// Set the mode of the node `fd` (an `O_PATH` descriptor of it, not of a symlink).
+pub(crate) fn chmod_path_fd(fd: BorrowedFd<'_>, mode: Mode) -> io::Result<()> {
+    let at = linux_at::fchmodat2(fd, b"", mode.as_raw_mode(), AtFlags::EMPTY_PATH);
+    at_or_proc(at, "fchmodat2", "6.6", || {
+        rfs::chmod(proc_fd_path(fd, b""), mode)
+    })
 }
 
 /// The lookup flags for `name` in a directory: never following it; an empty name (which no
@@ -113,14 +128,10 @@ pub(crate) fn lsetxattr_at(
     } else {
         (linux_at::XattrFlags::NONE, rfs::XattrFlags::empty())
     };
-    match linux_at::setxattrat(dir, name, nofollow(name), key, value, xflags) {
-        Err(e) if no_such_call(&e) => {}
-        r => return r,
-    }
-    if !procfs_usable() {
-        return Err(unavailable("setxattrat", "6.13"));
-    }
-    rfs::lsetxattr(proc_fd_path(dir, name), key, value, rflags).map_err(errno)
+    let at = linux_at::setxattrat(dir, name, nofollow(name), key, value, xflags);
+    at_or_proc(at, "setxattrat", "6.13", || {
+        rfs::lsetxattr(proc_fd_path(dir, name), key, value, rflags)
+    })
 }
 
 /// `lgetxattr` of `name` in `dir` into `buf` (empty: the value's size only).
@@ -130,70 +141,62 @@ pub(crate) fn lgetxattr_at(
     key: &[u8],
     buf: &mut [u8],
 ) -> io::Result<usize> {
-    match linux_at::getxattrat(dir, name, nofollow(name), key, buf) {
-        Err(e) if no_such_call(&e) => {}
-        r => return r,
-    }
-    if !procfs_usable() {
-        return Err(unavailable("getxattrat", "6.13"));
-    }
-    let path = proc_fd_path(dir, name);
-    // rustix answers an empty buffer with 0, not the size: its size query is another call.
-    if buf.is_empty() {
-        rfs::lgetxattr_query(path, key)
-    } else {
-        rfs::lgetxattr(path, key, buf)
-    }
-    .map_err(errno)
+    let at = linux_at::getxattrat(dir, name, nofollow(name), key, &mut *buf);
+    at_or_proc(at, "getxattrat", "6.13", || {
+        let path = proc_fd_path(dir, name);
+        // rustix answers an empty buffer with 0, not the size: its size query is another call.
+        if buf.is_empty() {
+            rfs::lgetxattr_query(path, key)
+        } else {
+            rfs::lgetxattr(path, key, buf)
+        }
+    })
 }
 
 /// `llistxattr` of `name` in `dir` into `buf` (empty: the list's size only).
 fn llistxattr_at(dir: BorrowedFd<'_>, name: &[u8], buf: &mut [u8]) -> io::Result<usize> {
-    match linux_at::listxattrat(dir, name, nofollow(name), buf) {
-        Err(e) if no_such_call(&e) => {}
-        r => return r,
-    }
-    if !procfs_usable() {
-        return Err(unavailable("listxattrat", "6.13"));
-    }
-    let path = proc_fd_path(dir, name);
-    if buf.is_empty() {
-        rfs::llistxattr_query(path)
-    } else {
-        rfs::llistxattr(path, buf)
-    }
-    .map_err(errno)
+    let at = linux_at::listxattrat(dir, name, nofollow(name), &mut *buf);
+    at_or_proc(at, "listxattrat", "6.13", || {
+        let path = proc_fd_path(dir, name);
+        if buf.is_empty() {
+            rfs::llistxattr_query(path)
+        } else {
+            rfs::llistxattr(path, buf)
+        }
+    })
 }
 
 /// Every xattr name of `name` in `dir` (not following it).
 pub(crate) fn llistxattr_all(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<Vec<Vec<u8>>> {
-    loop {
-        let n = llistxattr_at(dir, name, &mut [])?;
-        let mut buf = vec![0u8; n];
-        match llistxattr_at(dir, name, &mut buf) {
-            Ok(k) => {
-                buf.truncate(k);
-                return Ok(buf
-                    .split(|&b| b == 0)
-                    .filter(|s| !s.is_empty())
-                    .map(<[u8]>::to_vec)
-                    .collect());
-            }
-            // Grown between the two calls.
-            Err(e) if is_errno(&e, libc::ERANGE) => continue,
-            Err(e) => return Err(e),
-        }
-    }
+    let list = read_sized(|buf| llistxattr_at(dir, name, buf))?;
+    Ok(list
+        .split(|&b| b == 0)
+        .filter(|s| !s.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect())
 }
 
 /// The value of the xattr `key` of `name` in `dir` (not following it).
 pub(crate) fn lgetxattr_all(dir: BorrowedFd<'_>, name: &[u8], key: &[u8]) -> io::Result<Vec<u8>> {
+    read_sized(|buf| lgetxattr_at(dir, name, key, buf))
+}
+
+/// What `call` writes (a list or value; an empty buffer asks only for its size): first into a
+/// 4 KiB buffer on the stack, which holds nearly every list and value, so one system call per
+/// entry (compare reads these for every entry); else at the size the kernel reports, again if
+/// it grew in between.
+fn read_sized(mut call: impl FnMut(&mut [u8]) -> io::Result<usize>) -> io::Result<Vec<u8>> {
+    let mut first = [0u8; 4096];
+    match call(&mut first) {
+        Ok(n) => return Ok(first[..n].to_vec()),
+        Err(e) if is_errno(&e, libc::ERANGE) => {}
+        Err(e) => return Err(e),
+    }
     loop {
-        let n = lgetxattr_at(dir, name, key, &mut [])?;
-        let mut buf = vec![0u8; n];
-        match lgetxattr_at(dir, name, key, &mut buf) {
-            Ok(k) => {
-                buf.truncate(k);
+        let mut buf = vec![0u8; call(&mut [])?];
+        match call(&mut buf) {
+            Ok(n) => {
+                buf.truncate(n);
                 return Ok(buf);
             }
             Err(e) if is_errno(&e, libc::ERANGE) => continue,

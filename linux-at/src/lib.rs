@@ -1,6 +1,6 @@
 //! Safe wrappers over Linux system calls that work on a directory descriptor and a name,
 //! which layerdiff's dependencies do not offer yet: `fchmodat2` (Linux 6.6) and
-//! `setxattrat`/`getxattrat`/`listxattrat`/`removexattrat` (Linux 6.13).
+//! `setxattrat`/`getxattrat`/`listxattrat` (Linux 6.13).
 //!
 //! They let layerdiff chmod a node it holds only an `O_PATH` descriptor of (a FIFO, a device,
 //! a hard link), and read or write the xattrs of a name that is not followed if it is a
@@ -43,59 +43,42 @@ impl XattrFlags {
     pub const NONE: XattrFlags = XattrFlags(0);
     /// Fail with `EEXIST` if the xattr exists.
     pub const CREATE: XattrFlags = XattrFlags(libc::XATTR_CREATE as u32);
-    /// Fail with `ENODATA` if the xattr does not exist.
-    pub const REPLACE: XattrFlags = XattrFlags(libc::XATTR_REPLACE as u32);
 }
 
 /// The system call numbers. Calls added since Linux 5.1 have one number on every
 /// architecture but alpha, ia64 and mips (offset there) and x32 (its bit set); those get none
 /// here, so the calls report `ENOSYS`.
-#[cfg(all(
-    target_os = "linux",
-    any(
-        all(target_arch = "x86_64", target_pointer_width = "64"),
-        target_arch = "x86",
-        target_arch = "aarch64",
-        target_arch = "arm",
-        target_arch = "riscv64",
-        target_arch = "riscv32",
-        target_arch = "loongarch64",
-        target_arch = "s390x",
-        target_arch = "powerpc",
-        target_arch = "powerpc64",
-    )
-))]
 mod nr {
     use std::ffi::c_long;
-    pub const FCHMODAT2: Option<c_long> = Some(452);
-    pub const SETXATTRAT: Option<c_long> = Some(463);
-    pub const GETXATTRAT: Option<c_long> = Some(464);
-    pub const LISTXATTRAT: Option<c_long> = Some(465);
-    pub const REMOVEXATTRAT: Option<c_long> = Some(466);
-}
 
-#[cfg(not(all(
-    target_os = "linux",
-    any(
-        all(target_arch = "x86_64", target_pointer_width = "64"),
-        target_arch = "x86",
-        target_arch = "aarch64",
-        target_arch = "arm",
-        target_arch = "riscv64",
-        target_arch = "riscv32",
-        target_arch = "loongarch64",
-        target_arch = "s390x",
-        target_arch = "powerpc",
-        target_arch = "powerpc64",
-    )
-)))]
-mod nr {
-    use std::ffi::c_long;
-    pub const FCHMODAT2: Option<c_long> = None;
-    pub const SETXATTRAT: Option<c_long> = None;
-    pub const GETXATTRAT: Option<c_long> = None;
-    pub const LISTXATTRAT: Option<c_long> = None;
-    pub const REMOVEXATTRAT: Option<c_long> = None;
+    const UNIFIED: bool = cfg!(all(
+        target_os = "linux",
+        any(
+            all(target_arch = "x86_64", target_pointer_width = "64"),
+            target_arch = "x86",
+            target_arch = "aarch64",
+            target_arch = "arm",
+            target_arch = "riscv64",
+            target_arch = "riscv32",
+            target_arch = "loongarch64",
+            target_arch = "s390x",
+            target_arch = "powerpc",
+            target_arch = "powerpc64",
+        )
+    ));
+
+    const fn unified(n: c_long) -> Option<c_long> {
+        if UNIFIED {
+            Some(n)
+        } else {
+            None
+        }
+    }
+
+    pub const FCHMODAT2: Option<c_long> = unified(452);
+    pub const SETXATTRAT: Option<c_long> = unified(463);
+    pub const GETXATTRAT: Option<c_long> = unified(464);
+    pub const LISTXATTRAT: Option<c_long> = unified(465);
 }
 
 /// The kernel's `struct xattr_args` (include/uapi/linux/xattr.h), version 0.
@@ -245,29 +228,6 @@ pub fn listxattrat(
     check(r)
 }
 
-/// `removexattrat(dir, path, flags, name)`: remove the xattr `name` of `path` in `dir`.
-pub fn removexattrat(
-    dir: BorrowedFd<'_>,
-    path: &[u8],
-    flags: AtFlags,
-    name: &[u8],
-) -> io::Result<()> {
-    let nr = nr::REMOVEXATTRAT.ok_or_else(enosys)?;
-    let (path, name) = (c_string(path)?, c_string(name)?);
-    // SAFETY: removexattrat(int dfd, const char *pathname, unsigned int at_flags,
-    // const char *name); both strings are NUL-terminated and outlive the call.
-    let r = unsafe {
-        libc::syscall(
-            nr,
-            dir.as_raw_fd() as c_long,
-            path.as_ptr(),
-            flags.0 as c_long,
-            name.as_ptr(),
-        )
-    };
-    check(r).map(drop)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -355,9 +315,6 @@ mod tests {
                 &buf[..n]
             );
             assert!(listxattrat(dir, b"f", nofollow, &mut []).unwrap() >= n);
-            removexattrat(dir, b"f", nofollow, b"user.k").unwrap();
-            let gone = getxattrat(dir, b"f", nofollow, b"user.k", &mut buf);
-            assert_eq!(gone.unwrap_err().raw_os_error(), Some(libc::ENODATA));
             let nul = setxattrat(dir, b"f\0x", nofollow, b"user.k", b"", XattrFlags::NONE);
             assert_eq!(nul.unwrap_err().raw_os_error(), Some(libc::EINVAL));
         }
