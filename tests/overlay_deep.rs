@@ -13,6 +13,7 @@ use std::process::Command;
 
 use common::overlay::mount_overlay;
 use common::require_root;
+use common::tar::entry_names;
 use rustix::fs::{Mode, OFlags, CWD};
 
 const NOFILE: &str = "--nofile=256:256";
@@ -83,7 +84,7 @@ fn check(tmp: &Path, lower: &Path, upper: &Path, merged: &Path, want: &[String])
         &tmp.join("walk.tar"),
     )
     .unwrap_or_else(|e| panic!("double walk under {NOFILE}: {e}"));
-    let names = names(&from_upper);
+    let names = entry_names(&from_upper);
     for w in want {
         assert!(
             names.iter().any(|n| n.trim_end_matches('/') == w),
@@ -99,16 +100,8 @@ fn check(tmp: &Path, lower: &Path, upper: &Path, merged: &Path, want: &[String])
         from_upper.len(),
         names.len(),
         walked.len(),
-        self::names(&walked).len()
+        entry_names(&walked).len()
     );
-}
-
-fn names(layer: &[u8]) -> Vec<String> {
-    let mut a = tar::Archive::new(layer);
-    a.entries()
-        .unwrap()
-        .map(|e| String::from_utf8_lossy(&e.unwrap().path_bytes()).into_owned())
-        .collect()
 }
 
 /// `d/d/…/d/` `levels` deep, then `rest`.

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use common::overlay::mount_overlay;
 use common::require_root;
 use common::rng::Rng;
+use common::tar::entry_names as names;
 use layerdiff::{compare, compare_upperdir, CompareOptions, Compression, ErrorKind, OverlayXattrs};
 
 /// A mount configuration and the refusals it may cause.
@@ -661,17 +662,6 @@ fn rng_matches_the_pinned_vectors() {
 }
 
 /// The entry names of an uncompressed layer, for failure messages.
-fn names(layer: &[u8]) -> Vec<String> {
-    let mut a = tar::Archive::new(layer);
-    a.entries()
-        .map(|es| {
-            es.filter_map(|e| e.ok())
-                .map(|e| String::from_utf8_lossy(&e.path_bytes()).into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// Bad upperdirs: clear errors (or a correct layer), never a panic.
 #[test]
 fn bad_upperdirs_are_clear_errors() {

@@ -439,3 +439,13 @@ pub fn ustar_split(name: &[u8]) -> Option<(&[u8], &[u8])> {
         .map(|i| (&name[..i], &name[i + 1..]))
         .find(|(_, n)| !n.is_empty() && n.len() <= NAME_LEN)
 }
+
+/// The path of every entry of `layer`, read by the tar crate (an unreadable layer fails the
+/// test rather than looking empty).
+pub fn entry_names(layer: &[u8]) -> Vec<String> {
+    tar::Archive::new(layer)
+        .entries()
+        .unwrap()
+        .map(|e| String::from_utf8_lossy(&e.unwrap().path_bytes()).into_owned())
+        .collect()
+}
